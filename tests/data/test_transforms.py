@@ -1,0 +1,80 @@
+"""Resize / crop / augment / tensor transforms."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from PIL import Image
+
+from vislang.data import transforms as T
+
+
+def _gradient(w: int, h: int) -> Image.Image:
+    x = np.linspace(0, 255, w, dtype=np.uint8)[None, :, None].repeat(h, 0)
+    y = np.linspace(0, 255, h, dtype=np.uint8)[:, None, None].repeat(w, 1)
+    return Image.fromarray(np.concatenate([x, y, 255 - x], axis=2))
+
+
+def test_resize_shorter_side_and_exact():
+    assert T.Resize(32)(_gradient(100, 50)).size == (64, 32)
+    assert T.Resize(32)(_gradient(50, 100)).size == (32, 64)
+    assert T.Resize((10, 20))(_gradient(100, 50)).size == (20, 10)
+    im = _gradient(32, 32)
+    assert T.Resize(32)(im) is im
+
+
+def test_center_crop():
+    im = T.CenterCrop(10)(_gradient(30, 20))
+    assert im.size == (10, 10)
+    assert im.getpixel((0, 0)) == _gradient(30, 20).getpixel((10, 5))
+
+
+def test_random_resized_crop_is_seeded():
+    im = _gradient(120, 80)
+    t = T.RandomResizedCrop(24, scale=(0.2, 0.5))
+    torch.manual_seed(3)
+    a = np.asarray(t(im))
+    torch.manual_seed(3)
+    b = np.asarray(t(im))
+    c = np.asarray(t(im))
+    assert a.shape == (24, 24, 3) and (a == b).all() and not (a == c).all()
+
+
+def test_color_jitter_changes_colours_not_size():
+    im = _gradient(16, 16)
+    torch.manual_seed(0)
+    out = T.ColorJitter(0.5, 0.5, 0.5, 0.1)(im)
+    assert out.size == im.size and out.mode == "RGB"
+    assert not (np.asarray(out) == np.asarray(im)).all()
+    assert (np.asarray(T.ColorJitter()(im)) == np.asarray(im)).all()
+
+
+def test_flip():
+    im = _gradient(8, 4)
+    flipped = T.RandomHorizontalFlip(p=1.0)(im)
+    assert (np.asarray(flipped)[:, ::-1] == np.asarray(im)).all()
+    assert T.RandomHorizontalFlip(p=0.0)(im) is im
+
+
+def test_to_tensor_and_normalize():
+    im = Image.new("RGB", (5, 3), (255, 0, 51))
+    x = T.ToTensor()(im)
+    assert x.shape == (3, 3, 5) and x.dtype == torch.float32
+    assert torch.allclose(x[:, 0, 0], torch.tensor([1.0, 0.0, 0.2]))
+    y = T.Normalize((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))(x)
+    assert torch.allclose(y[:, 0, 0], torch.tensor([1.0, -1.0, -0.6]))
+
+
+def test_build_transform_eval_and_train():
+    cfg = T.TransformConfig(image_size=32)
+    big = _gradient(300, 200)
+    ev = T.build_transform(cfg, train=False)
+    assert ev(big).shape == (3, 32, 32)
+    assert torch.equal(ev(big), ev(big))
+    tr = T.build_transform(cfg, train=True)
+    assert tr(big).shape == (3, 32, 32)
+    assert not any(isinstance(t, T.RandomHorizontalFlip) for t in tr.transforms)  # off by default
+    flips = T.build_transform(T.TransformConfig(image_size=32, hflip=0.5), train=True)
+    assert any(isinstance(t, T.RandomHorizontalFlip) for t in flips.transforms)
+    no_aug = T.build_transform(T.TransformConfig(image_size=32, augment=False), train=True)
+    assert torch.equal(no_aug(big), ev(big))

@@ -1,0 +1,5 @@
+import sys
+
+from vislang.cli import main
+
+sys.exit(main())

@@ -1,0 +1,123 @@
+"""Opening any dataset by name or path, and the in-memory :class:`ImageTextDataset`."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from vislang.data import readers
+from vislang.data.records import Record
+from vislang.data.registry import get_dataset_info, is_registered_spec, parse_spec, prepare_dataset
+from vislang.errors import DataError, ImageError, MissingImagesError
+
+
+@dataclass
+class ImageTextDataset:
+    """A list of records with where they came from.
+
+    Attributes:
+        name: Dataset name or file path.
+        split: Split name, or None when the source has no splits.
+        records: The records.
+    """
+
+    name: str
+    split: str | None
+    records: list[Record]
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, i: int) -> Record:
+        return self.records[i]
+
+    def __iter__(self) -> Iterator[Record]:
+        return iter(self.records)
+
+    def check_images(self, skip_bad: bool = False, workers: int = 8) -> ImageTextDataset:
+        """Open every image's header up front and report all failures together.
+
+        Args:
+            skip_bad: Drop records whose image is missing or unreadable (with a warning on stderr) instead
+                of raising.
+            workers: Threads used to check files.
+
+        Returns:
+            This dataset, or a copy without the bad records when ``skip_bad``.
+
+        Raises:
+            MissingImagesError: Some images are bad and ``skip_bad`` is False.
+        """
+        from vislang.data.images import probe_image
+
+        paths = sorted({r.image for r in self.records})
+
+        def check(p: str) -> tuple[str, str] | None:
+            try:
+                probe_image(p)
+            except ImageError as e:
+                return (p, e.reason)
+            return None
+
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            bad = [b for b in pool.map(check, paths) if b is not None]
+        if not bad:
+            return self
+        label = self.name + (f" [{self.split}]" if self.split else "")
+        if not skip_bad:
+            raise MissingImagesError(label, bad, len(paths))
+        bad_paths = {p for p, _ in bad}
+        import sys
+
+        print(f"warning: skipping {len(bad)} of {len(paths)} images of {label} that are missing or "
+              f"unreadable (first: {bad[0][0]}: {bad[0][1]})", file=sys.stderr)
+        return ImageTextDataset(self.name, self.split,
+                                [r for r in self.records if r.image not in bad_paths])
+
+
+def load_dataset(spec: str | os.PathLike, split: str | None = None, *, root: str | os.PathLike | None = None,
+                 image_root: str | os.PathLike | None = None,
+                 annotations: str | os.PathLike | None = None) -> ImageTextDataset:
+    """Open a dataset by registered name (building it on first use) or by file path.
+
+    Args:
+        spec: A registered name (``"emoji"``, ``"shapes:size=32"``) or the path of a JSONL manifest,
+            COCO captions JSON, Karpathy split JSON or VQA v2 questions JSON.
+        split: Split to load. Registered datasets default to their default split; files with a split field
+            (Karpathy, manifests with ``"split"``) are filtered by it; other files ignore it.
+        root: Data root for registered datasets.
+        image_root: Folder that image file names in COCO/Karpathy/VQA files are relative to
+            (default: the JSON file's folder).
+        annotations: VQA annotations JSON (default: found beside the questions file).
+
+    Returns:
+        The dataset.
+    """
+    spec = os.fspath(spec)
+    if is_registered_spec(spec):
+        name, _ = parse_spec(spec)
+        info = get_dataset_info(name)
+        split = split or info.default_split
+        if split not in info.splits:
+            raise DataError(f"dataset {name!r} has no split {split!r}; splits: {', '.join(info.splits)}")
+        out = prepare_dataset(spec, root)
+        return ImageTextDataset(spec, split, readers.read_manifest(out / f"{split}.jsonl"))
+    path = Path(spec)
+    if not path.exists():
+        raise DataError(f"no such dataset or file: {spec!r} (registered datasets: "
+                        f"{', '.join(_names())})")
+    records = readers.read_any(path, image_root=image_root, annotations=annotations)
+    if split is not None and any("split" in r.meta for r in records):
+        records = [r for r in records if r.meta.get("split") == split]
+        if not records:
+            raise DataError(f"{path}: no records with split {split!r}")
+    return ImageTextDataset(str(path), split, records)
+
+
+def _names() -> list[str]:
+    from vislang.data.registry import list_datasets
+
+    return list_datasets()

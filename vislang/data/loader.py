@@ -1,0 +1,157 @@
+"""Torch datasets over records, a padding collate, and a deterministically seeded DataLoader."""
+
+from __future__ import annotations
+
+import random
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from vislang.data.images import WHITE, Color, load_image
+from vislang.data.records import Record
+from vislang.data.text import TextTokenizer
+from vislang.errors import ImageError
+
+Unit = Literal["image", "caption", "qa"]
+
+
+class ImageTextSamples(Dataset):
+    """Records flattened into training samples.
+
+    Args:
+        records: The records.
+        transform: PIL RGB image -> ``(3, H, W)`` tensor.
+        unit: ``"image"``: one sample per record (all captions as strings, for evaluation);
+            ``"caption"``: one per (record, caption); ``"qa"``: one per (record, question).
+        tokenizer: Encodes ``text`` (and ``question``) into ``tokens`` (``question_tokens``) when given.
+        max_len: Truncate token sequences to this length (BOS/EOS included).
+        background: Colour under transparent pixels.
+        skip_bad: Drop samples whose image fails to decode (the collate leaves them out, with a warning)
+            instead of raising.
+
+    Each sample is a dict with ``image`` ``(3, H, W)``, ``index`` (the record index), ``id`` and, by unit,
+    ``text``/``tokens``, ``captions``, ``question``/``question_tokens``/``answers``/``question_type``, and
+    ``label`` when the record has one.
+    """
+
+    def __init__(self, records: Sequence[Record], transform: Callable[[Any], torch.Tensor], unit: Unit = "caption",
+                 tokenizer: TextTokenizer | None = None, max_len: int = 32, background: Color = WHITE,
+                 skip_bad: bool = False):
+        if unit not in ("image", "caption", "qa"):
+            raise ValueError(f"unit must be 'image', 'caption' or 'qa', not {unit!r}")
+        self.records, self.transform, self.unit = list(records), transform, unit
+        self.tokenizer, self.max_len, self.background, self.skip_bad = tokenizer, max_len, background, skip_bad
+        if unit == "image":
+            self.index = [(i, 0) for i in range(len(self.records))]
+        elif unit == "caption":
+            self.index = [(i, j) for i, r in enumerate(self.records) for j in range(len(r.captions))]
+        else:
+            self.index = [(i, j) for i, r in enumerate(self.records) for j in range(len(r.qa))]
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any] | None:
+        """Sample ``key``, or ``(key, seed)`` as :class:`SeededSampler` yields: random transforms then
+        draw from torch's RNG seeded with ``seed``, the same in any worker."""
+        k, seed = key if isinstance(key, tuple) else (key, None)
+        i, j = self.index[k]
+        rec = self.records[i]
+        try:
+            image = load_image(rec.image, self.background)
+            if seed is None:
+                image = self.transform(image)
+            else:
+                with torch.random.fork_rng(devices=[]):
+                    torch.manual_seed(seed)
+                    image = self.transform(image)
+        except ImageError as e:
+            if not self.skip_bad:
+                raise
+            print(f"warning: skipping sample: {e}", file=sys.stderr)
+            return None
+        out: dict[str, Any] = {"image": image, "index": i, "id": rec.id}
+        if rec.label is not None:
+            out["label"] = rec.label
+        if self.unit == "image":
+            out["captions"] = list(rec.captions)
+        elif self.unit == "caption":
+            out["text"] = rec.captions[j]
+            if self.tokenizer is not None:
+                out["tokens"] = torch.tensor(self.tokenizer.encode(out["text"], max_len=self.max_len))
+        else:
+            qa = rec.qa[j]
+            out.update(question=qa.question, answers=list(qa.answers), question_type=qa.question_type)
+            if self.tokenizer is not None:
+                out["question_tokens"] = torch.tensor(self.tokenizer.encode(qa.question, max_len=self.max_len))
+        return out
+
+
+class PadCollate:
+    """Batch samples: stack images ``(B, 3, H, W)``, right-pad 1-D token tensors to ``(B, T)`` with
+    ``pad_id`` and add ``<key>_lengths`` ``(B,)``, turn ints into tensors, keep everything else as lists.
+    Samples that are ``None`` (skipped bad images) are left out."""
+
+    def __init__(self, pad_id: int = 0):
+        self.pad_id = pad_id
+
+    def __call__(self, samples: list[dict[str, Any] | None]) -> dict[str, Any]:
+        samples = [s for s in samples if s is not None]
+        if not samples:
+            return {}
+        batch: dict[str, Any] = {}
+        for key in samples[0]:
+            values = [s[key] for s in samples]
+            v0 = values[0]
+            if key == "image":
+                batch[key] = torch.stack(values)  # (B, 3, H, W)
+            elif isinstance(v0, torch.Tensor) and v0.dim() == 1:
+                lengths = torch.tensor([len(v) for v in values])
+                padded = torch.full((len(values), int(lengths.max())), self.pad_id, dtype=v0.dtype)
+                for b, v in enumerate(values):
+                    padded[b, :len(v)] = v
+                batch[key], batch[f"{key}_lengths"] = padded, lengths  # (B, T), (B,)
+            elif isinstance(v0, int) and not isinstance(v0, bool):
+                batch[key] = torch.tensor(values)
+            else:
+                batch[key] = values
+        return batch
+
+
+class SeededSampler(Sampler):
+    """Yields ``(index, seed)``: the order (shuffled or not) and one augmentation seed per sample, both
+    drawn from ``generator`` in the main process, so batches and augmentations do not depend on the number
+    of workers, and every epoch draws new ones."""
+
+    def __init__(self, n: int, shuffle: bool, generator: torch.Generator):
+        self.n, self.shuffle, self.generator = n, shuffle, generator
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        order = torch.randperm(self.n, generator=self.generator) if self.shuffle else torch.arange(self.n)
+        seeds = torch.randint(0, 2**62, (self.n,), generator=self.generator)
+        yield from zip(order.tolist(), seeds.tolist())
+
+
+def seed_worker(worker_id: int) -> None:
+    """Seed Python's and NumPy's RNGs in a worker from the seed torch gave it."""
+    seed = torch.initial_seed() % 2**32
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+def build_loader(samples: Dataset, batch_size: int, *, shuffle: bool = False, workers: int = 0, seed: int = 0,
+                 drop_last: bool = False, pad_id: int = 0) -> DataLoader:
+    """A DataLoader with :class:`PadCollate` and a :class:`SeededSampler`: the same seed gives the same
+    batches and the same augmentations, with any number of workers."""
+    gen = torch.Generator()
+    gen.manual_seed(seed)
+    return DataLoader(samples, batch_size=batch_size, sampler=SeededSampler(len(samples), shuffle, gen),
+                      num_workers=workers, collate_fn=PadCollate(pad_id), worker_init_fn=seed_worker,
+                      generator=gen, drop_last=drop_last, persistent_workers=workers > 0)

@@ -1,0 +1,356 @@
+"""Readers for users' own data: JSONL manifests, COCO captions, Karpathy splits and VQA v2.
+
+Every reader validates as it goes and raises :class:`vislang.errors.DataError` naming the file, the line
+or entry, and the field. Image paths are resolved but not opened here; see
+:meth:`vislang.data.ImageTextDataset.check_images` for the up-front image check.
+
+JSONL manifest, one object per line (blank lines are skipped)::
+
+    {"image": "imgs/cat.png", "text": "a sleepy cat", "label": "animal",
+     "question": "what animal is it?", "answer": "cat"}
+
+- ``image`` (required): path, relative to the manifest's folder or absolute.
+- ``text``: one caption or a list of captions.
+- ``label``: class label (string or integer).
+- ``question`` + ``answer`` (a string or a list of human answers), optional ``question_type``; or ``qa``:
+  a list of ``{"question", "answer", "question_type"}`` objects for several questions.
+- ``id``: sample id (default: the line number); ``split``: split name (``--split`` filters on it).
+- Any other key is kept as metadata.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from vislang.data.records import QA, Record
+from vislang.errors import DataError
+
+_MANIFEST_KEYS = {"id", "image", "text", "label", "question", "answer", "answers", "question_type", "qa"}
+
+
+def _type_name(v: Any) -> str:
+    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean", type(None): "null",
+            int: "an integer", float: "a number"}.get(type(v), type(v).__name__)
+
+
+class _Checker:
+    """Field checks that name the file and the line or entry in their errors."""
+
+    def __init__(self, path: Path, where: str):
+        self.path, self.where = str(path), where
+
+    def fail(self, message: str, field: str | None = None) -> DataError:
+        return DataError(message, path=self.path, where=self.where, field=field)
+
+    def obj(self, v: Any, field: str | None = None) -> dict:
+        if not isinstance(v, dict):
+            raise self.fail(f"expected a JSON object, got {_type_name(v)}", field)
+        return v
+
+    def require(self, obj: dict, field: str) -> Any:
+        if field not in obj:
+            raise self.fail("missing required field", field)
+        return obj[field]
+
+    def string(self, v: Any, field: str, allow_empty: bool = True) -> str:
+        if not isinstance(v, str):
+            raise self.fail(f"expected a string, got {_type_name(v)}", field)
+        if not allow_empty and not v.strip():
+            raise self.fail("must not be empty", field)
+        return v
+
+    def strings(self, v: Any, field: str) -> list[str]:
+        """A string or a list of strings, as a list."""
+        if isinstance(v, str):
+            return [v]
+        if isinstance(v, list) and all(isinstance(x, str) for x in v):
+            return list(v)
+        if isinstance(v, list):
+            bad = next(x for x in v if not isinstance(x, str))
+            raise self.fail(f"expected a list of strings, found {_type_name(bad)} in it", field)
+        raise self.fail(f"expected a string or a list of strings, got {_type_name(v)}", field)
+
+    def ident(self, v: Any, field: str) -> int | str:
+        if isinstance(v, bool) or not isinstance(v, (int, str)):
+            raise self.fail(f"expected an integer or string id, got {_type_name(v)}", field)
+        return v
+
+    def label(self, v: Any) -> str | None:
+        if v is None:
+            return None
+        if isinstance(v, bool) or not isinstance(v, (int, str)):
+            raise self.fail(f"expected a string or integer label, got {_type_name(v)}", "label")
+        return str(v)
+
+    def image_path(self, v: Any, base: Path, field: str = "image") -> str:
+        s = self.string(v, field, allow_empty=False)
+        p = Path(s).expanduser()
+        return str(p if p.is_absolute() else (base / p).resolve())
+
+
+def load_json(path: str | os.PathLike) -> Any:
+    """Parse a JSON file; syntax errors name the line and column."""
+    path = Path(path)
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise DataError("file not found", path=str(path)) from None
+    except UnicodeDecodeError as e:
+        raise DataError(f"not UTF-8 text ({e.reason} at byte {e.start})", path=str(path)) from None
+    except json.JSONDecodeError as e:
+        raise DataError(f"invalid JSON: {e.msg}", path=str(path),
+                        where=f"line {e.lineno}, column {e.colno}") from None
+
+
+def _qa_from(c: _Checker, obj: dict, field_prefix: str = "") -> QA:
+    if "question" not in obj:
+        raise c.fail("missing required field", f"{field_prefix}question")
+    question = c.string(obj["question"], f"{field_prefix}question", allow_empty=False)
+    ans_key = "answers" if "answers" in obj else "answer"
+    answers = c.strings(obj[ans_key], f"{field_prefix}{ans_key}") if ans_key in obj else []
+    qtype = c.string(obj.get("question_type", ""), f"{field_prefix}question_type")
+    return QA(question=question, answers=answers, question_type=qtype)
+
+
+def read_manifest(path: str | os.PathLike) -> list[Record]:
+    """Read a JSONL manifest (format in the module docstring)."""
+    path = Path(path)
+    base = path.parent.resolve()
+    records: list[Record] = []
+    seen: dict[str, int] = {}
+    try:
+        lines = path.read_text(encoding="utf-8").split("\n")
+    except FileNotFoundError:
+        raise DataError("file not found", path=str(path)) from None
+    except UnicodeDecodeError as e:
+        raise DataError(f"not UTF-8 text ({e.reason} at byte {e.start})", path=str(path)) from None
+    for lineno, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        c = _Checker(path, f"line {lineno}")
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise c.fail(f"invalid JSON: {e.msg} (column {e.colno})") from None
+        c.obj(obj)
+        rid = str(c.ident(obj["id"], "id")) if "id" in obj else str(lineno)
+        if rid in seen:
+            raise c.fail(f"duplicate id {rid!r} (first on line {seen[rid]})", "id")
+        seen[rid] = lineno
+        image = c.image_path(c.require(obj, "image"), base)
+        captions = c.strings(obj["text"], "text") if "text" in obj else []
+        qa: list[QA] = []
+        if "question" in obj:
+            qa.append(_qa_from(c, obj))
+        elif "answer" in obj or "answers" in obj:
+            raise c.fail("an answer without a question", "question")
+        if "qa" in obj:
+            items = obj["qa"]
+            if not isinstance(items, list):
+                raise c.fail(f"expected a list of question objects, got {_type_name(items)}", "qa")
+            for i, item in enumerate(items):
+                c.obj(item, f"qa[{i}]")
+                qa.append(_qa_from(c, item, f"qa[{i}]."))
+        meta = {k: v for k, v in obj.items() if k not in _MANIFEST_KEYS}
+        records.append(Record(id=rid, image=image, captions=captions, label=c.label(obj.get("label")),
+                              qa=qa, meta=meta))
+    return records
+
+
+def read_coco_captions(path: str | os.PathLike, image_root: str | os.PathLike | None = None,
+                       data: Any = None) -> list[Record]:
+    """Read a COCO captions file (``images`` + ``annotations``).
+
+    Args:
+        path: e.g. ``captions_val2014.json``.
+        image_root: Folder holding the ``file_name`` images (default: the JSON file's folder).
+    """
+    path = Path(path)
+    data = load_json(path) if data is None else data
+    root = Path(image_root) if image_root else path.parent
+    top = _Checker(path, "top level")
+    top.obj(data)
+    images, anns = top.require(data, "images"), top.require(data, "annotations")
+    for name, v in (("images", images), ("annotations", anns)):
+        if not isinstance(v, list):
+            raise top.fail(f"expected a list, got {_type_name(v)}", name)
+    by_id: dict[int | str, Record] = {}
+    for i, im in enumerate(images):
+        c = _Checker(path, f"images[{i}]")
+        c.obj(im)
+        iid = c.ident(c.require(im, "id"), "id")
+        if iid in by_id:
+            raise c.fail(f"duplicate image id {iid!r}", "id")
+        file_name = c.image_path(c.require(im, "file_name"), root, "file_name")
+        meta = {"image_id": iid}
+        meta.update({k: im[k] for k in ("width", "height") if k in im})
+        by_id[iid] = Record(id=str(iid), image=file_name, meta=meta)
+    for i, ann in enumerate(anns):
+        c = _Checker(path, f"annotations[{i}]")
+        c.obj(ann)
+        iid = c.ident(c.require(ann, "image_id"), "image_id")
+        caption = c.string(c.require(ann, "caption"), "caption")
+        if iid not in by_id:
+            raise c.fail(f"image_id {iid!r} is not in 'images'", "image_id")
+        by_id[iid].captions.append(caption)
+    return list(by_id.values())
+
+
+def read_karpathy(path: str | os.PathLike, image_root: str | os.PathLike | None = None,
+                  data: Any = None) -> list[Record]:
+    """Read a Karpathy split file (``dataset_coco.json`` style: ``images[].sentences[].raw``, ``split``).
+
+    The image path is ``image_root/filepath/filename`` (``filepath`` optional). ``restval`` images keep
+    that split name; pass ``split="train"`` and ``"restval"`` separately or merge them yourself.
+    """
+    path = Path(path)
+    data = load_json(path) if data is None else data
+    root = Path(image_root) if image_root else path.parent
+    top = _Checker(path, "top level")
+    top.obj(data)
+    images = top.require(data, "images")
+    if not isinstance(images, list):
+        raise top.fail(f"expected a list, got {_type_name(images)}", "images")
+    records = []
+    for i, im in enumerate(images):
+        c = _Checker(path, f"images[{i}]")
+        c.obj(im)
+        filename = c.string(c.require(im, "filename"), "filename", allow_empty=False)
+        filepath = c.string(im.get("filepath", ""), "filepath")
+        sentences = c.require(im, "sentences")
+        if not isinstance(sentences, list):
+            raise c.fail(f"expected a list, got {_type_name(sentences)}", "sentences")
+        captions = []
+        for j, s in enumerate(sentences):
+            c.obj(s, f"sentences[{j}]")
+            if "raw" not in s:
+                raise c.fail("missing required field", f"sentences[{j}].raw")
+            captions.append(c.string(s["raw"], f"sentences[{j}].raw"))
+        split = c.string(c.require(im, "split"), "split", allow_empty=False)
+        iid = c.ident(im["cocoid"], "cocoid") if "cocoid" in im else c.ident(im.get("imgid", i), "imgid")
+        image = c.image_path(str(Path(filepath) / filename), root, "filename")
+        records.append(Record(id=str(iid), image=image, captions=captions,
+                              meta={"image_id": iid, "split": split}))
+    return records
+
+
+def _find_vqa_annotations(questions: Path) -> Path | None:
+    """Official names pair ``v2_OpenEnded_mscoco_val2014_questions.json`` with
+    ``v2_mscoco_val2014_annotations.json``."""
+    stem = questions.name
+    candidates = [stem.replace("questions", "annotations"),
+                  stem.replace("OpenEnded_", "").replace("questions", "annotations")]
+    for name in candidates:
+        p = questions.with_name(name)
+        if p != questions and p.exists():
+            return p
+    return None
+
+
+def read_vqa(questions: str | os.PathLike, annotations: str | os.PathLike | None = None,
+             image_root: str | os.PathLike | None = None, data: Any = None) -> list[Record]:
+    """Read VQA v2 questions (and annotations, when given or found beside them), one record per image.
+
+    Images are looked up as ``image_root/<data_subtype>/COCO_<data_subtype>_<id:012d>.jpg`` or directly
+    in ``image_root`` (default: the questions file's folder).
+    """
+    qpath = Path(questions)
+    qdata = load_json(qpath) if data is None else data
+    top = _Checker(qpath, "top level")
+    top.obj(qdata)
+    qs = top.require(qdata, "questions")
+    if not isinstance(qs, list):
+        raise top.fail(f"expected a list, got {_type_name(qs)}", "questions")
+    subtype = str(qdata.get("data_subtype", ""))
+    root = Path(image_root) if image_root else qpath.parent
+    apath = Path(annotations) if annotations else _find_vqa_annotations(qpath)
+    anns: dict[Any, dict] = {}
+    if apath is not None:
+        adata = load_json(apath)
+        atop = _Checker(apath, "top level")
+        atop.obj(adata)
+        alist = atop.require(adata, "annotations")
+        if not isinstance(alist, list):
+            raise atop.fail(f"expected a list, got {_type_name(alist)}", "annotations")
+        for i, a in enumerate(alist):
+            c = _Checker(apath, f"annotations[{i}]")
+            c.obj(a)
+            qid = c.ident(c.require(a, "question_id"), "question_id")
+            answers = c.require(a, "answers")
+            if not isinstance(answers, list):
+                raise c.fail(f"expected a list, got {_type_name(answers)}", "answers")
+            for j, ans in enumerate(answers):
+                c.obj(ans, f"answers[{j}]")
+                c.string(c.require(ans, "answer"), f"answers[{j}].answer")
+            anns[qid] = a
+    by_image: dict[Any, Record] = {}
+    missing_ann = 0
+    for i, q in enumerate(qs):
+        c = _Checker(qpath, f"questions[{i}]")
+        c.obj(q)
+        iid = c.ident(c.require(q, "image_id"), "image_id")
+        qid = c.ident(c.require(q, "question_id"), "question_id")
+        text = c.string(c.require(q, "question"), "question", allow_empty=False)
+        a = anns.get(qid)
+        if a is None:
+            missing_ann += 1
+        qa = QA(question=text, answers=[x["answer"] for x in a["answers"]] if a else [],
+                question_type=str(a.get("question_type", "")) if a else "",
+                answer_type=str(a.get("answer_type", "")) if a else "", question_id=qid)
+        if iid not in by_image:
+            by_image[iid] = Record(id=str(iid), image=_vqa_image(root, subtype, iid), meta={"image_id": iid})
+        by_image[iid].qa.append(qa)
+    if apath is not None and missing_ann:
+        raise DataError(f"{missing_ann} of {len(qs)} questions have no annotation in {apath}",
+                        path=str(qpath), field="question_id")
+    return list(by_image.values())
+
+
+def _vqa_image(root: Path, subtype: str, iid: Any) -> str:
+    name = f"COCO_{subtype}_{int(iid):012d}.jpg" if subtype and str(iid).isdigit() else f"{iid}.jpg"
+    candidates = [root / subtype / name, root / name] if subtype else [root / name]
+    for p in candidates:
+        if p.exists():
+            return str(p.resolve())
+    return str(candidates[0].resolve())
+
+
+def detect_format(path: str | os.PathLike, data: Any = None) -> str:
+    """``"manifest"``, ``"coco"``, ``"karpathy"`` or ``"vqa"`` for a file (JSON sniffed by its keys)."""
+    path = Path(path)
+    if path.suffix.lower() == ".jsonl":
+        return "manifest"
+    if path.suffix.lower() != ".json":
+        raise DataError("unknown dataset file type (expected .jsonl manifest or .json COCO/Karpathy/VQA)",
+                        path=str(path))
+    data = load_json(path) if data is None else data
+    if isinstance(data, dict):
+        if "questions" in data:
+            return "vqa"
+        images = data.get("images")
+        if isinstance(images, list) and images and isinstance(images[0], dict) and "sentences" in images[0]:
+            return "karpathy"
+        if "images" in data and "annotations" in data:
+            return "coco"
+    raise DataError("unrecognised JSON layout: expected COCO captions ('images' + 'annotations'), "
+                    "Karpathy ('images[].sentences'), or VQA questions ('questions')", path=str(path))
+
+
+def read_any(path: str | os.PathLike, image_root: str | os.PathLike | None = None,
+             annotations: str | os.PathLike | None = None) -> list[Record]:
+    """Read a dataset file of any supported format."""
+    path = Path(path)
+    if path.suffix.lower() == ".jsonl":
+        return read_manifest(path)
+    data = load_json(path) if path.suffix.lower() == ".json" else None
+    fmt = detect_format(path, data)
+    if fmt == "vqa":
+        return read_vqa(path, annotations, image_root, data=data)
+    if fmt == "karpathy":
+        return read_karpathy(path, image_root, data=data)
+    return read_coco_captions(path, image_root, data=data)
+

@@ -1,0 +1,230 @@
+"""Image transforms without torchvision: resize, crop, augment, tensor conversion, normalisation.
+
+Geometric and colour transforms act on PIL images; :class:`ToTensor` and :class:`Normalize` produce the
+``(3, H, W)`` float tensors the models take. Randomness comes from torch's RNG, which the data loader seeds
+per worker, so a seeded run is reproducible. Horizontal flips are off by default: they swap "left of" and
+"right of" in captions and questions.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image, ImageEnhance
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+_RESAMPLE = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC,
+             "nearest": Image.Resampling.NEAREST, "lanczos": Image.Resampling.LANCZOS}
+
+
+def _uniform(lo: float, hi: float) -> float:
+    return lo + (hi - lo) * torch.rand(()).item()
+
+
+class Compose:
+    """Apply transforms in order."""
+
+    def __init__(self, transforms: Sequence[Callable]):
+        self.transforms = list(transforms)
+
+    def __call__(self, x):
+        for t in self.transforms:
+            x = t(x)
+        return x
+
+    def __repr__(self) -> str:
+        return "Compose(" + ", ".join(repr(t) for t in self.transforms) + ")"
+
+
+class Resize:
+    """Resize so the shorter side is ``size`` (int), or to exactly ``(h, w)``.
+
+    Large downscales first use Pillow's ``reduce`` (box filter), which is much faster on big images and
+    keeps the result anti-aliased.
+    """
+
+    def __init__(self, size: int | tuple[int, int], interpolation: str = "bicubic"):
+        self.size, self.interpolation = size, interpolation
+
+    def target(self, w: int, h: int) -> tuple[int, int]:
+        if isinstance(self.size, int):
+            s = self.size
+            return (s, max(1, round(h * s / w))) if w <= h else (max(1, round(w * s / h)), s)
+        return (self.size[1], self.size[0])
+
+    def __call__(self, im: Image.Image) -> Image.Image:
+        tw, th = self.target(*im.size)
+        if (tw, th) == im.size:
+            return im
+        return im.resize((tw, th), _RESAMPLE[self.interpolation], reducing_gap=2.0)
+
+    def __repr__(self) -> str:
+        return f"Resize({self.size})"
+
+
+class CenterCrop:
+    """Crop the centre ``size`` x ``size`` (padding with the edge colour never happens: resize first)."""
+
+    def __init__(self, size: int):
+        self.size = size
+
+    def __call__(self, im: Image.Image) -> Image.Image:
+        w, h = im.size
+        left, top = max(0, (w - self.size) // 2), max(0, (h - self.size) // 2)
+        return im.crop((left, top, left + self.size, top + self.size))
+
+    def __repr__(self) -> str:
+        return f"CenterCrop({self.size})"
+
+
+class RandomResizedCrop:
+    """Crop a random area fraction ``scale`` and aspect ratio ``ratio``, resized to ``size`` x ``size``
+    (Szegedy et al. 2015, as in Inception training)."""
+
+    def __init__(self, size: int, scale: tuple[float, float] = (0.6, 1.0),
+                 ratio: tuple[float, float] = (3 / 4, 4 / 3), interpolation: str = "bicubic"):
+        self.size, self.scale, self.ratio, self.interpolation = size, scale, ratio, interpolation
+
+    def box(self, w: int, h: int) -> tuple[int, int, int, int]:
+        area = w * h
+        log_lo, log_hi = math.log(self.ratio[0]), math.log(self.ratio[1])
+        for _ in range(10):
+            target = area * _uniform(*self.scale)
+            aspect = math.exp(_uniform(log_lo, log_hi))
+            cw, ch = round(math.sqrt(target * aspect)), round(math.sqrt(target / aspect))
+            if 0 < cw <= w and 0 < ch <= h:
+                left = int(torch.randint(0, w - cw + 1, ()).item())
+                top = int(torch.randint(0, h - ch + 1, ()).item())
+                return left, top, left + cw, top + ch
+        s = min(w, h)  # fall back to the centre square
+        return (w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s
+
+    def __call__(self, im: Image.Image) -> Image.Image:
+        return im.resize((self.size, self.size), _RESAMPLE[self.interpolation], box=self.box(*im.size),
+                         reducing_gap=2.0)
+
+    def __repr__(self) -> str:
+        return f"RandomResizedCrop({self.size}, scale={self.scale})"
+
+
+class ColorJitter:
+    """Random brightness, contrast and saturation factors in ``[1 - x, 1 + x]`` and a hue shift in
+    ``[-hue, hue]`` (fraction of the colour wheel), applied in random order."""
+
+    def __init__(self, brightness: float = 0.0, contrast: float = 0.0, saturation: float = 0.0,
+                 hue: float = 0.0):
+        self.brightness, self.contrast, self.saturation, self.hue = brightness, contrast, saturation, hue
+
+    def __call__(self, im: Image.Image) -> Image.Image:
+        ops = []
+        for amount, enhancer in ((self.brightness, ImageEnhance.Brightness),
+                                 (self.contrast, ImageEnhance.Contrast),
+                                 (self.saturation, ImageEnhance.Color)):
+            if amount > 0:
+                ops.append((enhancer, _uniform(max(0.0, 1 - amount), 1 + amount)))
+        if self.hue > 0:
+            ops.append((None, _uniform(-self.hue, self.hue)))
+        for i in torch.randperm(len(ops)).tolist():
+            enhancer, factor = ops[i]
+            im = _shift_hue(im, factor) if enhancer is None else enhancer(im).enhance(factor)
+        return im
+
+    def __repr__(self) -> str:
+        return (f"ColorJitter(brightness={self.brightness}, contrast={self.contrast}, "
+                f"saturation={self.saturation}, hue={self.hue})")
+
+
+def _shift_hue(im: Image.Image, shift: float) -> Image.Image:
+    h, s, v = im.convert("HSV").split()
+    h = h.point(lambda x: (x + round(shift * 255)) % 256)
+    return Image.merge("HSV", (h, s, v)).convert("RGB")
+
+
+class RandomHorizontalFlip:
+    """Mirror with probability ``p``. Off in the default pipelines: it changes "left of"."""
+
+    def __init__(self, p: float = 0.5):
+        self.p = p
+
+    def __call__(self, im: Image.Image) -> Image.Image:
+        return im.transpose(Image.Transpose.FLIP_LEFT_RIGHT) if torch.rand(()).item() < self.p else im
+
+    def __repr__(self) -> str:
+        return f"RandomHorizontalFlip(p={self.p})"
+
+
+class ToTensor:
+    """RGB PIL image to a float tensor in [0, 1], shape ``(3, H, W)``."""
+
+    def __call__(self, im: Image.Image) -> torch.Tensor:
+        a = np.asarray(im.convert("RGB"), dtype=np.uint8)  # (H, W, 3)
+        return torch.from_numpy(a.copy()).permute(2, 0, 1).float().div_(255.0)  # (3, H, W)
+
+    def __repr__(self) -> str:
+        return "ToTensor()"
+
+
+class Normalize:
+    """Subtract ``mean`` and divide by ``std`` per channel of a ``(3, H, W)`` or ``(B, 3, H, W)`` tensor."""
+
+    def __init__(self, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD):
+        self.mean = torch.tensor(mean).view(-1, 1, 1)
+        self.std = torch.tensor(std).view(-1, 1, 1)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+    def __repr__(self) -> str:
+        return f"Normalize(mean={self.mean.flatten().tolist()}, std={self.std.flatten().tolist()})"
+
+
+@dataclass
+class TransformConfig:
+    """Image pipeline settings (read only by :func:`build_transform`).
+
+    Attributes:
+        image_size: Output side in pixels.
+        interpolation: Resampling filter ("bicubic", "bilinear", "nearest", "lanczos").
+        mean: Per-channel mean for normalisation.
+        std: Per-channel standard deviation.
+        augment: Use random resized crops and colour jitter when training.
+        crop_scale: Area range of random resized crops.
+        jitter: Brightness/contrast/saturation jitter amount (0 disables).
+        hue: Hue jitter amount (0 disables).
+        hflip: Probability of a horizontal flip when training (0 by default: flips change "left of").
+    """
+
+    image_size: int = 64
+    interpolation: str = "bicubic"
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    augment: bool = True
+    crop_scale: tuple[float, float] = (0.6, 1.0)
+    jitter: float = 0.2
+    hue: float = 0.0
+    hflip: float = 0.0
+
+
+def build_transform(cfg: TransformConfig | None = None, train: bool = False) -> Compose:
+    """The standard pipeline: PIL RGB image -> normalised ``(3, S, S)`` tensor.
+
+    Evaluation: resize the shorter side to ``S`` and centre-crop. Training with ``augment``: random resized
+    crop, colour jitter, optional flip.
+    """
+    cfg = cfg or TransformConfig()
+    if train and cfg.augment:
+        steps: list[Callable] = [RandomResizedCrop(cfg.image_size, cfg.crop_scale,
+                                                   interpolation=cfg.interpolation)]
+        if cfg.jitter > 0 or cfg.hue > 0:
+            steps.append(ColorJitter(cfg.jitter, cfg.jitter, cfg.jitter, cfg.hue))
+        if cfg.hflip > 0:
+            steps.append(RandomHorizontalFlip(cfg.hflip))
+    else:
+        steps = [Resize(cfg.image_size, cfg.interpolation), CenterCrop(cfg.image_size)]
+    return Compose([*steps, ToTensor(), Normalize(cfg.mean, cfg.std)])

@@ -1,0 +1,82 @@
+"""Atomic file writes, tables and progress bars shared by every command."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import IO, Any
+
+from tqdm import tqdm
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | os.PathLike, mode: str = "w", **kwargs: Any) -> Iterator[IO]:
+    """Open a temporary file beside ``path`` and move it into place only when the block succeeds.
+
+    A crash inside the block leaves ``path`` as it was (absent or the old version), never half-written.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode, **kwargs) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any, indent: int | None = 1) -> None:
+    """Write ``obj`` as JSON to ``path`` atomically."""
+    with atomic_open(path, "w", encoding="utf-8") as f:
+        json.dump(obj, f, indent=indent, ensure_ascii=False)
+        f.write("\n")
+
+
+def atomic_write_jsonl(path: str | os.PathLike, rows: Iterable[dict]) -> None:
+    """Write one JSON object per line to ``path`` atomically."""
+    with atomic_open(path, "w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+def atomic_save_image(path: str | os.PathLike, image: Any, format: str = "PNG", **kwargs: Any) -> None:
+    """Save a PIL image atomically."""
+    with atomic_open(path, "wb") as f:
+        image.save(f, format=format, **kwargs)
+
+
+def progress(iterable: Iterable | None = None, *, desc: str = "", total: int | None = None,
+             unit: str = "it", disable: bool | None = None) -> tqdm:
+    """A tqdm progress bar on stderr; quiet when ``VISLANG_QUIET=1`` or stderr is not a terminal in CI."""
+    if disable is None:
+        disable = os.environ.get("VISLANG_QUIET") == "1"
+    return tqdm(iterable, desc=desc, total=total, unit=unit, disable=disable, file=sys.stderr,
+                dynamic_ncols=True, mininterval=0.5)
+
+
+def format_table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> str:
+    """Render rows as a plain-text table with right-aligned numbers."""
+    def cell(v: Any) -> str:
+        if isinstance(v, float):
+            return f"{v:.4f}"
+        return str(v)
+
+    cells = [[cell(v) for v in row] for row in rows]
+    widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
+    numeric = [all(isinstance(row[i], (int, float)) for row in rows) and bool(rows) for i in range(len(headers))]
+
+    def line(vals: Sequence[str]) -> str:
+        return "  ".join(v.rjust(w) if num else v.ljust(w) for v, w, num in zip(vals, widths, numeric)).rstrip()
+
+    sep = "  ".join("-" * w for w in widths)
+    return "\n".join([line(list(headers)), sep] + [line(r) for r in cells])
