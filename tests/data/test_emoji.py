@@ -1,0 +1,345 @@
+"""The built-in ``emoji`` dataset, built once per session from the real npm packages into ``data_root``."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from vislang.data import emoji, load_dataset, prepare_dataset
+from vislang.errors import DataError, ExternalToolError
+
+SPLITS = ("train", "val", "test_seen_concepts_new_style", "test_new_concepts")
+needs_npm = pytest.mark.network_data
+
+
+def read_split(out: Path, split: str) -> list[dict]:
+    """The manifest rows of one split, as written."""
+    with open(out / f"{split}.jsonl", encoding="utf-8") as f:
+        return [json.loads(line) for line in f]
+
+
+@pytest.fixture(scope="module")
+def packages(data_root: Path) -> Path:
+    """The real npm packages (installed into ``data_root/_npm`` on first use)."""
+    return emoji.ensure_packages(data_root)
+
+
+@pytest.fixture(scope="module")
+def built(data_root: Path, packages: Path) -> Path:
+    """The default emoji build."""
+    return prepare_dataset("emoji", root=data_root)
+
+
+@pytest.fixture(scope="module")
+def rows(built: Path) -> dict[str, list[dict]]:
+    return {split: read_split(built, split) for split in SPLITS}
+
+
+@pytest.fixture(scope="module")
+def text(packages: Path) -> emoji.EmojibaseText:
+    return emoji.read_emojibase(packages / "emojibase-data")
+
+
+# --- pure functions ---------------------------------------------------------------------------------------
+
+
+def test_concept_id_drops_fe0f_and_uppercases():
+    assert emoji.concept_id("1f9d4-200d-2640-fe0f") == "1F9D4-200D-2640"
+    assert emoji.concept_id("0023-FE0F-20E3") == "0023-20E3"
+    assert emoji.concept_id("263A") == "263A"
+
+
+def test_base_key_merges_tone_gender_and_direction():
+    same = [
+        ["1F44B", "1F44B-1F3FB", "1F44B-1F3FF"],  # waving hand and tones
+        ["1F9D4", "1F9D4-200D-2642", "1F9D4-1F3FD-200D-2640", "1F9D4-1F3FB"],  # person / man / woman: beard
+        ["1F9D1-200D-1F4BB", "1F468-200D-1F4BB", "1F469-1F3FE-200D-1F4BB"],  # technologist
+        ["1F3C3", "1F3C3-200D-2640-200D-27A1", "1F3C3-1F3FC-200D-27A1"],  # person running (facing right)
+        ["1F9D2", "1F466", "1F467-1F3FB"],  # child, boy, girl
+        ["1F48F", "1F469-200D-2764-200D-1F48B-200D-1F468", "1F9D1-1F3FB-200D-2764-200D-1F48B-200D-1F9D1-1F3FC"],
+        ["1F9D1-200D-1F91D-200D-1F9D1", "1F46B", "1F46D-1F3FB", "1F469-1F3FB-200D-1F91D-200D-1F468-1F3FC"],
+        ["1F9D1-200D-1F384", "1F385-1F3FB", "1F936"],  # Mx Claus, Santa Claus, Mrs. Claus
+    ]
+    for keys in same:
+        assert len({emoji.base_key(k) for k in keys}) == 1, keys
+    different = ["1F1E9-1F1EA", "1F1EB-1F1F7", "1F3F3-200D-1F308", "2640", "2642", "1F44B", "1F9D4"]
+    assert len({emoji.base_key(k) for k in different}) == len(different)
+
+
+def test_caption_sentence():
+    assert emoji.caption_sentence("grinning face", ["face", "grin", "happy"]) \
+        == "a grinning face emoji: face, grin, happy"
+    assert emoji.caption_sentence("man: beard", ["beard", "man"]) == "a man emoji (beard): beard, man"
+    assert emoji.caption_sentence("unicorn", []) == "a unicorn emoji"
+    assert emoji.caption_sentence("ogre", ["ogre"]).startswith("an ogre emoji")
+    assert emoji.caption_sentence("NG button", ["ng"]).startswith("an NG button")
+    assert emoji.caption_sentence("one o’clock", ["clock"]).startswith("a one o’clock")
+
+
+def test_assign_split_is_deterministic_and_follows_fractions():
+    keys = [f"K{i}" for i in range(4000)]
+    first = [emoji.assign_split(k, 0, 0.1, 0.2) for k in keys]
+    assert first == [emoji.assign_split(k, 0, 0.1, 0.2) for k in keys]
+    counts = Counter(first)
+    assert 0.08 < counts["val"] / len(keys) < 0.12 and 0.18 < counts["test"] / len(keys) < 0.22
+    assert first != [emoji.assign_split(k, 1, 0.1, 0.2) for k in keys]  # the seed matters
+
+
+# --- real emojibase data ------------------------------------------------------------------------------------
+
+
+@needs_npm
+def test_every_gendered_concept_shares_a_group_with_a_neutral_one(text):
+    # Real data: each concept emojibase marks with a gender groups with an ungendered, untoned concept.
+    neutral = {c.base for c in text.concepts.values() if c.gender is None and c.skin_tone is None}
+    gendered = [c for c in text.concepts.values() if c.gender is not None]
+    assert len(gendered) > 500
+    assert [c.label for c in gendered if c.base not in neutral] == []
+    by_label = {c.label: c for c in text.concepts.values()}
+    for label in ("man: beard", "woman: beard", "person: beard", "person: dark skin tone, beard"):
+        assert by_label[label].base == "1F9D4"
+    assert by_label["man technologist"].base == by_label["technologist"].base
+    assert by_label["boy"].base == by_label["girl"].base == by_label["child"].base
+
+
+@needs_npm
+def test_skipped_entries_are_regional_indicators_and_components(text):
+    reasons = Counter(text.skipped.values())
+    assert reasons == {"regional indicator": 26, "component": 9}
+    assert "1F1E6" in text.skipped and "1F3FB" in text.skipped and "1F9B0" in text.skipped
+    assert all(c.group != "component" for c in text.concepts.values())
+
+
+# --- the built dataset ----------------------------------------------------------------------------------------
+
+
+@needs_npm
+def test_no_group_straddles_two_splits(rows):
+    groups_in = {split: {r["base"] for r in rs} for split, rs in rows.items()}
+    # test_seen_concepts_new_style draws on the train groups, so compare group splits, not file names.
+    train = groups_in["train"] | groups_in["test_seen_concepts_new_style"]
+    val, test = groups_in["val"], groups_in["test_new_concepts"]
+    assert not train & val and not train & test and not val & test
+    for split, rs in rows.items():
+        want = {"train": "train", "val": "val", "test_seen_concepts_new_style": "train",
+                "test_new_concepts": "test"}[split]
+        assert {emoji.assign_split(r["base"], 0, 0.1, 0.1) for r in rs} == {want}
+        assert all(emoji.base_key(r["concept"]) == r["base"] for r in rs)
+
+
+@needs_npm
+def test_openmoji_is_only_in_test_splits(rows):
+    vendors = {split: Counter(r["vendor"] for r in rs) for split, rs in rows.items()}
+    assert set(vendors["train"]) == set(vendors["val"]) == {"google", "twitter"}
+    assert set(vendors["test_seen_concepts_new_style"]) == {"openmoji"}
+    assert set(vendors["test_new_concepts"]) == {"google", "twitter", "openmoji"}
+
+
+@needs_npm
+def test_counts_are_plausible(rows, built):
+    n = {split: len(rs) for split, rs in rows.items()}
+    assert n["train"] > 4000 and n["val"] > 400
+    assert n["test_seen_concepts_new_style"] > 2000 and n["test_new_concepts"] > 400
+    assert sum(n.values()) > 10000
+    summary = json.loads((built / "summary.json").read_text(encoding="utf-8"))
+    assert {s["split"]: s["images"] for s in summary["splits"]} == n
+    ids = [r["id"] for rs in rows.values() for r in rs]
+    assert len(ids) == len(set(ids))
+
+
+@needs_npm
+def test_records_have_captions_label_and_meta(rows, text):
+    groups = {c.group for c in text.concepts.values()}
+    for rs in rows.values():
+        for r in rs:
+            concept = text.concepts[r["concept"]]
+            label, sentence = r["text"]
+            assert label == concept.label and sentence.startswith(("a ", "an ")) and " emoji" in sentence
+            assert r["label"] == r["group"] == concept.group and r["label"] in groups
+            assert r["id"] == f"{r['vendor']}/{r['concept']}" and r["emoji"] == concept.emoji
+            assert "FE0F" not in r["concept"]
+            tone = r.get("skin_tone")
+            assert tone is None or tone in range(1, 6) or (len(tone) == 2 and set(tone) <= set(range(1, 6)))
+            assert r.get("gender") in (None, "female", "male")
+    by_id = {r["id"]: r for rs in rows.values() for r in rs}
+    wave = next(r for i, r in by_id.items() if i.endswith("/1F44B-1F3FD"))
+    assert wave["skin_tone"] == 3 and "hello" in wave["tags"] and "medium skin tone" in wave["text"][1]
+    beard = next(r for i, r in by_id.items() if i.endswith("/1F9D4-200D-2640"))
+    assert beard["gender"] == "female" and beard["base"] == "1F9D4"
+
+
+@needs_npm
+def test_every_image_exists_and_is_rgb_64(rows, built):
+    for rs in rows.values():
+        for r in rs:
+            path = built / r["image"]
+            assert path.parent.name == r["vendor"] and path.stem == r["concept"]
+            with Image.open(path) as im:
+                assert (im.mode, im.size, im.format) == ("RGB", (64, 64), "PNG"), path
+    # Alpha was composited onto white: the corners of a round face are background.
+    for vendor in ("google", "twitter"):
+        with Image.open(built / "images" / vendor / "1F600.png") as im:
+            assert im.getpixel((0, 0)) == (255, 255, 255)
+            assert im.getpixel((32, 32)) != (255, 255, 255)
+
+
+@needs_npm
+def test_second_prepare_is_fast_and_changes_nothing(built, data_root):
+    before = {p.name: p.read_bytes() for p in sorted(built.glob("*.json*"))}
+    image = built / "images" / "google" / "1F600.png"
+    mtime = image.stat().st_mtime_ns
+    start = time.perf_counter()
+    assert prepare_dataset("emoji", root=data_root) == built
+    assert time.perf_counter() - start < 2.0
+    assert {p.name: p.read_bytes() for p in sorted(built.glob("*.json*"))} == before
+    assert image.stat().st_mtime_ns == mtime
+
+
+@needs_npm
+def test_load_dataset_reads_the_records_back(built, data_root):
+    ds = load_dataset("emoji", "test_new_concepts", root=data_root)
+    assert ds.split == "test_new_concepts" and len(ds) == len(read_split(built, "test_new_concepts"))
+    record = ds[0]
+    assert Path(record.image).is_absolute() and Path(record.image).exists()
+    assert len(record.captions) == 2 and record.label == record.meta["group"]
+    assert {"vendor", "concept", "base", "subgroup", "emoji", "tags"} <= set(record.meta)
+
+
+# --- errors and partial package sets -------------------------------------------------------------------------
+
+
+def test_npm_absent_says_what_to_do(tmp_path, monkeypatch):
+    monkeypatch.delenv(emoji.NPM_DIR_ENV, raising=False)
+    monkeypatch.setattr(shutil, "which", lambda name, *a, **k: None)
+    with pytest.raises(ExternalToolError) as e:
+        prepare_dataset("emoji", root=tmp_path)
+    message = str(e.value)
+    assert "npm is not on PATH" in message and "Node.js" in message and emoji.NPM_DIR_ENV in message
+    assert "emojibase-data@17.0.0" in message
+    assert not (tmp_path / "emoji" / "summary.json").exists()
+
+
+@pytest.mark.skipif(shutil.which("npm") is None, reason="needs npm")
+def test_failed_npm_install_is_reported(tmp_path, monkeypatch):
+    # A real npm run against a registry address that refuses connections.
+    monkeypatch.delenv(emoji.NPM_DIR_ENV, raising=False)
+    monkeypatch.setenv("npm_config_registry", "http://127.0.0.1:9/")
+    monkeypatch.setenv("npm_config_fetch_retries", "0")
+    monkeypatch.setenv("npm_config_cache", str(tmp_path / "npm-cache"))
+    with pytest.raises(ExternalToolError) as e:
+        emoji.ensure_packages(tmp_path)
+    assert "failed with exit status" in str(e.value) and "ECONNREFUSED" in str(e.value)
+    assert emoji.NPM_DIR_ENV in str(e.value)
+    assert not (emoji.npm_prefix(tmp_path) / "vislang-installed.json").exists()
+
+
+def test_npm_dir_without_the_packages_is_reported(tmp_path, monkeypatch):
+    monkeypatch.setenv(emoji.NPM_DIR_ENV, str(tmp_path / "node_modules"))
+    with pytest.raises(ExternalToolError, match=r"VISLANG_EMOJI_NPM_DIR=.*lacks emojibase-data"):
+        prepare_dataset("emoji", root=tmp_path)
+
+
+@pytest.mark.parametrize("spec, needle", [
+    ("emoji:vendors=google+apple", "unknown style 'apple'"),
+    ("emoji:vendors=google,heldout=google", "both a training and a held-out style"),
+    ("emoji:heldout=openmoji,val_fraction=0.6,test_fraction=0.5", "sum to less than 1"),
+    ("emoji:background=notacolour", "unknown colour 'notacolour'"),
+])
+def test_bad_options_are_named(spec, needle, tmp_path):
+    with pytest.raises(DataError, match=needle):
+        prepare_dataset(spec, root=tmp_path)
+
+
+SUBSET = ["1F600", "1F44B", "1F44B-1F3FB", "1F44B-1F3FC", "1F44B-1F3FD", "1F44B-1F3FE", "1F44B-1F3FF",
+          "1F9D4", "1F9D4-200D-2642", "1F9D4-200D-2640", "1F1E9-1F1EA", "2764", "1F984", "0023-20E3"]
+DROPPED_FROM_GOOGLE = "1F44B-1F3FD"
+
+
+def make_subset(packages: Path, dest: Path) -> Path:
+    """A node_modules with the real emojibase text and real images of a few concepts.
+
+    Google lacks one concept's image, OpenMoji keeps one extra image that has no emojibase text.
+    """
+    for name in emoji.PACKAGES:
+        (dest / name).mkdir(parents=True)
+        shutil.copy(packages / name / "package.json", dest / name / "package.json")
+    for sub in ("en/data.json", "meta/groups.json"):
+        (dest / "emojibase-data" / sub).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(packages / "emojibase-data" / sub, dest / "emojibase-data" / sub)
+    for style in emoji.STYLES.values():
+        files = emoji.style_images(packages, style)
+        wanted = [c for c in SUBSET if not (style.name == "google" and c == DROPPED_FROM_GOOGLE)]
+        if style.name == "openmoji":
+            wanted.append("E000")  # an OpenMoji extra, not a Unicode emoji
+        folder = dest / style.package / style.folder
+        folder.mkdir(parents=True)
+        for concept in wanted:
+            shutil.copy(files[concept], folder / files[concept].name)
+    return dest
+
+
+@pytest.fixture(scope="module")
+def subset(packages: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_subset(packages, tmp_path_factory.mktemp("emoji-subset") / "node_modules")
+
+
+@needs_npm
+def test_missing_vendor_images_are_counted_not_hidden(subset, text, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv(emoji.NPM_DIR_ENV, str(subset))
+    out = prepare_dataset("emoji:test_fraction=0,val_fraction=0", root=tmp_path / "a")
+    err = capsys.readouterr().err
+    n = len(text.concepts)
+    assert f"emoji: google: {len(SUBSET) - 1} images of {n} concepts; {n - len(SUBSET) + 1} concepts " \
+           "without an image; 0 images without emojibase text" in err
+    assert f"emoji: twitter: {len(SUBSET)} images of {n} concepts; {n - len(SUBSET)} concepts" in err
+    assert "emoji: openmoji: " in err and "1 image without emojibase text (e.g. E000)" in err
+    train = {r["id"] for r in read_split(out, "train")}
+    assert f"twitter/{DROPPED_FROM_GOOGLE}" in train and f"google/{DROPPED_FROM_GOOGLE}" not in train
+    assert len(train) == 2 * len(SUBSET) - 1
+    seen = read_split(out, "test_seen_concepts_new_style")
+    assert sorted(r["concept"] for r in seen) == sorted(SUBSET)
+    assert not (out / "images" / "openmoji" / "E000.png").exists()
+
+
+@needs_npm
+def test_build_is_deterministic_and_honours_background(subset, tmp_path, monkeypatch):
+    monkeypatch.setenv(emoji.NPM_DIR_ENV, str(subset))
+    spec = "emoji:background=black,size=32,test_fraction=0.3,val_fraction=0.3,seed=7"
+    a, b = prepare_dataset(spec, root=tmp_path / "a"), prepare_dataset(spec, root=tmp_path / "b")
+    for split in SPLITS:
+        assert (a / f"{split}.jsonl").read_bytes() == (b / f"{split}.jsonl").read_bytes()
+    images = sorted((a / "images").rglob("*.png"))
+    assert images and [p.read_bytes() for p in images] == \
+        [(b / p.relative_to(a)).read_bytes() for p in images]
+    with Image.open(a / "images" / "google" / "1F600.png") as im:
+        assert im.size == (32, 32) and im.mode == "RGB" and im.getpixel((0, 0)) == (0, 0, 0)
+
+
+@needs_npm
+def test_missing_image_folder_and_bad_text_are_named(subset, tmp_path, monkeypatch):
+    broken = shutil.copytree(subset, tmp_path / "node_modules")
+    monkeypatch.setenv(emoji.NPM_DIR_ENV, str(broken))
+    shutil.rmtree(broken / "emoji-datasource-twitter" / "img")
+    with pytest.raises(DataError, match=r"img/twitter/64: image folder of style 'twitter' not found"):
+        prepare_dataset("emoji", root=tmp_path / "a")
+
+    shutil.copytree(subset / "emoji-datasource-twitter" / "img", broken / "emoji-datasource-twitter" / "img")
+    corrupt = broken / "emoji-datasource-twitter" / "img" / "twitter" / "64" / "1f984.png"
+    corrupt.write_bytes(b"not a png")
+    with pytest.raises(DataError, match=rf"1 of \d+ emoji images could not be rendered:\n  {corrupt}: "):
+        prepare_dataset("emoji", root=tmp_path / "b")
+
+    data_path = broken / "emojibase-data" / "en" / "data.json"
+    data = json.loads(data_path.read_text(encoding="utf-8"))
+    index = next(i for i, e in enumerate(data) if e["hexcode"] == "1F600")
+    del data[index]["label"]
+    data_path.write_text(json.dumps(data), encoding="utf-8")
+    with pytest.raises(DataError) as e:
+        emoji.read_emojibase(broken / "emojibase-data")
+    assert str(e.value) == f"{data_path}: entry {index} (1F600): field 'label': missing field"
