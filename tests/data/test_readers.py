@@ -255,3 +255,14 @@ def test_vqa_errors(tmp_path, which, mutate, message):
     p.write_text(json.dumps(data))
     with pytest.raises(DataError, match=message):
         read_vqa(qp)
+
+
+def test_record_manifest_roundtrip_keeps_qa_fields(tmp_path):
+    from vislang.data.records import QA, Record
+
+    _img(tmp_path / "a.png")
+    rec = Record(id="r1", image=str((tmp_path / "a.png").resolve()), captions=["one", "two"], label="x",
+                 qa=[QA("q?", ["a", "b"], "color", "other", 17), QA("p?", ["c"])], meta={"vendor": "v"})
+    single = Record(id="r2", image=rec.image, qa=[QA("only?", ["yes"])])
+    _jsonl(tmp_path / "m.jsonl", [rec.to_manifest(image="a.png"), single.to_manifest(image="a.png")])
+    assert read_manifest(tmp_path / "m.jsonl") == [rec, single]

@@ -13,7 +13,8 @@ JSONL manifest, one object per line (blank lines are skipped)::
 - ``text``: one caption or a list of captions.
 - ``label``: class label (string or integer).
 - ``question`` + ``answer`` (a string or a list of human answers), optional ``question_type``; or ``qa``:
-  a list of ``{"question", "answer", "question_type"}`` objects for several questions.
+  a list of ``{"question", "answer", "question_type"}`` objects for several questions (``answer_type`` and
+  ``question_id`` are kept too).
 - ``id``: sample id (default: the line number); ``split``: split name (``--split`` filters on it).
 - Any other key is kept as metadata.
 """
@@ -28,7 +29,8 @@ from typing import Any
 from vislang.data.records import QA, Record
 from vislang.errors import DataError
 
-_MANIFEST_KEYS = {"id", "image", "text", "label", "question", "answer", "answers", "question_type", "qa"}
+_MANIFEST_KEYS = {"id", "image", "text", "label", "question", "answer", "answers", "question_type", "answer_type",
+                  "question_id", "qa"}
 
 
 def _type_name(v: Any) -> str:
@@ -113,7 +115,9 @@ def _qa_from(c: _Checker, obj: dict, field_prefix: str = "") -> QA:
     ans_key = "answers" if "answers" in obj else "answer"
     answers = c.strings(obj[ans_key], f"{field_prefix}{ans_key}") if ans_key in obj else []
     qtype = c.string(obj.get("question_type", ""), f"{field_prefix}question_type")
-    return QA(question=question, answers=answers, question_type=qtype)
+    atype = c.string(obj.get("answer_type", ""), f"{field_prefix}answer_type")
+    qid = c.ident(obj["question_id"], f"{field_prefix}question_id") if "question_id" in obj else None
+    return QA(question=question, answers=answers, question_type=qtype, answer_type=atype, question_id=qid)
 
 
 def read_manifest(path: str | os.PathLike) -> list[Record]:

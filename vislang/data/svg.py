@@ -28,14 +28,14 @@ def rasterize_svg(path: str | Path, size: int | None = None, max_side: int | Non
     path = str(path)
     try:
         if size is not None:
-            png = resvg_py.svg_to_bytes(svg_path=path, width=size, height=size, skip_system_fonts=True)
+            png = resvg_py.svg_to_bytes(svg_path=path, width=size, height=size, skip_system_fonts=True, dpi=96.0)
         else:
-            png = resvg_py.svg_to_bytes(svg_path=path, skip_system_fonts=True)
+            png = resvg_py.svg_to_bytes(svg_path=path, skip_system_fonts=True, dpi=96.0)
             if max_side is not None:
                 w, h = Image.open(io.BytesIO(bytes(png))).size
                 if max(w, h) > max_side:
                     zoom = max_side / max(w, h)
-                    png = resvg_py.svg_to_bytes(svg_path=path, zoom=zoom, skip_system_fonts=True)
+                    png = resvg_py.svg_to_bytes(svg_path=path, zoom=zoom, skip_system_fonts=True, dpi=96.0)
     except (ValueError, OSError) as e:
         raise ImageError(path, f"cannot render SVG ({e})") from e
     im = Image.open(io.BytesIO(bytes(png)))
