@@ -78,3 +78,18 @@ def test_build_transform_eval_and_train():
     assert any(isinstance(t, T.RandomHorizontalFlip) for t in flips.transforms)
     no_aug = T.build_transform(T.TransformConfig(image_size=32, augment=False), train=True)
     assert torch.equal(no_aug(big), ev(big))
+
+
+def test_seeded_block_is_reproducible_and_leaves_global_rng_alone():
+    im = _gradient(64, 48)
+    t = T.Compose([T.RandomResizedCrop(16), T.ColorJitter(0.4, 0.4, 0.4, 0.05), T.RandomHorizontalFlip(0.5)])
+    torch.manual_seed(0)
+    before = torch.random.get_rng_state()
+    with T.seeded(11):
+        a = np.asarray(t(im))
+    with T.seeded(11):
+        b = np.asarray(t(im))
+    with T.seeded(12):
+        c = np.asarray(t(im))
+    assert (a == b).all() and not (a == c).all()
+    assert torch.equal(torch.random.get_rng_state(), before)

@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from vislang.data.images import WHITE, Color, load_image
 from vislang.data.records import Record
 from vislang.data.text import TextTokenizer
+from vislang.data.transforms import seeded
 from vislang.errors import ImageError
 
 Unit = Literal["image", "caption", "qa"]
@@ -57,7 +58,7 @@ class ImageTextSamples(Dataset):
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any] | None:
         """Sample ``key``, or ``(key, seed)`` as :class:`SeededSampler` yields: random transforms then
-        draw from torch's RNG seeded with ``seed``, the same in any worker."""
+        draw from a generator seeded with ``seed``, the same in any worker."""
         k, seed = key if isinstance(key, tuple) else (key, None)
         i, j = self.index[k]
         rec = self.records[i]
@@ -66,8 +67,7 @@ class ImageTextSamples(Dataset):
             if seed is None:
                 image = self.transform(image)
             else:
-                with torch.random.fork_rng(devices=[]):
-                    torch.manual_seed(seed)
+                with seeded(seed):
                     image = self.transform(image)
         except ImageError as e:
             if not self.skip_bad:

@@ -1,15 +1,18 @@
 """Image transforms without torchvision: resize, crop, augment, tensor conversion, normalisation.
 
 Geometric and colour transforms act on PIL images; :class:`ToTensor` and :class:`Normalize` produce the
-``(3, H, W)`` float tensors the models take. Randomness comes from torch's RNG, which the data loader seeds
-per worker, so a seeded run is reproducible. Horizontal flips are off by default: they swap "left of" and
+``(3, H, W)`` float tensors the models take. Randomness comes from torch's default RNG, or inside
+``with seeded(seed):`` from a generator of its own (the data loader gives every sample its own seed, so a
+seeded run is reproducible with any number of workers). Horizontal flips are off by default: they swap "left of" and
 "right of" in captions and questions.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,8 +26,33 @@ _RESAMPLE = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.
              "nearest": Image.Resampling.NEAREST, "lanczos": Image.Resampling.LANCZOS}
 
 
+_RNG: ContextVar[torch.Generator | None] = ContextVar("vislang_transform_rng", default=None)
+
+
+@contextlib.contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """Random transforms inside the block draw from a generator seeded with ``seed`` (cheaper than
+    re-seeding torch's global RNG, and leaves it untouched)."""
+    gen = torch.Generator()
+    gen.manual_seed(seed)
+    token = _RNG.set(gen)
+    try:
+        yield
+    finally:
+        _RNG.reset(token)
+
+
+def _rand() -> float:
+    return torch.rand((), generator=_RNG.get()).item()
+
+
 def _uniform(lo: float, hi: float) -> float:
-    return lo + (hi - lo) * torch.rand(()).item()
+    return lo + (hi - lo) * _rand()
+
+
+def _randint(lo: int, hi: int) -> int:
+    """Uniform integer in ``[lo, hi)``."""
+    return int(torch.randint(lo, hi, (), generator=_RNG.get()).item())
 
 
 class Compose:
@@ -76,6 +104,8 @@ class CenterCrop:
 
     def __call__(self, im: Image.Image) -> Image.Image:
         w, h = im.size
+        if w == h == self.size:
+            return im
         left, top = max(0, (w - self.size) // 2), max(0, (h - self.size) // 2)
         return im.crop((left, top, left + self.size, top + self.size))
 
@@ -99,8 +129,7 @@ class RandomResizedCrop:
             aspect = math.exp(_uniform(log_lo, log_hi))
             cw, ch = round(math.sqrt(target * aspect)), round(math.sqrt(target / aspect))
             if 0 < cw <= w and 0 < ch <= h:
-                left = int(torch.randint(0, w - cw + 1, ()).item())
-                top = int(torch.randint(0, h - ch + 1, ()).item())
+                left, top = _randint(0, w - cw + 1), _randint(0, h - ch + 1)
                 return left, top, left + cw, top + ch
         s = min(w, h)  # fall back to the centre square
         return (w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s
@@ -130,7 +159,7 @@ class ColorJitter:
                 ops.append((enhancer, _uniform(max(0.0, 1 - amount), 1 + amount)))
         if self.hue > 0:
             ops.append((None, _uniform(-self.hue, self.hue)))
-        for i in torch.randperm(len(ops)).tolist():
+        for i in torch.randperm(len(ops), generator=_RNG.get()).tolist():
             enhancer, factor = ops[i]
             im = _shift_hue(im, factor) if enhancer is None else enhancer(im).enhance(factor)
         return im
@@ -153,7 +182,7 @@ class RandomHorizontalFlip:
         self.p = p
 
     def __call__(self, im: Image.Image) -> Image.Image:
-        return im.transpose(Image.Transpose.FLIP_LEFT_RIGHT) if torch.rand(()).item() < self.p else im
+        return im.transpose(Image.Transpose.FLIP_LEFT_RIGHT) if _rand() < self.p else im
 
     def __repr__(self) -> str:
         return f"RandomHorizontalFlip(p={self.p})"
@@ -163,8 +192,8 @@ class ToTensor:
     """RGB PIL image to a float tensor in [0, 1], shape ``(3, H, W)``."""
 
     def __call__(self, im: Image.Image) -> torch.Tensor:
-        a = np.asarray(im.convert("RGB"), dtype=np.uint8)  # (H, W, 3)
-        return torch.from_numpy(a.copy()).permute(2, 0, 1).float().div_(255.0)  # (3, H, W)
+        a = np.array(im if im.mode == "RGB" else im.convert("RGB"), dtype=np.uint8)  # (H, W, 3)
+        return torch.from_numpy(a).permute(2, 0, 1).float().div_(255.0)  # (3, H, W)
 
     def __repr__(self) -> str:
         return "ToTensor()"
