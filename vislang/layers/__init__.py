@@ -1,0 +1,19 @@
+"""Generic building blocks shared by the image encoders, text models, fusion and decoders."""
+
+from vislang.layers.attention import MultiHeadAttention
+from vislang.layers.drop import DropPath
+from vislang.layers.mlp import MLP
+from vislang.layers.norm import LayerNorm2d
+from vislang.layers.patch import PatchEmbed, resize_pos_embed
+from vislang.layers.transformer import TransformerDecoderBlock, TransformerEncoderBlock
+
+__all__ = [
+    "MLP",
+    "DropPath",
+    "LayerNorm2d",
+    "MultiHeadAttention",
+    "PatchEmbed",
+    "TransformerDecoderBlock",
+    "TransformerEncoderBlock",
+    "resize_pos_embed",
+]

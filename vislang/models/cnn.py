@@ -1,0 +1,111 @@
+"""A small convolutional image encoder for 32-64 px images (shapes, emoji, icons), fast on CPU.
+
+Design: a VGG-style stack of 3x3 convolutions with BatchNorm (Ioffe & Szegedy 2015) and GELU, in stages (four by
+default) whose first convolution downsamples; later convolutions of a stage are residual blocks (He et al. 2016).
+With the default strides (2, 2, 2, 1) a 64 px image gives an 8x8 grid and a 32 px image a 4x4 grid.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from torch import Tensor, nn
+
+from vislang.errors import VislangError
+from vislang.models.encoders import ImageFeatures, check_images, load_weights, override_config
+from vislang.models.registry import register_model
+
+
+@dataclass(frozen=True)
+class CNNConfig:
+    """Architecture of :class:`SmallCNN`.
+
+    Attributes:
+        widths: Channels of the stages before the last (three by default).
+        dim: Channels of the last stage, the feature size ``D`` (``out_dim``).
+        strides: Stride of each stage's first convolution; their product is the grid's downsampling.
+        blocks: Residual blocks after each stage's first convolution.
+    """
+
+    widths: tuple[int, ...] = (32, 64, 128)
+    dim: int = 256
+    strides: tuple[int, ...] = (2, 2, 2, 1)
+    blocks: tuple[int, ...] = (0, 1, 1, 1)
+
+    def __post_init__(self) -> None:
+        if not len(self.widths) + 1 == len(self.strides) == len(self.blocks):
+            raise VislangError(f"CNN config: {len(self.widths)} widths + dim need as many strides and blocks, "
+                               f"got {len(self.strides)} strides and {len(self.blocks)} blocks")
+
+
+class ConvBNAct(nn.Sequential):
+    """3x3 convolution, BatchNorm, GELU."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 1):
+        super().__init__(
+            nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False),
+            nn.BatchNorm2d(out_channels),
+            nn.GELU(),
+        )
+
+
+class ResidualBlock(nn.Module):
+    """``gelu(x + bn(conv(gelu(bn(conv(x))))))`` at constant width and resolution."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv1 = ConvBNAct(channels, channels)
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(channels)
+        self.act = nn.GELU()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.act(x + self.bn2(self.conv2(self.conv1(x))))        # (B, C, H, W)
+
+
+class SmallCNN(nn.Module):
+    """Convolutional stages; the last stage's map is the grid, its mean the pooled feature."""
+
+    def __init__(self, cfg: CNNConfig):
+        super().__init__()
+        self.cfg = cfg
+        channels = (*cfg.widths, cfg.dim)
+        stages, in_channels = [], 3
+        for out_channels, stride, blocks in zip(channels, cfg.strides, cfg.blocks):
+            stages.append(nn.Sequential(ConvBNAct(in_channels, out_channels, stride),
+                                        *(ResidualBlock(out_channels) for _ in range(blocks))))
+            in_channels = out_channels
+        self.stages = nn.Sequential(*stages)
+        self.out_dim = cfg.dim
+        self.min_size = max(8, math.prod(cfg.strides))
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+    def forward(self, images: Tensor) -> ImageFeatures:
+        """Encode ``images`` ``(B, 3, H, W)`` (ImageNet-normalised)."""
+        check_images(images, type(self).__name__, self.min_size)
+        x = self.stages(images)                                            # (B, D, h, w)
+        h, w = x.shape[-2:]
+        grid = x.flatten(2).transpose(1, 2)                                 # (B, h*w, D)
+        return ImageFeatures(grid=grid, pooled=grid.mean(dim=1), grid_hw=(h, w))
+
+
+def _build(default: CNNConfig, name: str, weights: str | None, overrides: dict) -> SmallCNN:
+    model = SmallCNN(override_config(default, overrides, name))
+    if weights:
+        load_weights(model, weights)
+    return model
+
+
+@register_model()
+def cnn_small(weights: str | None = None, **overrides) -> SmallCNN:
+    """The small CNN: widths 32/64/128, D=256, 1.9M parameters; 64 px -> 8x8 grid."""
+    return _build(CNNConfig(), "cnn_small", weights, overrides)
+
+
+@register_model()
+def cnn_tiny(weights: str | None = None, **overrides) -> SmallCNN:
+    """A very small CNN for tests: widths 8/16/16, D=32, one residual block."""
+    return _build(CNNConfig(widths=(8, 16, 16), dim=32, blocks=(0, 0, 0, 1)), "cnn_tiny", weights, overrides)

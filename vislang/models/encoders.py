@@ -1,0 +1,207 @@
+"""What every image encoder returns, and the helpers all encoders share.
+
+An image encoder is an ``nn.Module`` with an ``out_dim`` attribute whose ``forward`` takes a batch of images
+``(B, 3, H, W)`` normalised with the ImageNet mean and standard deviation and returns :class:`ImageFeatures`:
+a grid of spatial features for attention (captioning, VQA) and one pooled vector (retrieval, classification).
+
+Encoders are transfer-learned by freezing them (:func:`set_trainable`) or by fine-tuning them at their own
+learning rate (the trainer puts their parameters in a parameter group of their own). Weights are plain state
+dicts in ``.safetensors`` (preferred) or ``.pth`` files: :func:`save_weights`, :func:`load_weights`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, NamedTuple, Protocol, TypeVar, runtime_checkable
+
+import torch
+from torch import Tensor, nn
+
+from vislang.errors import VislangError
+from vislang.utils.io import atomic_open
+
+
+class ImageFeatures(NamedTuple):
+    """The output of every image encoder."""
+
+    grid: Tensor                # (B, N, D) spatial features: N = h*w grid cells (CNN) or patches (ViT, no CLS)
+    pooled: Tensor              # (B, D) global feature
+    grid_hw: tuple[int, int]    # (h, w) of the grid, for attention maps
+
+
+@runtime_checkable
+class ImageEncoder(Protocol):
+    """Structural type of an image encoder (every ``nn.Module`` with these members qualifies)."""
+
+    out_dim: int
+
+    def __call__(self, images: Tensor) -> ImageFeatures: ...
+
+
+def check_images(images: Tensor, model: str, min_size: int = 1) -> tuple[int, int]:
+    """Check that ``images`` is a ``(B, 3, H, W)`` batch at least ``min_size`` pixels on each side.
+
+    Args:
+        images: The batch given to an encoder.
+        model: Name of the encoder, for the error message.
+        min_size: Smallest height and width the encoder supports.
+
+    Returns:
+        ``(H, W)``.
+
+    Raises:
+        VislangError: The batch has the wrong shape or is too small.
+    """
+    if images.dim() != 4 or images.shape[1] != 3:
+        raise VislangError(f"{model} expects a batch of RGB images of shape (B, 3, H, W), "
+                           f"got shape {tuple(images.shape)}")
+    height, width = images.shape[-2:]
+    if height < min_size or width < min_size:
+        raise VislangError(f"{model} needs images of at least {min_size}x{min_size} pixels, got {height}x{width}")
+    return height, width
+
+
+def set_trainable(module: nn.Module, trainable: bool) -> nn.Module:
+    """Freeze or unfreeze every parameter of ``module``.
+
+    A frozen module is put in eval mode and *stays* there when a parent calls ``.train()``, so its
+    BatchNorm statistics and dropout stay fixed: it is a fixed feature extractor. Unfreezing lets the
+    next ``.train()`` call reach it again.
+
+    Args:
+        module: The module (usually an image encoder).
+        trainable: ``False`` to freeze, ``True`` to fine-tune.
+
+    Returns:
+        ``module``, for chaining.
+    """
+    for param in module.parameters():
+        param.requires_grad_(trainable)
+    if trainable:
+        module.__dict__.pop("train", None)          # back to nn.Module.train
+    else:
+        module.train = functools.partial(_stay_in_eval, module)
+        module.eval()
+    return module
+
+
+def _stay_in_eval(module: nn.Module, mode: bool = True) -> nn.Module:
+    return nn.Module.train(module, False)
+
+
+def is_frozen(module: nn.Module) -> bool:
+    """Whether ``module`` has parameters and none of them is trainable."""
+    flags = [p.requires_grad for p in module.parameters()]
+    return bool(flags) and not any(flags)
+
+
+def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:
+    """Number of parameter elements in ``module`` (buffers excluded)."""
+    return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
+
+
+C = TypeVar("C")
+
+
+def override_config(default: C, overrides: Mapping[str, Any], model: str) -> C:
+    """A copy of the config dataclass ``default`` with some fields replaced.
+
+    Lists are turned into tuples, so overrides read from YAML or JSON work for tuple fields.
+
+    Raises:
+        VislangError: An override names no field of the config.
+    """
+    names = [f.name for f in dataclasses.fields(default)]
+    unknown = sorted(set(overrides) - set(names))
+    if unknown:
+        raise VislangError(f"{model}: unknown option(s) {', '.join(unknown)}; its options are: {', '.join(names)}")
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()}
+    return dataclasses.replace(default, **values)
+
+
+def read_state_dict(path: str | os.PathLike) -> dict[str, Tensor]:
+    """Read a state dict from a ``.safetensors`` file or a ``torch.save``-d ``.pth``/``.pt``/``.bin`` file.
+
+    ``.pth`` files are read with ``weights_only=True`` (no code runs). A checkpoint that wraps its state dict
+    under ``"state_dict"`` or ``"model"`` is unwrapped.
+
+    Raises:
+        VislangError: The file is missing, unreadable, or not a mapping of names to tensors.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise VislangError(f"{path}: weights file not found")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state: Any = load_file(str(path), device="cpu")
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # every reader failure means the same to the user: not a weights file
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise VislangError(f"{path}: cannot read weights ({reason}); expected a .safetensors file or a state "
+                           "dict saved with torch.save(model.state_dict(), path)") from None
+    for wrapper in ("state_dict", "model"):
+        if isinstance(state, Mapping) and isinstance(state.get(wrapper), Mapping):
+            state = state[wrapper]
+    if not isinstance(state, Mapping):
+        raise VislangError(f"{path}: holds a {type(state).__name__}, not a state dict of named tensors")
+    for key, value in state.items():
+        if not isinstance(value, Tensor):
+            raise VislangError(f"{path}: entry {key!r} is a {type(value).__name__}, not a tensor")
+    return dict(state)
+
+
+def load_weights(model: nn.Module, path: str | os.PathLike, exclude: Sequence[str] = ()) -> None:
+    """Load a weights file into ``model`` strictly: every name and shape must match.
+
+    ``num_batches_tracked`` buffers may be absent (checkpoints saved before PyTorch 0.4.1, such as the first
+    torchvision ResNets, lack them).
+
+    Args:
+        model: The model to fill in place.
+        path: A file :func:`read_state_dict` reads.
+        exclude: Name prefixes to leave out on both sides (e.g. ``("fc.",)`` to keep a new classifier).
+
+    Raises:
+        VislangError: The file is unreadable, or its names or shapes differ from the model's; the message
+            lists the missing and unexpected names and the shape mismatches.
+    """
+    def kept(key: str) -> bool:
+        return not any(key.startswith(prefix) for prefix in exclude)
+
+    own = model.state_dict()
+    state = {k: v for k, v in read_state_dict(path).items() if kept(k)}
+    missing = [k for k in own if kept(k) and k not in state and not k.endswith("num_batches_tracked")]
+    unexpected = [k for k in state if k not in own]
+    mismatched = [f"{k}: file {tuple(v.shape)}, model {tuple(own[k].shape)}"
+                  for k, v in state.items() if k in own and v.shape != own[k].shape]
+    if missing or unexpected or mismatched:
+        lines = [f"{path} does not fit {type(model).__name__} ({len(state)} tensors in the file, "
+                 f"{len(own)} in the model):"]
+        for title, items in (("missing from the file", missing), ("unexpected in the file", unexpected),
+                             ("shape mismatch", mismatched)):
+            if items:
+                shown = ", ".join(items[:8]) + (f", ... and {len(items) - 8} more" if len(items) > 8 else "")
+                lines.append(f"  {title} ({len(items)}): {shown}")
+        if unexpected and all(k.startswith("module.") for k in unexpected):
+            lines.append("  (the file looks saved from DataParallel: strip the 'module.' prefix)")
+        raise VislangError("\n".join(lines))
+    for key, value in own.items():          # excluded entries and absent num_batches_tracked keep their values
+        state.setdefault(key, value)
+    model.load_state_dict(state, strict=True)
+
+
+def save_weights(model: nn.Module, path: str | os.PathLike) -> None:
+    """Write ``model.state_dict()`` to a ``.safetensors`` file atomically."""
+    from safetensors.torch import save
+
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    data = save(tensors, metadata={"format": "pt"})
+    with atomic_open(path, "wb") as f:
+        f.write(data)
