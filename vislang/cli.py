@@ -15,8 +15,8 @@ from vislang.errors import VislangError
 
 COMMAND_MODULES = (
     "vislang.commands.data",
-    "vislang.commands.demo",
     "vislang.commands.evaluate",
+    "vislang.commands.demo",
 )
 
 

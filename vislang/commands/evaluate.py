@@ -1,0 +1,46 @@
+"""``vislang evaluate``: score model outputs.
+
+Sub-commands:
+    captions  COCO caption results against COCO reference captions (BLEU, METEOR, ROUGE-L, CIDEr-D, SPICE).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from vislang.utils.io import atomic_write_json, format_table
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``evaluate`` and its sub-commands to the CLI."""
+    parser = subparsers.add_parser("evaluate", help="score model outputs against references",
+                                   description="Score model outputs against references.")
+    sub = parser.add_subparsers(dest="evaluate_command", metavar="TASK", required=True)
+
+    captions = sub.add_parser(
+        "captions", help="caption metrics of COCO-format results (pycocoevalcap numbers, no Java needed)",
+        description="Score COCO-format caption results ([{\"image_id\": ..., \"caption\": ...}]) against a COCO "
+                    "captions file: BLEU-1..4, ROUGE-L and CIDEr-D exactly as pycocoevalcap computes them; "
+                    "METEOR and SPICE through their official jars when Java is present.")
+    captions.add_argument("--results", required=True, type=Path, help="COCO results JSON (one caption per image)")
+    captions.add_argument("--annotations", required=True, type=Path, help="COCO captions JSON (references)")
+    captions.add_argument("--out", type=Path, default=None,
+                          help="where to write corpus and per-image scores (default: <results>.scores.json)")
+    captions.add_argument("--no-java", action="store_true",
+                          help="do not run METEOR and SPICE even if Java is installed")
+    captions.set_defaults(func=run_captions)
+
+
+def run_captions(args: argparse.Namespace) -> int:
+    """Score the captions, print a table, write the JSON; returns the exit code."""
+    from vislang.metrics.captions import evaluate_caption_files
+
+    scores = evaluate_caption_files(args.results, args.annotations, use_java=not args.no_java)
+    out = args.out or args.results.with_name(args.results.stem + ".scores.json")
+    atomic_write_json(out, scores.to_json())
+    print(format_table(scores.table_rows(), ["metric", "score"]))
+    for name, reason in scores.unavailable.items():
+        print(f"{name} unavailable: {reason}")
+    print(f"{len(scores.image_ids)} images; corpus and per-image scores written to {out}")
+    return 0
