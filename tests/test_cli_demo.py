@@ -1,15 +1,37 @@
-"""``vislang demo`` builds the real emoji data and prints its summary."""
+"""``vislang demo``: data only, and the whole pipeline with a tiny recipe (real data, real report)."""
 
 from __future__ import annotations
 
+import pytest
+
 from vislang.cli import main
 
+TINY = ["--set", "model=caption_lstm_tiny", "--set", "model_kwargs={}", "--set", "train.max_steps=3",
+        "--set", "data.max_val=16", "--set", "data.image_size=32", "--limit", "12"]
 
-def test_demo_prints_emoji_summary(data_root, capsys):
-    assert main(["demo", "--root", str(data_root)]) == 0
+
+def test_demo_data_only(data_root, capsys):
+    assert main(["demo", "--root", str(data_root), "--data-only"]) == 0
     out = capsys.readouterr().out
-    assert "emoji data set ready in" in out
     for split in ("train", "val", "test_seen_concepts_new_style", "test_new_concepts"):
         assert split in out
-    assert "CC-BY-4.0" in out and "A few training pairs:" in out
-    assert main(["demo", "--root", str(data_root)]) == 0  # second run reuses the build
+    assert "CC-BY-4.0" in out and "data ready" in out
+
+
+def test_demo_pipeline_with_a_tiny_recipe(data_root, tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--root", str(data_root), "--out", str(out), *TINY]) == 0
+    text = capsys.readouterr().out
+    for split in ("emoji [test_seen_concepts_new_style]", "emoji [test_new_concepts]", "tuxpaint [test]"):
+        assert split in text
+    assert "nearest training image" in text and "most frequent caption" in text
+    page = (out / "report.html").read_text()
+    assert "<table>" in page and "curves.png" in page and page.count('class="card"') == 3 * 6
+    assert len(list((out / "report_files").glob("*_attention.png"))) == 18
+
+
+@pytest.mark.slow
+def test_full_demo(data_root, tmp_path, capsys):
+    """The README's main job with its real recipe (several minutes on 2 CPU cores)."""
+    assert main(["demo", "--root", str(data_root), "--out", str(tmp_path / "demo")]) == 0
+    assert (tmp_path / "demo" / "report.html").is_file()

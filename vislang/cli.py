@@ -15,6 +15,8 @@ from vislang.errors import VislangError
 
 COMMAND_MODULES = (
     "vislang.commands.data",
+    "vislang.commands.train",
+    "vislang.commands.caption",
     "vislang.commands.evaluate",
     "vislang.commands.demo",
 )

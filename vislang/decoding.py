@@ -51,7 +51,7 @@ def _trim(seq: list[int], eos: int) -> list[int]:
 @torch.no_grad()
 def sample_or_greedy(model: nn.Module, images: Tensor, max_len: int = 20, *, greedy: bool = True,
                      temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
-                     generator: torch.Generator | None = None) -> Decoded:
+                     generator: torch.Generator | None = None, min_len: int = 0) -> Decoded:
     """Greedy decoding, or sampling with temperature, top-k and nucleus (top-p) filtering.
 
     Args:
@@ -63,6 +63,7 @@ def sample_or_greedy(model: nn.Module, images: Tensor, max_len: int = 20, *, gre
         top_k: Sample among the k most likely tokens (0: all).
         top_p: Sample among the smallest set of tokens with this total probability (1: all).
         generator: RNG for sampling.
+        min_len: EOS is not allowed before this many tokens.
     """
     feats = model.encode(images)
     state = model.init_state(feats)
@@ -71,10 +72,9 @@ def sample_or_greedy(model: nn.Module, images: Tensor, max_len: int = 20, *, gre
     done = torch.zeros(b, dtype=torch.bool, device=images.device)
     scores = torch.zeros(b, device=images.device)
     out_tokens, out_attn = [], []
-    for _ in range(max_len):
+    for t in range(max_len):
         logits, alpha, state = model.step(prev, state)
-        logits = logits.float()
-        logits[:, model.pad_id] = float("-inf")
+        logits = _forbid(logits.float(), model, t < min_len)
         logp = logits.log_softmax(-1)  # (B, V)
         if greedy:
             nxt = logp.argmax(-1)
@@ -98,6 +98,14 @@ def sample_or_greedy(model: nn.Module, images: Tensor, max_len: int = 20, *, gre
     return Decoded(tokens, scores.tolist(), attention, tuple(feats.grid_hw))
 
 
+def _forbid(logits: Tensor, model: nn.Module, no_eos: bool) -> Tensor:
+    """Padding is never generated; EOS not before the minimum length."""
+    logits[:, model.pad_id] = float("-inf")
+    if no_eos:
+        logits[:, model.eos_id] = float("-inf")
+    return logits
+
+
 def _sample(logits: Tensor, top_k: int, top_p: float, generator: torch.Generator | None) -> Tensor:
     if top_k > 0:
         kth = logits.topk(min(top_k, logits.shape[-1]), dim=-1).values[:, -1:]
@@ -112,9 +120,9 @@ def _sample(logits: Tensor, top_k: int, top_p: float, generator: torch.Generator
     return torch.multinomial(logits.softmax(-1), 1, generator=generator).squeeze(1)
 
 
-def greedy(model: nn.Module, images: Tensor, max_len: int = 20) -> Decoded:
+def greedy(model: nn.Module, images: Tensor, max_len: int = 20, min_len: int = 0) -> Decoded:
     """Greedy decoding (argmax at each step)."""
-    return sample_or_greedy(model, images, max_len, greedy=True)
+    return sample_or_greedy(model, images, max_len, greedy=True, min_len=min_len)
 
 
 def sample(model: nn.Module, images: Tensor, max_len: int = 20, *, temperature: float = 1.0, top_k: int = 0,
@@ -126,7 +134,7 @@ def sample(model: nn.Module, images: Tensor, max_len: int = 20, *, temperature: 
 
 @torch.no_grad()
 def beam_search(model: nn.Module, images: Tensor, beam_size: int = 3, max_len: int = 20,
-                length_penalty: float = 0.0) -> Decoded:
+                length_penalty: float = 0.0, min_len: int = 0) -> Decoded:
     """Batched beam search.
 
     Each image keeps ``beam_size`` hypotheses ranked by summed log-probability; a hypothesis that emits EOS
@@ -140,6 +148,7 @@ def beam_search(model: nn.Module, images: Tensor, beam_size: int = 3, max_len: i
         beam_size: Hypotheses per image.
         max_len: Most tokens per caption (EOS included).
         length_penalty: Exponent of the length normalisation of the final choice.
+        min_len: EOS is not allowed before this many tokens.
     """
     feats = model.encode(images)
     b, k, dev = images.shape[0], beam_size, images.device
@@ -152,11 +161,9 @@ def beam_search(model: nn.Module, images: Tensor, beam_size: int = 3, max_len: i
     history = torch.empty(b * k, 0, dtype=torch.long, device=dev)  # (B*K, t)
     attn_hist: Tensor | None = None  # (B*K, t, N)
     base = (torch.arange(b, device=dev) * k).repeat_interleave(k)  # first row of each image, (B*K,)
-    for _ in range(max_len):
+    for t in range(max_len):
         logits, alpha, state = model.step(prev, state)
-        logits = logits.float()
-        logits[:, model.pad_id] = float("-inf")
-        logp = logits.log_softmax(-1)  # (B*K, V)
+        logp = _forbid(logits.float(), model, t < min_len).log_softmax(-1)  # (B*K, V)
         v = logp.shape[-1]
         # a finished beam can only "emit" EOS again, at no cost
         frozen = torch.full_like(logp, float("-inf"))

@@ -8,8 +8,9 @@ from torch import Tensor, nn
 
 class CaptionLoss(nn.Module):
     """Token cross-entropy with optional label smoothing, plus the doubly stochastic attention
-    regulariser of Show, Attend and Tell: ``lambda * sum_i (1 - sum_t alpha_ti)^2`` (mean over images),
-    which pushes the model to look at every part of the image over the caption.
+    regulariser of Show, Attend and Tell, ``lambda * (1 - sum_t alpha_ti)^2``, which pushes the model to look
+    at every part of the image over the caption. The paper sums it over the N grid cells; here it is
+    averaged over cells (and images) so one lambda suits any grid size and caption length.
 
     Args:
         pad_id: Target id ignored by the loss.
@@ -33,7 +34,7 @@ class CaptionLoss(nn.Module):
         if attention is not None and self.attention_reg > 0:
             mask = (targets != self.pad_id).unsqueeze(-1).to(attention.dtype)  # (B, T, 1)
             coverage = (attention * mask).sum(dim=1)  # (B, N)
-            reg = self.attention_reg * ((1.0 - coverage) ** 2).sum(dim=1).mean()
+            reg = self.attention_reg * ((1.0 - coverage) ** 2).mean()
             out["loss"] = ce + reg
             out["attention_reg"] = reg.detach()
         return out

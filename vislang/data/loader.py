@@ -125,10 +125,16 @@ class PadCollate:
 class SeededSampler(Sampler):
     """Yields ``(index, seed)``: the order (shuffled or not) and one augmentation seed per sample, both
     drawn from ``generator`` in the main process, so batches and augmentations do not depend on the number
-    of workers, and every epoch draws new ones."""
+    of workers, and every epoch draws new ones.
+
+    To resume mid-epoch, keep :meth:`state_dict` from before the epoch's pass and later give it back with
+    ``start`` set to the number of samples already consumed: the next pass draws the same order and seeds
+    and begins at that sample.
+    """
 
     def __init__(self, n: int, shuffle: bool, generator: torch.Generator):
         self.n, self.shuffle, self.generator = n, shuffle, generator
+        self.start = 0  # samples the next pass skips (then back to 0)
 
     def __len__(self) -> int:
         return self.n
@@ -136,7 +142,20 @@ class SeededSampler(Sampler):
     def __iter__(self) -> Iterator[tuple[int, int]]:
         order = torch.randperm(self.n, generator=self.generator) if self.shuffle else torch.arange(self.n)
         seeds = torch.randint(0, 2**62, (self.n,), generator=self.generator)
-        yield from zip(order.tolist(), seeds.tolist())
+        start, self.start = self.start, 0
+        yield from zip(order.tolist()[start:], seeds.tolist()[start:])
+
+    def state_dict(self) -> dict[str, Any]:
+        """The generator state the next pass starts from, and the samples it skips."""
+        return {"generator": self.generator.get_state(), "start": self.start}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict` (with ``start`` raised to resume inside a pass)."""
+        start = int(state["start"])
+        if not 0 <= start <= self.n:
+            raise ValueError(f"sampler start {start} is outside [0, {self.n}]")
+        self.generator.set_state(state["generator"])
+        self.start = start
 
 
 def seed_worker(worker_id: int) -> None:
@@ -152,6 +171,10 @@ def build_loader(samples: Dataset, batch_size: int, *, shuffle: bool = False, wo
     batches and the same augmentations, with any number of workers."""
     gen = torch.Generator()
     gen.manual_seed(seed)
+    # Worker base seeds come from a generator of their own, so the sampler's stream (order and augmentation
+    # seeds) depends only on the seed and the number of passes, whether or not workers are persistent.
+    worker_gen = torch.Generator()
+    worker_gen.manual_seed((seed * 0x9E3779B97F4A7C15 + 1) % 2**63)
     return DataLoader(samples, batch_size=batch_size, sampler=SeededSampler(len(samples), shuffle, gen),
                       num_workers=workers, collate_fn=PadCollate(pad_id), worker_init_fn=seed_worker,
-                      generator=gen, drop_last=drop_last, persistent_workers=workers > 0)
+                      generator=worker_gen, drop_last=drop_last, persistent_workers=workers > 0)

@@ -1,0 +1,101 @@
+"""Show-Attend-Tell captioner: forward, gradients, save/load, decoding, loss."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from vislang.decoding import beam_search, greedy, sample
+from vislang.losses import CaptionLoss
+from vislang.models import create_model, list_models
+from vislang.train.checkpoint import load_model, save_checkpoint
+
+
+def _batch(b=3, t=7, v=50, size=32, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    images = torch.randn(b, 3, size, size, generator=g)
+    tokens = torch.randint(3, v, (b, t), generator=g)
+    tokens[:, 0] = 1
+    tokens[0, -2:] = torch.tensor([2, 0])  # EOS then padding in the first row
+    return images, tokens
+
+
+def test_every_caption_model_has_a_tiny_variant():
+    for name in list_models("caption_*"):
+        if not name.endswith("_tiny"):
+            base = name.split("_resnet")[0]
+            assert f"{base}_tiny" in list_models(), name
+
+
+def test_forward_shapes_and_every_parameter_gets_a_gradient():
+    torch.manual_seed(0)
+    model = create_model("caption_lstm_tiny")
+    images, tokens = _batch()
+    out = model(images, tokens)
+    assert out.logits.shape == (3, 6, 50) and out.attention.shape == (3, 6, 16)  # 32 px -> 4x4 grid
+    assert torch.allclose(out.attention.sum(-1), torch.ones(3, 6))
+    loss = CaptionLoss(pad_id=0)(out.logits, tokens[:, 1:], out.attention)["loss"]
+    loss.backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]
+    assert not missing
+
+
+def test_save_load_roundtrip(tmp_path):
+    torch.manual_seed(1)
+    model = create_model("caption_lstm_tiny", vocab_size=40).eval()
+    save_checkpoint(tmp_path / "ckpt", model, {"name": "caption_lstm_tiny", "kwargs": {"vocab_size": 40}})
+    again = load_model(tmp_path / "ckpt")
+    images, tokens = _batch(v=40)
+    assert torch.equal(model(images, tokens).logits, again(images, tokens).logits)
+
+
+def test_greedy_equals_beam_of_one_and_top_k_one():
+    torch.manual_seed(2)
+    model = create_model("caption_lstm_tiny").eval()
+    images, _ = _batch(b=4, seed=3)
+    g = greedy(model, images, max_len=12)
+    b1 = beam_search(model, images, beam_size=1, max_len=12)
+    s1 = sample(model, images, max_len=12, top_k=1, generator=torch.Generator().manual_seed(0))
+    sp = sample(model, images, max_len=12, top_p=1e-6, generator=torch.Generator().manual_seed(0))
+    assert g.tokens == b1.tokens == s1.tokens == sp.tokens
+    assert g.scores == pytest.approx(b1.scores, abs=1e-5)
+    for att, toks in zip(g.attention, g.tokens):
+        assert att.shape[0] == min(len(toks) + 1, 12) and att.shape[1] == 16
+
+
+def test_beam_search_returns_valid_hypotheses():
+    torch.manual_seed(4)
+    model = create_model("caption_lstm_tiny").eval()
+    images, _ = _batch(b=2, seed=5)
+    out = beam_search(model, images, beam_size=4, max_len=9, length_penalty=1.0)
+    assert len(out.tokens) == 2 and all(len(t) <= 9 for t in out.tokens)
+    assert all(model.eos_id not in t and model.pad_id not in t for t in out.tokens)
+    # the reported score is the model's log-probability of that caption (+ EOS when it ended)
+    for i, toks in enumerate(out.tokens):
+        seq = torch.tensor([[model.bos_id, *toks, model.eos_id]])
+        with torch.no_grad():
+            logits = model(images[i:i + 1], seq).logits[0].float()
+        logits[:, model.pad_id] = float("-inf")
+        logp = logits.log_softmax(-1).gather(1, seq[0, 1:, None]).sum().item()
+        if len(toks) < 9:
+            assert out.scores[i] == pytest.approx(logp, abs=1e-4)
+
+
+def test_sampling_is_seeded():
+    torch.manual_seed(6)
+    model = create_model("caption_lstm_tiny").eval()
+    images, _ = _batch(b=3, seed=7)
+    a = sample(model, images, max_len=8, temperature=1.5, generator=torch.Generator().manual_seed(1))
+    b = sample(model, images, max_len=8, temperature=1.5, generator=torch.Generator().manual_seed(1))
+    assert a.tokens == b.tokens
+
+
+def test_caption_loss_attention_regulariser_by_hand():
+    logits = torch.zeros(1, 2, 5)
+    targets = torch.tensor([[3, 0]])  # one real token, one pad
+    attention = torch.tensor([[[0.5, 0.5, 0.0], [1.0, 0.0, 0.0]]])  # the pad step must not count
+    out = CaptionLoss(pad_id=0, attention_reg=2.0)(logits, targets, attention)
+    expected_reg = 2.0 * ((1 - 0.5) ** 2 + (1 - 0.5) ** 2 + (1 - 0.0) ** 2) / 3  # mean over the 3 cells
+    assert out["attention_reg"].item() == pytest.approx(expected_reg)
+    assert out["ce"].item() == pytest.approx(torch.log(torch.tensor(5.0)).item())
+    assert out["loss"].item() == pytest.approx(out["ce"].item() + expected_reg)

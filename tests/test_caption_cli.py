@@ -1,0 +1,93 @@
+"""Captioning end to end in-process on real files: train (2 steps... a few), caption, evaluate, resume."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from PIL import Image
+
+from vislang.cli import main
+
+SHAPES = "shapes:n_train=40,n_val=8,n_test=8,size=32"
+
+
+@pytest.fixture(scope="module")
+def run(data_root, tmp_path_factory):
+    out = tmp_path_factory.mktemp("caption-run") / "run"
+    rc = main(["train", "caption", "--data", SHAPES, "--root", str(data_root), "--model", "caption_lstm_tiny",
+               "--epochs", "1", "--max-steps", "4", "--batch-size", "8", "--image-size", "32",
+               "--set", "task.max_len=12", "--out", str(out)])
+    assert rc == 0
+    return out
+
+
+def test_train_writes_a_complete_run(run):
+    for name in ("config.yaml", "log.jsonl", "curves.png"):
+        assert (run / name).is_file(), name
+    for ckpt in ("best", "last"):
+        for name in ("model.safetensors", "model.json", "vocab.json", "train_state.pt"):
+            assert (run / "checkpoints" / ckpt / name).is_file(), (ckpt, name)
+    spec = json.loads((run / "checkpoints" / "last" / "model.json").read_text())
+    assert spec["task"] == "caption" and spec["transform"]["image_size"] == 32
+    config = (run / "config.yaml").read_text()
+    assert "caption_lstm_tiny" in config and "max_len: 12" in config
+    log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert any(e["kind"] == "val" and "CIDEr-D" in e for e in log)
+
+
+def test_caption_command_on_real_files(run, tmp_path, capsys):
+    paths = []
+    for i, color in enumerate(["red", "blue"]):
+        p = tmp_path / f"img{i}.png"
+        Image.new("RGB", (50, 40), color).save(p)
+        paths.append(str(p))
+    assert main(["caption", *paths, "--model", str(run), "--beam", "2", "--json",
+                 "--attention", str(tmp_path / "att.png")]) == 0
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert [x["image"] for x in lines] == paths and all(isinstance(x["caption"], str) for x in lines)
+    assert (tmp_path / "att_img0.png").is_file() and (tmp_path / "att_img1.png").is_file()
+    assert main(["caption", paths[0], "--model", str(run)]) == 0
+    assert capsys.readouterr().out.startswith(paths[0] + "\t")
+
+
+def test_caption_command_errors(run, tmp_path, capsys):
+    (tmp_path / "notes.jpg").write_text("not an image")
+    assert main(["caption", str(tmp_path / "notes.jpg"), "--model", str(run)]) == 2
+    assert "notes.jpg: not an image" in capsys.readouterr().err
+    assert main(["caption", str(tmp_path / "notes.jpg"), "--model", str(tmp_path)]) == 2
+    assert "not a vislang run or checkpoint directory" in capsys.readouterr().err
+
+
+def test_evaluate_caption_with_baselines(run, data_root, tmp_path, capsys):
+    out = tmp_path / "eval"
+    assert main(["evaluate", "caption", "--model", str(run), "--data", SHAPES, "--split", "test",
+                 "--root", str(data_root), "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "nearest training image" in text and "most frequent caption" in text and "CIDEr-D" in text
+    scores = json.loads((out / "scores.json").read_text())
+    assert set(scores["corpus"]) == {"model", "nearest training image", "most frequent caption"}
+    results = json.loads((out / "results_model.json").read_text())
+    assert len(results) == 8 and {"image_id", "caption"} <= set(results[0])
+    # the written files are valid COCO inputs for `vislang evaluate captions`
+    assert main(["evaluate", "captions", "--results", str(out / "results_model.json"),
+                 "--annotations", str(out / "annotations.json"), "--no-java"]) == 0
+    cider = [line for line in capsys.readouterr().out.splitlines() if line.startswith("CIDEr-D")][0]
+    assert float(cider.split()[-1]) == pytest.approx(scores["corpus"]["model"]["CIDEr-D"], abs=1e-4)
+
+
+def test_resume_continues_a_run(data_root, tmp_path):
+    args = ["train", "caption", "--data", SHAPES, "--root", str(data_root), "--model", "caption_lstm_tiny",
+            "--epochs", "2", "--batch-size", "8", "--image-size", "32", "--set", "task.max_len=12",
+            "--out", str(tmp_path / "r")]
+    assert main([*args, "--max-steps", "3"]) == 0
+    assert main([*args, "--max-steps", "6", "--resume"]) == 0
+    steps = [json.loads(x)["step"] for x in (tmp_path / "r" / "log.jsonl").read_text().splitlines()]
+    assert max(steps) == 6
+
+
+def test_bad_config_values(tmp_path, capsys):
+    assert main(["train", "caption", "--data", SHAPES, "--set", "train.optim.lr=fast", "--out", str(tmp_path)]) == 2
+    assert "lr" in capsys.readouterr().err
+    assert main(["train", "caption", "--data", SHAPES, "--set", "train.epochz=3", "--out", str(tmp_path)]) == 2
+    assert "epochz" in capsys.readouterr().err

@@ -1,0 +1,95 @@
+"""Captioning a trained run's images from Python: ``Captioner.load(run).caption(paths)``."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from PIL import Image
+from torch import Tensor
+
+from vislang.data.images import load_image
+from vislang.data.text import Vocabulary
+from vislang.data.transforms import TransformConfig, build_transform
+from vislang.errors import VislangError
+from vislang.tasks.caption import decode_batch
+from vislang.train.checkpoint import find_checkpoint, load_model, read_model_json
+from vislang.train.loop import resolve_device
+
+
+@dataclass
+class Caption:
+    """One generated caption.
+
+    Attributes:
+        text: The caption.
+        words: Its words (vocabulary tokens).
+        score: Sum of token log-probabilities.
+        attention: (L, h, w) attention weights per emitted token (EOS step included), or None.
+    """
+
+    text: str
+    words: list[str]
+    score: float
+    attention: Tensor | None
+
+
+def resolve_checkpoint(run: str | os.PathLike, which: str = "best") -> Path:
+    """A checkpoint directory from a run directory (its ``best``, else ``last``) or a checkpoint directory."""
+    run = Path(run)
+    if find_checkpoint(run) is not None:
+        return run
+    for name in (which, "best", "last"):
+        ckpt = run / "checkpoints" / name
+        if find_checkpoint(ckpt) is not None:
+            return ckpt
+    raise VislangError(f"{run}: not a vislang run or checkpoint directory (no checkpoints/best or /last)")
+
+
+class Captioner:
+    """A trained captioner with its vocabulary and image preprocessing.
+
+    Args:
+        model: The captioning model.
+        vocab: Its vocabulary.
+        transform_cfg: The image preprocessing it was trained with.
+        max_len: Longest caption in tokens.
+    """
+
+    def __init__(self, model: torch.nn.Module, vocab: Vocabulary, transform_cfg: TransformConfig, max_len: int = 24):
+        self.model, self.vocab, self.max_len = model.eval(), vocab, max_len
+        self.transform_cfg = transform_cfg
+        self.transform = build_transform(transform_cfg, train=False)
+
+    @classmethod
+    def load(cls, run: str | os.PathLike, checkpoint: str = "best", device: str = "auto") -> Captioner:
+        """Load from a run directory (``checkpoint``: ``best`` or ``last``) or a checkpoint directory."""
+        ckpt = resolve_checkpoint(run, checkpoint)
+        spec = read_model_json(ckpt)
+        if spec.get("task") != "caption":
+            raise VislangError(f"{ckpt}: not a captioning checkpoint (task: {spec.get('task')!r})")
+        tf = TransformConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in spec["transform"].items()})
+        model = load_model(ckpt, resolve_device(device))
+        return cls(model, Vocabulary.load(ckpt / "vocab.json"), tf, int(spec.get("max_len", 24)))
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def caption(self, images: Sequence[str | os.PathLike | Image.Image], beam: int = 1,
+                max_len: int | None = None, batch_size: int = 32) -> list[Caption]:
+        """Caption images given as paths or PIL images (bad files raise :class:`vislang.errors.ImageError`)."""
+        out: list[Caption] = []
+        for start in range(0, len(images), batch_size):
+            chunk = [im if isinstance(im, Image.Image) else load_image(im) for im in images[start:start + batch_size]]
+            x = torch.stack([self.transform(im.convert("RGB")) for im in chunk]).to(self.device)
+            dec = decode_batch(self.model, x, beam, max_len or self.max_len)
+            h, w = dec.grid_hw
+            for i, toks in enumerate(dec.tokens):
+                words = [self.vocab.itos[t] for t in toks]
+                att = dec.attention[i].view(-1, h, w) if dec.attention is not None else None
+                out.append(Caption(" ".join(words), words, dec.scores[i], att))
+        return out

@@ -1,0 +1,74 @@
+"""``vislang train <task>``: train a model with the shared loop.
+
+Configuration precedence: the dataclass defaults < ``--config run.yaml`` < ``--set key=value`` and the
+shortcut flags (``--epochs``, ``--lr``, ...). The resolved configuration is saved as ``config.yaml`` in the
+run directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from vislang.config import resolve_config
+
+# Shortcut flags -> config keys, shared by every task.
+SHORTCUTS = {
+    "data": "data.name", "model": "model", "epochs": "train.epochs", "lr": "train.optim.lr",
+    "batch_size": "train.batch_size", "seed": "train.seed", "workers": "train.workers",
+    "image_size": "data.image_size", "max_steps": "train.max_steps", "root": "data.root",
+    "device": "train.device",
+}
+
+
+def add_common_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="YAML file of config values (overridden by --set and the flags below)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any config value, e.g. --set train.optim.warmup_ratio=0.1 (repeatable)")
+    p.add_argument("--data", help="dataset name (emoji, shapes, ...) or path of a manifest / COCO / Karpathy file")
+    p.add_argument("--model", help="registered model name (see `vislang models`)")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--image-size", type=int)
+    p.add_argument("--max-steps", type=int)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--workers", type=int)
+    p.add_argument("--device", help="auto, cpu, cuda, cuda:1, ...")
+    p.add_argument("--root", help="data root for built-in datasets")
+    p.add_argument("--skip-bad", action="store_true", help="leave out samples whose image is missing or unreadable")
+    p.add_argument("--out", required=True, help="run directory (checkpoints, logs, config)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+
+
+def run_config(cls: type, args: argparse.Namespace):
+    """Defaults < YAML < ``--set`` < shortcut flags."""
+    overrides = list(args.set)
+    for attr, key in SHORTCUTS.items():
+        value = getattr(args, attr, None)
+        if value is not None:
+            overrides.append(f"{key}={value}")
+    if args.skip_bad:
+        overrides.append("data.skip_bad=true")
+    return resolve_config(cls, args.config, overrides)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train a model (captioning, ...)")
+    tsub = p.add_subparsers(dest="task", metavar="TASK", required=True)
+    q = tsub.add_parser("caption", help="image captioning (encoder + attention decoder)")
+    add_common_args(q)
+    q.set_defaults(func=cmd_train_caption)
+
+
+def cmd_train_caption(args: argparse.Namespace) -> int:
+    from vislang.tasks.caption import CaptionRunConfig, train_captioner
+
+    cfg = run_config(CaptionRunConfig, args)
+    result = train_captioner(cfg, Path(args.out), resume=args.resume)
+    print(f"run: {result.run_dir}  steps: {result.steps}  stopped: {result.stopped}")
+    if result.best_metric is not None:
+        print(f"best CIDEr-D on val: {result.best_metric:.4f}  ({result.best_dir})")
+    return 0
+
+

@@ -1,0 +1,147 @@
+"""Captioning as a task of the shared training loop: teacher-forced log-likelihood, CIDEr-D validation."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from vislang.config import config_to_dict
+from vislang.data.loader import ImageTextSamples, build_loader
+from vislang.data.records import Record
+from vislang.data.text import Vocabulary
+from vislang.data.transforms import TransformConfig, build_transform
+from vislang.decoding import Decoded, beam_search, greedy
+from vislang.losses import CaptionLoss
+from vislang.models.registry import create_model
+from vislang.tasks.common import DataConfig, open_split
+from vislang.train import FitResult, TrainConfig, fit
+
+
+@dataclass
+class CaptionTaskConfig:
+    """Captioning options (read by :class:`CaptionTask`).
+
+    Attributes:
+        max_len: Longest training sequence in tokens (BOS and EOS included); also the decoding limit.
+        min_freq: Words seen fewer times in the training captions become ``<unk>``.
+        label_smoothing: Label smoothing of the cross-entropy.
+        attention_reg: Weight of the doubly stochastic attention regulariser.
+        val_beam: Beam size when decoding the validation set (1 = greedy).
+        val_batch_size: Images per validation batch.
+    """
+
+    max_len: int = 24
+    min_freq: int = 1
+    label_smoothing: float = 0.0
+    attention_reg: float = 1.0
+    val_beam: int = 1
+    val_batch_size: int = 64
+
+
+def decode_batch(model: nn.Module, images: Tensor, beam: int, max_len: int) -> Decoded:
+    """Greedy for ``beam <= 1``, else beam search."""
+    return greedy(model, images, max_len) if beam <= 1 else beam_search(model, images, beam, max_len)
+
+
+def caption_records(model: nn.Module, records: Sequence[Record], vocab: Vocabulary,
+                    transform: Callable[[Any], Tensor], *, beam: int = 1, max_len: int = 24,
+                    batch_size: int = 64) -> tuple[list[str], list[Decoded]]:
+    """Caption every record's image; returns the captions and the per-batch decoder outputs."""
+    device = next(model.parameters()).device
+    loader = build_loader(ImageTextSamples(records, transform, unit="image"), batch_size)
+    captions: list[str] = []
+    outputs: list[Decoded] = []
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        for batch in loader:
+            out = decode_batch(model, batch["image"].to(device), beam, max_len)
+            captions += [vocab.decode(t) for t in out.tokens]
+            outputs.append(out)
+    model.train(was_training)
+    return captions, outputs
+
+
+class CaptionTask:
+    """Batch -> caption loss; validation -> COCO caption metrics of decoded val captions.
+
+    Args:
+        vocab: The vocabulary the model's output layer uses.
+        val_records: Validation images with reference captions.
+        eval_transform: Image -> tensor for validation.
+        cfg: Task options.
+    """
+
+    monitor = "CIDEr-D"
+    mode = "max"
+
+    def __init__(self, vocab: Vocabulary, val_records: Sequence[Record], eval_transform: Callable[[Any], Tensor],
+                 cfg: CaptionTaskConfig | None = None):
+        self.cfg = cfg or CaptionTaskConfig()
+        self.vocab, self.val_records, self.eval_transform = vocab, list(val_records), eval_transform
+        self.loss = CaptionLoss(vocab.pad_id, self.cfg.label_smoothing, self.cfg.attention_reg)
+
+    def training_step(self, model: nn.Module, batch: dict[str, Any]) -> dict[str, Tensor]:
+        tokens = batch["tokens"]  # (B, T)
+        out = model(batch["image"], tokens)
+        return self.loss(out.logits, tokens[:, 1:], out.attention)
+
+    def validate(self, model: nn.Module) -> dict[str, float]:
+        from vislang.metrics.captions import evaluate_captions
+
+        captions, _ = caption_records(model, self.val_records, self.vocab, self.eval_transform,
+                                      beam=self.cfg.val_beam, max_len=self.cfg.max_len,
+                                      batch_size=self.cfg.val_batch_size)
+        refs = {r.id: r.captions for r in self.val_records}
+        cands = {r.id: c for r, c in zip(self.val_records, captions)}
+        scores = evaluate_captions(refs, cands, use_java=False)
+        return {k: scores.corpus[k] for k in ("BLEU-1", "BLEU-4", "ROUGE-L", "CIDEr-D")}
+
+    def save_artifacts(self, directory: Path) -> None:
+        self.vocab.save(Path(directory) / "vocab.json")
+
+
+@dataclass
+class CaptionRunConfig:
+    """Everything a captioning run needs; saved as ``config.yaml`` in the run directory.
+
+    Attributes:
+        model: Registered captioner name.
+        model_kwargs: Overrides for the model builder (``vocab_size`` and token ids are set from the data).
+        data: Data section.
+        task: Captioning options.
+        train: Loop options.
+    """
+
+    model: str = "caption_lstm"
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+    data: DataConfig = field(default_factory=DataConfig)
+    task: CaptionTaskConfig = field(default_factory=CaptionTaskConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+def train_captioner(cfg: CaptionRunConfig, run_dir: Path, resume: bool = False) -> FitResult:
+    """Build the data, vocabulary, model and task from ``cfg`` and run the shared training loop."""
+    train_ds = open_split(cfg.data, cfg.data.train_split, cfg.data.max_train)
+    val_ds = open_split(cfg.data, cfg.data.val_split, cfg.data.max_val)
+    last_vocab = Path(run_dir) / "checkpoints" / "last" / "vocab.json"
+    if resume and last_vocab.exists():
+        vocab = Vocabulary.load(last_vocab)
+    else:
+        vocab = Vocabulary.build((c for r in train_ds for c in r.captions), min_freq=cfg.task.min_freq)
+    tf_cfg = TransformConfig(image_size=cfg.data.image_size, augment=cfg.data.augment)
+    kwargs = {**cfg.model_kwargs, "vocab_size": len(vocab), "pad_id": vocab.pad_id, "bos_id": vocab.bos_id,
+              "eos_id": vocab.eos_id}
+    model = create_model(cfg.model, **kwargs)
+    samples = ImageTextSamples(train_ds.records, build_transform(tf_cfg, train=True), unit="caption",
+                               tokenizer=vocab, max_len=cfg.task.max_len, skip_bad=cfg.data.skip_bad)
+    task = CaptionTask(vocab, val_ds.records, build_transform(tf_cfg, train=False), cfg.task)
+    spec = {"name": cfg.model, "kwargs": kwargs, "task": "caption", "transform": asdict(tf_cfg),
+            "max_len": cfg.task.max_len}
+    return fit(model, task, samples, cfg.train, Path(run_dir), model_spec=spec, pad_id=vocab.pad_id,
+               resume=resume, config_to_save=config_to_dict(cfg))

@@ -1,0 +1,154 @@
+"""Evaluating a captioning run on any split, beside two honest baselines.
+
+- **nearest training image**: the first reference caption of the training image closest to the test image in
+  the model's own image-encoder feature space (cosine similarity of pooled features) — what retrieval alone
+  achieves with the same encoder;
+- **most frequent caption**: the most common training caption, for every image — what a model that ignores
+  the image achieves.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from torch import Tensor
+
+from vislang.captioner import Captioner, resolve_checkpoint
+from vislang.data import ImageTextDataset, load_dataset
+from vislang.data.loader import ImageTextSamples, build_loader
+from vislang.data.records import Record
+from vislang.errors import VislangError
+from vislang.tasks.caption import caption_records
+from vislang.utils.io import atomic_write_json, format_table
+
+REPORTED = ("BLEU-1", "BLEU-4", "ROUGE-L", "CIDEr-D", "METEOR", "SPICE")
+
+
+@dataclass
+class CaptionEvaluation:
+    """Scores of the model and the baselines on one split.
+
+    Attributes:
+        split: What was evaluated (``data [split]``).
+        n_images: Images evaluated.
+        corpus: ``{system: {metric: score}}`` for "model", "nearest training image", "most frequent caption".
+        captions: ``{system: [caption per image]}``.
+        records: The evaluated records.
+        unavailable: Metrics not computed, with the reason.
+    """
+
+    split: str
+    n_images: int
+    corpus: dict[str, dict[str, float]] = field(default_factory=dict)
+    captions: dict[str, list[str]] = field(default_factory=dict)
+    records: list[Record] = field(default_factory=list)
+    unavailable: dict[str, str] = field(default_factory=dict)
+
+    def table(self) -> str:
+        systems = list(self.corpus)
+        metrics = [m for m in REPORTED if any(m in self.corpus[s] for s in systems)]
+        rows = [[m, *[self.corpus[s].get(m, float("nan")) for s in systems]] for m in metrics]
+        return format_table(rows, ["metric", *systems])
+
+
+def image_id(rec: Record) -> Any:
+    """The id written to COCO-format results: the source's image id where there is one."""
+    return rec.meta.get("image_id", rec.id)
+
+
+@torch.no_grad()
+def pooled_features(encoder: Callable[[Tensor], Any], records: Sequence[Record], transform, device,
+                    batch_size: int = 128) -> Tensor:
+    """L2-normalised pooled image features, (N, D)."""
+    feats = []
+    for batch in build_loader(ImageTextSamples(records, transform, unit="image"), batch_size):
+        feats.append(torch.nn.functional.normalize(encoder(batch["image"].to(device)).pooled.float(), dim=-1))
+    return torch.cat(feats).cpu()
+
+
+def nearest_neighbour_captions(captioner: Captioner, train: Sequence[Record], test: Sequence[Record]) -> list[str]:
+    """For each test image, the first caption of its nearest training image in the encoder's space."""
+    train = [r for r in train if r.captions]
+    enc = captioner.model.image_encoder
+    was_training = enc.training
+    enc.eval()
+    tr = pooled_features(enc, train, captioner.transform, captioner.device)
+    te = pooled_features(enc, test, captioner.transform, captioner.device)
+    enc.train(was_training)
+    nearest = (te @ tr.T).argmax(dim=1).tolist()
+    return [train[j].captions[0] for j in nearest]
+
+
+def most_frequent_caption(train: Sequence[Record]) -> str:
+    """The most common training caption (case and surrounding space ignored; ties: first seen)."""
+    counts = Counter(c.strip().lower() for r in train for c in r.captions)
+    if not counts:
+        raise VislangError("the training split has no captions")
+    return counts.most_common(1)[0][0]
+
+
+def run_training_data(run: Path) -> tuple[str, str, str | None]:
+    """The (data name, train split, root) a run was trained on, from its ``config.yaml``."""
+    path = run / "config.yaml"
+    if not path.exists():
+        raise VislangError(f"{run}: no config.yaml; pass the run directory, not a checkpoint directory")
+    cfg = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    data = cfg.get("data", {})
+    return data.get("name", "emoji"), data.get("train_split", "train"), data.get("root")
+
+
+def evaluate_captioner(run: str | os.PathLike, data: str, split: str | None, *, beam: int = 1,
+                       root: str | None = None, image_root: str | None = None, limit: int | None = None,
+                       skip_bad: bool = False, use_java: bool = False, baselines: bool = True,
+                       out_dir: str | os.PathLike | None = None, captioner: Captioner | None = None,
+                       ) -> CaptionEvaluation:
+    """Caption a split with a run's best checkpoint and score it (and the baselines) with the COCO metrics.
+
+    Writes ``results_<system>.json`` (COCO results format), ``annotations.json`` (COCO captions format) and
+    ``scores.json`` (corpus and per-image scores) to ``out_dir`` when given.
+    """
+    from vislang.metrics.captions import evaluate_captions
+
+    run = Path(run)
+    captioner = captioner or Captioner.load(run)
+    ds = load_dataset(data, split, root=root, image_root=image_root)
+    records = [r for r in ds.records if r.captions][:limit]
+    if not records:
+        raise VislangError(f"{data} [{split}] has no images with reference captions to evaluate on")
+    records = ImageTextDataset(ds.name, ds.split, records).check_images(skip_bad=skip_bad).records
+    ev = CaptionEvaluation(split=f"{data} [{split}]" if split else data, n_images=len(records), records=records)
+    ev.captions["model"], _ = caption_records(captioner.model, records, captioner.vocab, captioner.transform,
+                                              beam=beam, max_len=captioner.max_len)
+    if baselines:
+        name, train_split, train_root = run_training_data(run if resolve_checkpoint(run) != run else run.parent.parent)
+        train = load_dataset(name, train_split, root=root or train_root).records
+        ev.captions["nearest training image"] = nearest_neighbour_captions(captioner, train, records)
+        ev.captions["most frequent caption"] = [most_frequent_caption(train)] * len(records)
+    refs = {image_id(r): r.captions for r in records}
+    per_image: dict[str, Any] = {}
+    for system, caps in ev.captions.items():
+        scores = evaluate_captions(refs, {image_id(r): c for r, c in zip(records, caps)}, use_java=use_java)
+        ev.corpus[system] = dict(scores.corpus)
+        ev.unavailable.update(scores.unavailable)
+        per_image[system] = scores.to_json()
+    if out_dir is not None:
+        out = Path(out_dir)
+        for system, caps in ev.captions.items():
+            slug = system.replace(" ", "_")
+            atomic_write_json(out / f"results_{slug}.json",
+                              [{"image_id": image_id(r), "caption": c} for r, c in zip(records, caps)])
+        atomic_write_json(out / "annotations.json", {
+            "images": [{"id": image_id(r), "file_name": r.image} for r in records],
+            "annotations": [{"id": k, "image_id": image_id(r), "caption": c}
+                            for k, (r, c) in enumerate((r, c) for r in records for c in r.captions)]})
+        atomic_write_json(out / "scores.json", {"split": ev.split, "n_images": ev.n_images, "beam": beam,
+                                                "corpus": ev.corpus, "unavailable": ev.unavailable,
+                                                "per_image": per_image})
+    return ev

@@ -1,0 +1,44 @@
+"""Pieces every task's run shares: the data section of a run config and opening its splits."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from vislang.data import ImageTextDataset, load_dataset
+
+
+@dataclass
+class DataConfig:
+    """Which data a run trains and validates on (read by :func:`open_split`).
+
+    Attributes:
+        name: Registered dataset (``emoji``, ``shapes:size=32``) or path of a manifest / COCO / Karpathy file.
+        train_split: Split to train on.
+        val_split: Split to validate on.
+        root: Data root for registered datasets.
+        image_root: Folder image names in COCO / Karpathy / VQA files are relative to.
+        image_size: Side of the square model input in pixels.
+        augment: Random resized crops and colour jitter when training.
+        skip_bad: Leave out samples whose image is missing or unreadable (with a warning) instead of stopping.
+        max_train: Use only the first N training records.
+        max_val: Use only the first N validation records.
+    """
+
+    name: str = "emoji"
+    train_split: str = "train"
+    val_split: str = "val"
+    root: str | None = None
+    image_root: str | None = None
+    image_size: int = 64
+    augment: bool = True
+    skip_bad: bool = False
+    max_train: int | None = None
+    max_val: int | None = None
+
+
+def open_split(cfg: DataConfig, split: str, limit: int | None = None) -> ImageTextDataset:
+    """Load a split, check every image up front (all problems reported together), keep the first ``limit``."""
+    ds = load_dataset(cfg.name, split, root=cfg.root, image_root=cfg.image_root)
+    if limit is not None:
+        ds = ImageTextDataset(ds.name, ds.split, ds.records[:limit])
+    return ds.check_images(skip_bad=cfg.skip_bad)

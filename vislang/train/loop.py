@@ -1,0 +1,691 @@
+"""The one training loop of vislang: every task (captioning, retrieval, VQA, classification) trains with
+:func:`fit`; what differs lives in a small :class:`Task` object (batch -> losses, model -> metrics).
+
+The loop: AdamW with decoupled weight decay (none on biases and norms), linear warm-up + cosine decay,
+gradient accumulation and clipping, bf16 autocast on GPU, validation every ``eval_every`` epochs with the
+best and last checkpoints kept, early stopping, a stop with a clear error on a NaN/inf loss, a progress bar,
+``log.jsonl`` and ``curves.png`` in the run directory. ``resume=True`` continues a killed run from
+``checkpoints/last`` and, on CPU, ends with weights bitwise identical to an uninterrupted run.
+
+Run directory::
+
+    config.yaml            the resolved config of the run
+    log.jsonl              {"kind": "train", "step", "epoch", <losses>, "lr", "images_per_s", "time", ...}
+                           and {"kind": "val", "step", "epoch", <metrics>, "best", "time"} per validation
+    curves.png             training losses, validation metrics and learning rate against the step
+    checkpoints/last/      model.safetensors, model.json, train_state.pt, task artifacts
+    checkpoints/best/      the same, at the best validation so far
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import shutil
+import sys
+import time
+from collections import defaultdict
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.utils.data import Dataset
+
+from vislang.config import config_to_dict, save_config
+from vislang.data.loader import build_loader
+from vislang.errors import VislangError
+from vislang.train.checkpoint import (
+    copy_checkpoint,
+    find_checkpoint,
+    load_train_state,
+    load_weights,
+    save_checkpoint,
+)
+from vislang.train.optim import ENCODER_ATTR, build_optimizer, build_scheduler, param_groups, warmup_steps
+from vislang.utils.io import atomic_write_jsonl, progress
+from vislang.utils.plot import Chart, Series, save_charts
+
+STATE_VERSION = 1
+_RESERVED = ("kind", "step", "epoch", "time", "lr", "encoder_lr", "images_per_s", "grad_norm", "best")
+
+
+@dataclass
+class OptimConfig:
+    """Optimiser and learning-rate schedule.
+
+    Attributes:
+        lr: Peak learning rate.
+        weight_decay: AdamW decoupled weight decay (not applied to biases, norms and 1-D parameters).
+        betas: AdamW betas.
+        warmup_steps: Linear warm-up steps; the warm-up lasts ``max(warmup_steps, warmup_ratio * total)``.
+        warmup_ratio: Warm-up as a fraction of the total optimiser steps.
+        min_lr_ratio: The cosine decays to ``lr * min_lr_ratio``.
+        grad_clip: Clip the global gradient norm to this (None: no clipping).
+        encoder_lr: Learning rate of ``model.image_encoder`` (None: ``lr``).
+        freeze_encoder: Freeze ``model.image_encoder`` (no gradients, kept in eval mode).
+    """
+
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    betas: tuple[float, float] = (0.9, 0.999)
+    warmup_steps: int = 0
+    warmup_ratio: float = 0.05
+    min_lr_ratio: float = 0.0
+    grad_clip: float | None = 1.0
+    encoder_lr: float | None = None
+    freeze_encoder: bool = False
+
+
+@dataclass
+class TrainConfig:
+    """How to train, whatever the task.
+
+    Attributes:
+        epochs: Passes over the training samples.
+        batch_size: Samples per micro-batch.
+        accum_steps: Micro-batches per optimiser step (gradient accumulation).
+        seed: Seeds the data order, the augmentations and torch/numpy/python RNGs.
+        workers: DataLoader worker processes.
+        device: "auto" (cuda when available, else cpu), "cpu", "cuda", "cuda:1", ...
+        amp: "auto" (bf16 autocast on cuda, off on cpu), "bf16" or "off".
+        max_steps: Stop after this many optimiser steps in total (None: run all epochs).
+        eval_every: Epochs between validations (the last epoch is always validated).
+        early_stopping: Stop after this many validations without improvement (None: never).
+        checkpoint_every: Also save ``last`` every this many optimiser steps (besides each epoch end).
+        log_every: Optimiser steps between ``log.jsonl`` training entries.
+        optim: Optimiser and schedule.
+    """
+
+    epochs: int = 10
+    batch_size: int = 32
+    accum_steps: int = 1
+    seed: int = 0
+    workers: int = 0
+    device: str = "auto"
+    amp: str = "auto"
+    max_steps: int | None = None
+    eval_every: int = 1
+    early_stopping: int | None = None
+    checkpoint_every: int | None = None
+    log_every: int = 10
+    optim: OptimConfig = field(default_factory=OptimConfig)
+
+
+class Task(Protocol):
+    """What a task tells the loop. ``monitor`` names the metric that picks the best checkpoint, ``mode``
+    says whether higher ("max") or lower ("min") is better."""
+
+    monitor: str
+    mode: str
+
+    def training_step(self, model: nn.Module, batch: dict) -> dict[str, Tensor]:
+        """Losses of one batch (already on the model's device): must contain ``loss``, the value
+        back-propagated; other entries are logged."""
+        ...
+
+    def validate(self, model: nn.Module) -> dict[str, float]:
+        """Metrics on the validation data, including ``monitor`` (called in eval mode under no_grad)."""
+        ...
+
+    def save_artifacts(self, directory: Path) -> None:
+        """Write the files a checkpoint needs besides the weights (e.g. ``vocab.json``) into ``directory``."""
+        ...
+
+
+@dataclass
+class FitResult:
+    """The outcome of :func:`fit`.
+
+    Attributes:
+        run_dir: The run directory.
+        steps: Optimiser steps done (in total, across resumes).
+        epochs: Epochs completed.
+        best_metric: Best value of the task's monitored metric (None if never validated).
+        best_dir: ``checkpoints/best`` (None if never validated).
+        last_dir: ``checkpoints/last``.
+        history: Every ``log.jsonl`` entry of the run.
+        stopped: "completed", "early_stopping" or "max_steps".
+    """
+
+    run_dir: Path
+    steps: int
+    epochs: int
+    best_metric: float | None
+    best_dir: Path | None
+    last_dir: Path
+    history: list[dict]
+    stopped: str
+
+
+class TrainingDivergedError(VislangError):
+    """The loss or the gradient norm became NaN or infinite; the last good checkpoint is kept."""
+
+
+def fit(model: nn.Module, task: Task, train_samples: Dataset, cfg: TrainConfig, run_dir: str | os.PathLike, *,
+        model_spec: dict, pad_id: int = 0, resume: bool = False,
+        config_to_save: dict | None = None) -> FitResult:
+    """Train ``model`` on ``train_samples`` for ``task``.
+
+    A fresh run seeds python, numpy and torch with ``cfg.seed`` first (seed before building the model as
+    well, for a reproducible initialisation); a resumed run restores the RNG states of its checkpoint.
+
+    Args:
+        model: The model (moved to the training device).
+        task: Losses per batch, validation metrics and checkpoint artifacts.
+        train_samples: Map-style dataset of sample dicts (e.g. ``ImageTextSamples``), batched with
+            ``PadCollate(pad_id)`` by a seeded loader.
+        cfg: Training settings.
+        run_dir: Directory of the run (created).
+        model_spec: ``{"name": registry name, "kwargs": builder kwargs}``, saved as ``model.json``.
+        pad_id: Padding id of token sequences.
+        resume: Continue from ``run_dir/checkpoints/last``.
+        config_to_save: The fully resolved config of the run, saved as ``config.yaml``.
+
+    Returns:
+        What happened; ``model`` holds the last weights.
+
+    Raises:
+        VislangError: Bad settings, a run directory that already holds a run (without ``resume``) or no
+            checkpoint to resume from.
+        TrainingDivergedError: The loss became NaN/inf (the message names the step).
+    """
+    return Trainer(model, task, train_samples, cfg, Path(run_dir), model_spec=model_spec, pad_id=pad_id,
+                   config_to_save=config_to_save).run(resume=resume)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python's, numpy's and torch's (CPU and CUDA) global RNGs."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def resolve_device(name: str) -> torch.device:
+    """``"auto"`` -> cuda when available, else cpu; anything else as given (checked)."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise VislangError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise VislangError(f"device {name!r} was asked for but CUDA is not available here; use --device cpu")
+    return device
+
+
+def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for ``amp`` on ``device`` (None: full precision)."""
+    if amp == "off" or (amp == "auto" and device.type != "cuda"):
+        return None
+    if amp in ("auto", "bf16"):
+        return torch.bfloat16
+    raise VislangError(f"amp must be 'auto', 'bf16' or 'off', not {amp!r}")
+
+
+def rng_state() -> dict[str, Any]:
+    """The global RNG states (python, numpy, torch, CUDA) as tensors and plain values."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    state = {"python": random.getstate(),
+             "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                       "has_gauss": int(has_gauss), "gauss": float(gauss)},
+             "torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore :func:`rng_state`."""
+    random.setstate(_tuplify(state["python"]))
+    n = state["numpy"]
+    keys = n["keys"].numpy().astype(np.uint32)
+    np.random.set_state((n["kind"], keys, n["pos"], n["has_gauss"], n["gauss"]))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _tuplify(value: Any) -> Any:
+    return tuple(_tuplify(v) for v in value) if isinstance(value, (list, tuple)) else value
+
+
+def read_log(path: Path, max_step: int | None = None) -> list[dict]:
+    """Entries of a ``log.jsonl`` (a torn last line from a killed run is dropped), up to ``max_step``."""
+    if not path.exists():
+        return []
+    entries = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(entry, dict) and (max_step is None or entry.get("step", 0) <= max_step):
+            entries.append(entry)
+    return entries
+
+
+@dataclass
+class _Progress:
+    """Where training is: everything :class:`Trainer` saves in ``train_state.pt`` besides the optimiser,
+    scheduler, sampler and RNG states."""
+
+    step: int = 0             # optimiser steps done
+    epoch: int = 0            # epochs completed
+    batch_in_epoch: int = 0   # micro-batches of the current epoch consumed
+    best_metric: float | None = None
+    best_step: int | None = None
+    bad_evals: int = 0        # validations since the last improvement
+    elapsed: float = 0.0      # training seconds before this process
+    stopped: str | None = None
+
+
+class Trainer:
+    """One training run (use :func:`fit`). The methods follow the run from top to bottom."""
+
+    def __init__(self, model: nn.Module, task: Task, train_samples: Dataset, cfg: TrainConfig,
+                 run_dir: Path, *, model_spec: dict, pad_id: int = 0, config_to_save: dict | None = None):
+        _check_config(cfg, task)
+        self.model, self.task, self.cfg, self.run_dir = model, task, cfg, run_dir
+        self.model_spec, self.config_to_save = model_spec, config_to_save
+        self.device = resolve_device(cfg.device)
+        self.amp_dtype = autocast_dtype(cfg.amp, self.device)
+        self.loader = build_loader(train_samples, cfg.batch_size, shuffle=True, workers=cfg.workers,
+                                   seed=cfg.seed, pad_id=pad_id)
+        self.n_samples = len(train_samples)
+        if self.n_samples == 0:
+            raise VislangError("no training samples")
+        self.batches_per_epoch = len(self.loader)
+        self.steps_per_epoch = math.ceil(self.batches_per_epoch / cfg.accum_steps)
+        self.total_steps = cfg.epochs * self.steps_per_epoch
+        if cfg.max_steps is not None:
+            self.total_steps = min(self.total_steps, cfg.max_steps)
+        self.last_dir = run_dir / "checkpoints" / "last"
+        self.best_dir = run_dir / "checkpoints" / "best"
+        self.log_path = run_dir / "log.jsonl"
+        self.p = _Progress()
+        self.history: list[dict] = []
+        self._epoch_sampler_state: dict[str, Any] = {}
+        self._start_time = time.monotonic()
+        self._elapsed_before = 0.0
+
+    # --------------------------------------------------------------------------------------------- setup
+
+    def run(self, resume: bool = False) -> FitResult:
+        """Train (or continue training) until the epochs, ``max_steps`` or early stopping end it."""
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        has_run = find_checkpoint(self.last_dir) is not None
+        if resume and not has_run and find_checkpoint(self.best_dir) is not None:
+            copy_checkpoint(self.best_dir, self.last_dir)  # killed between writing best and last
+            has_run = True
+        if resume and not has_run:
+            raise VislangError(f"nothing to resume in {self.run_dir}: it has no checkpoints/last; "
+                               "start the run without --resume")
+        if not resume and has_run:
+            raise VislangError(f"{self.run_dir} already holds a run (checkpoints/last); continue it with "
+                               "--resume or choose another run directory")
+        resolved = self.config_to_save
+        if resolved is None:
+            resolved = {"model": self.model_spec, "train": config_to_dict(self.cfg)}
+        save_config(resolved, self.run_dir / "config.yaml")
+        self.model.to(self.device)
+        if resume:
+            load_weights(self.model, self.last_dir)  # before the optimiser sees the parameters
+        else:
+            seed_everything(self.cfg.seed)
+        o = self.cfg.optim
+        groups, self.param_summary = param_groups(self.model, lr=o.lr, weight_decay=o.weight_decay,
+                                                  encoder_lr=o.encoder_lr, freeze_encoder=o.freeze_encoder)
+        self.params = [p for g in groups for p in g["params"]]
+        self.optimizer = build_optimizer(groups, lr=o.lr, betas=o.betas)
+        self.warmup = warmup_steps(self.total_steps, o.warmup_steps, o.warmup_ratio)
+        self.scheduler = build_scheduler(self.optimizer, total_steps=self.total_steps, warmup=self.warmup,
+                                         min_lr_ratio=o.min_lr_ratio)
+        if resume:
+            self._restore()
+        else:  # a run killed before its first checkpoint starts over
+            self.log_path.unlink(missing_ok=True)
+            shutil.rmtree(self.best_dir, ignore_errors=True)
+        try:
+            self._train()
+        finally:
+            self._close_bar()
+        best_dir = self.best_dir if find_checkpoint(self.best_dir) else None
+        return FitResult(self.run_dir, self.p.step, self.p.epoch, self.p.best_metric, best_dir, self.last_dir,
+                         self.history, self.p.stopped or "completed")
+
+    def _restore(self) -> None:
+        """Load the optimiser, scheduler, position, sampler and RNG states of ``checkpoints/last``, and cut
+        ``log.jsonl`` back to the checkpoint's step (a killed run may have logged past it)."""
+        state = load_train_state(self.last_dir)
+        if state is None or state.get("version") != STATE_VERSION:
+            raise VislangError(f"{self.last_dir} has no usable train_state.pt; it cannot be resumed")
+        was = (state["batches_per_epoch"], state["accum_steps"])
+        if was != (self.batches_per_epoch, self.cfg.accum_steps):
+            raise VislangError(
+                f"cannot resume {self.run_dir}: it was trained with {was[0]} batches per epoch and "
+                f"accum_steps={was[1]}, now {self.batches_per_epoch} and {self.cfg.accum_steps} "
+                "(keep the data, batch_size and accum_steps of the run)")
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        schedule = self.scheduler.lr_lambdas[0]
+        if (schedule.total, schedule.warmup) != (self.total_steps, self.warmup):  # epochs/max_steps changed
+            print(f"note: the lr schedule now spans {self.total_steps} steps (was {schedule.total})",
+                  file=sys.stderr)
+            for fn in self.scheduler.lr_lambdas:
+                fn.total, fn.warmup = self.total_steps, self.warmup
+        self.loader.sampler.load_state_dict(state["sampler"])
+        set_rng_state(state["rng"])
+        self.p = _Progress(**state["progress"])
+        self._elapsed_before = self.p.elapsed
+        self.history = read_log(self.log_path, max_step=self.p.step)
+        atomic_write_jsonl(self.log_path, self.history)
+
+    # ---------------------------------------------------------------------------------------------- train
+
+    def _train(self) -> None:
+        p = self.p
+        self._bar = progress(total=self.total_steps, desc="train", unit="step")
+        self._bar.n = self._bar.last_print_n = self._bar.initial = p.step
+        self._log_file = open(self.log_path, "a", encoding="utf-8")  # noqa: SIM115 (closed in _close_bar)
+        self._window = _Window()
+        if p.stopped == "early_stopping":
+            return
+        while p.epoch < self.cfg.epochs and p.step < self.total_steps:
+            self._bar.set_description(f"epoch {p.epoch + 1}/{self.cfg.epochs}")
+            self._train_epoch()
+            epoch_done = p.batch_in_epoch >= self.batches_per_epoch
+            if epoch_done:
+                p.epoch, p.batch_in_epoch = p.epoch + 1, 0
+            finished = p.epoch >= self.cfg.epochs or p.step >= self.total_steps
+            improved = False
+            if (epoch_done and p.epoch % self.cfg.eval_every == 0) or finished:
+                improved = self._validate()
+                if self.cfg.early_stopping is not None and p.bad_evals >= self.cfg.early_stopping:
+                    p.stopped = "early_stopping"  # saved with the state, so a resume does not train on
+            self._save(improved, epoch_done)
+            if p.stopped:
+                return
+        p.stopped = "completed" if p.epoch >= self.cfg.epochs else "max_steps"
+
+    def _train_epoch(self) -> None:
+        """Micro-batches of one epoch (from ``batch_in_epoch`` on) until it ends or ``max_steps``."""
+        p, cfg = self.p, self.cfg
+        self._epoch_sampler_state = {**self.loader.sampler.state_dict(), "start": 0}
+        self.model.train()
+        if cfg.optim.freeze_encoder:
+            getattr(self.model, ENCODER_ATTR).eval()
+        micro, sums, samples = 0, defaultdict(float), 0
+        weights = self._group_weights(p.batch_in_epoch)
+        for batch in self.loader:
+            if p.batch_in_epoch + micro >= self.batches_per_epoch:  # never expected: the loader ran long
+                break
+            n = _batch_size(batch)
+            if n:  # an empty batch: every image of it failed to decode and was skipped
+                losses = self._forward_backward(batch, weights[micro])
+                for k, v in losses.items():
+                    sums[k] += v * weights[micro]
+            samples += n
+            micro += 1
+            if micro < len(weights):
+                continue
+            lrs = [g["lr"] for g in self.optimizer.param_groups]
+            grad_norm = self._optimizer_step()
+            p.step, p.batch_in_epoch = p.step + 1, p.batch_in_epoch + micro
+            self._after_step(dict(sums), lrs, grad_norm, samples)
+            micro, sums, samples = 0, defaultdict(float), 0
+            if p.step >= self.total_steps:
+                break
+            weights = self._group_weights(p.batch_in_epoch)
+            if cfg.checkpoint_every and p.step % cfg.checkpoint_every == 0 \
+                    and p.batch_in_epoch < self.batches_per_epoch:
+                self._save(False, epoch_done=False)
+
+    def _group_weights(self, first_batch: int) -> list[float]:
+        """Loss weights of the micro-batches of the optimiser step starting at ``first_batch``: proportional
+        to their sizes, summing to 1, so accumulating them is one big batch's mean."""
+        bs = self.cfg.batch_size
+        last = min(first_batch + self.cfg.accum_steps, self.batches_per_epoch)
+        sizes = [min(bs, self.n_samples - b * bs) for b in range(first_batch, last)]
+        return [s / sum(sizes) for s in sizes]
+
+    def _forward_backward(self, batch: dict, weight: float) -> dict[str, float]:
+        batch = {k: v.to(self.device, non_blocking=True) if isinstance(v, Tensor) else v
+                 for k, v in batch.items()}
+        with self._autocast():
+            out = self.task.training_step(self.model, batch)
+        if "loss" not in out:
+            raise VislangError(f"{type(self.task).__name__}.training_step returned no 'loss' "
+                               f"(got {sorted(out)})")
+        loss = out["loss"]
+        value = float(loss.detach().float())
+        if not math.isfinite(value):
+            self._diverged(f"the loss is {value}")
+        (loss.float() * weight).backward()
+        return {k: float(v.detach().float()) if isinstance(v, Tensor) else float(v) for k, v in out.items()}
+
+    def _optimizer_step(self) -> float:
+        clip = self.cfg.optim.grad_clip
+        norm = float(torch.nn.utils.clip_grad_norm_(self.params, clip if clip is not None else float("inf")))
+        if not math.isfinite(norm):
+            self._diverged(f"the gradient norm is {norm}")
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return norm
+
+    def _diverged(self, what: str) -> None:
+        p = self.p
+        if find_checkpoint(self.last_dir):
+            step = _checkpoint_step(self.last_dir)
+            kept = f"the last good checkpoint (step {step}) is kept in {self.last_dir}"
+        else:
+            kept = "no checkpoint had been written yet"
+        self._write_log({"kind": "diverged", "step": p.step + 1, "epoch": p.epoch, "error": what})
+        raise TrainingDivergedError(
+            f"training stopped at step {p.step + 1} (epoch {p.epoch + 1}): {what}; {kept}. "
+            "Try a lower learning rate, a warm-up, gradient clipping or amp=off.")
+
+    def _after_step(self, losses: dict[str, float], lrs: list[float], grad_norm: float, samples: int) -> None:
+        """Progress bar and, every ``log_every`` steps, a ``log.jsonl`` entry."""
+        p = self.p
+        self._window.add(losses, grad_norm, samples)
+        self._bar.update(1)
+        if p.step % self.cfg.log_every == 0 or p.step == self.total_steps:
+            epoch = p.epoch + p.batch_in_epoch / self.batches_per_epoch
+            entry = {"kind": "train", "step": p.step, "epoch": epoch}
+            entry.update(self._window.means())
+            names = [g["name"] for g in self.optimizer.param_groups]
+            model_lrs = [lr for lr, name in zip(lrs, names) if not name.startswith("encoder")]
+            entry["lr"] = model_lrs[0] if model_lrs else lrs[0]
+            if len(model_lrs) < len(lrs):  # a separate encoder learning rate
+                entry["encoder_lr"] = next(lr for lr, name in zip(lrs, names) if name.startswith("encoder"))
+            entry["images_per_s"] = self._window.rate()
+            entry["time"] = self._elapsed()
+            self._write_log(entry)
+            self._bar.set_postfix(loss=f"{entry['loss']:.4f}", lr=f"{entry['lr']:.2e}",
+                                  img_s=f"{entry['images_per_s']:.1f}", refresh=False)
+            self._window = _Window()
+
+    # ------------------------------------------------------------------------------------------- validate
+
+    def _validate(self) -> bool:
+        """Run the task's validation; True when the monitored metric improved."""
+        p, task = self.p, self.task
+        self.model.eval()
+        with torch.no_grad(), self._autocast():
+            raw = task.validate(self.model)
+        self.model.train()
+        bad = [k for k, v in raw.items() if not isinstance(v, (int, float, Tensor)) or isinstance(v, bool)]
+        if bad:
+            raise VislangError(f"{type(task).__name__}.validate() must return numbers; {bad} are not")
+        metrics = {k: float(v) for k, v in raw.items()}
+        if not metrics:
+            return False
+        if task.monitor not in metrics:
+            raise VislangError(f"{type(task).__name__}.validate() returned no '{task.monitor}' metric "
+                               f"(got {', '.join(sorted(metrics))})")
+        clash = [k for k in metrics if k in _RESERVED]
+        if clash:
+            raise VislangError(f"{type(task).__name__}.validate() returned reserved metric names {clash}")
+        value = metrics[task.monitor]
+        improved = math.isfinite(value) and (
+            p.best_metric is None or (value > p.best_metric if task.mode == "max" else value < p.best_metric))
+        if improved:
+            p.best_metric, p.best_step, p.bad_evals = value, p.step, 0
+        else:
+            p.bad_evals += 1
+        self._write_log({"kind": "val", "step": p.step, "epoch": p.epoch, **metrics, "best": improved,
+                         "time": self._elapsed()})
+        self._plot()
+        if not self._bar.disable:
+            shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
+            self._bar.write(f"step {p.step} epoch {p.epoch}: {shown}" + (" (best)" if improved else ""))
+        return improved
+
+    # ------------------------------------------------------------------------------------- save and log
+
+    def _save(self, improved: bool, epoch_done: bool) -> None:
+        """Write ``last`` (and ``best`` first when the metric improved: a crash between the two then resumes
+        from the older ``last`` and redoes the same steps)."""
+        p = self.p
+        sampler = ({**self.loader.sampler.state_dict(), "start": 0} if epoch_done else
+                   {**self._epoch_sampler_state, "start": p.batch_in_epoch * self.cfg.batch_size})
+        p.elapsed = self._elapsed()
+        state = {
+            "version": STATE_VERSION,
+            "progress": vars(p).copy(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "sampler": sampler,
+            "rng": rng_state(),
+            "batches_per_epoch": self.batches_per_epoch,
+            "accum_steps": self.cfg.accum_steps,
+            "total_steps": self.total_steps,
+        }
+        info = {"step": p.step, "epoch": p.epoch, "monitor": self.task.monitor, "best_metric": p.best_metric}
+        artifacts = getattr(self.task, "save_artifacts", None)
+        if improved:
+            save_checkpoint(self.best_dir, self.model, self.model_spec, state, artifacts=artifacts, info=info)
+            copy_checkpoint(self.best_dir, self.last_dir)
+        else:
+            save_checkpoint(self.last_dir, self.model, self.model_spec, state, artifacts=artifacts, info=info)
+
+    def _write_log(self, entry: dict) -> None:
+        entry = {k: (v if not isinstance(v, float) or math.isfinite(v) else None) for k, v in entry.items()}
+        self.history.append(entry)
+        self._log_file.write(json.dumps(entry, ensure_ascii=False) + "\n")
+        self._log_file.flush()
+
+    def _plot(self) -> None:
+        """Rewrite ``curves.png``: training losses, validation metrics and learning rate against the step."""
+        train = [e for e in self.history if e.get("kind") == "train"]
+        val = [e for e in self.history if e.get("kind") == "val"]
+
+        def series(entries: list[dict], keys: list[str]) -> list[Series]:
+            return [Series(k, [e["step"] for e in entries if k in e],
+                           [_num(e[k]) for e in entries if k in e]) for k in keys]
+
+        loss_keys = _keys(train, skip=_RESERVED)
+        metric_keys = _keys(val, skip=_RESERVED)
+        charts = [Chart(series(train, loss_keys), title="training losses", xlabel="step"),
+                  Chart(series(val, metric_keys), title="validation", xlabel="step"),
+                  Chart(series(train, [k for k in ("lr", "encoder_lr") if any(k in e for e in train)]),
+                        title="learning rate", xlabel="step")]
+        save_charts(self.run_dir / "curves.png", charts, size=(720, 300))
+
+    def _autocast(self) -> AbstractContextManager:
+        if self.amp_dtype is None:
+            return nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
+
+    def _elapsed(self) -> float:
+        """Training seconds so far, including those of the processes this run was resumed from."""
+        return round(self._elapsed_before + time.monotonic() - self._start_time, 3)
+
+    def _close_bar(self) -> None:
+        for name in ("_bar", "_log_file"):
+            obj = getattr(self, name, None)
+            if obj is not None:
+                obj.close()
+
+
+@dataclass
+class _Window:
+    """Losses, gradient norms and throughput accumulated between two log entries."""
+
+    sums: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    steps: int = 0
+    samples: int = 0
+    start: float = field(default_factory=time.monotonic)
+
+    def add(self, losses: dict[str, float], grad_norm: float, samples: int) -> None:
+        for k, v in losses.items():
+            self.sums[k] += v
+        self.sums["grad_norm"] += grad_norm
+        self.steps += 1
+        self.samples += samples
+
+    def means(self) -> dict[str, float]:
+        return {k: v / max(1, self.steps) for k, v in self.sums.items()}
+
+    def rate(self) -> float:
+        return round(self.samples / max(1e-9, time.monotonic() - self.start), 2)
+
+
+def _check_config(cfg: TrainConfig, task: Task) -> None:
+    name = type(task).__name__
+    checks = [
+        (cfg.epochs >= 1, "epochs must be >= 1"),
+        (cfg.batch_size >= 1, "batch_size must be >= 1"),
+        (cfg.accum_steps >= 1, "accum_steps must be >= 1"),
+        (cfg.eval_every >= 1, "eval_every must be >= 1"),
+        (cfg.log_every >= 1, "log_every must be >= 1"),
+        (cfg.workers >= 0, "workers must be >= 0"),
+        (cfg.max_steps is None or cfg.max_steps >= 1, "max_steps must be >= 1 (or none)"),
+        (cfg.early_stopping is None or cfg.early_stopping >= 1, "early_stopping must be >= 1 (or none)"),
+        (cfg.checkpoint_every is None or cfg.checkpoint_every >= 1,
+         "checkpoint_every must be >= 1 (or none)"),
+        (cfg.optim.lr > 0, "optim.lr must be > 0"),
+        (cfg.optim.grad_clip is None or cfg.optim.grad_clip > 0, "optim.grad_clip must be > 0 (or none)"),
+        (cfg.amp in ("auto", "bf16", "off"), f"amp must be auto, bf16 or off, not {cfg.amp!r}"),
+        (isinstance(getattr(task, "monitor", None), str), f"{name}.monitor must name a metric"),
+        (getattr(task, "mode", None) in ("max", "min"), f"{name}.mode must be 'max' or 'min'"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise VislangError(f"bad training config: {message}")
+
+
+def _batch_size(batch: dict) -> int:
+    if not batch:
+        return 0
+    if "image" in batch:
+        return len(batch["image"])
+    return len(next(iter(batch.values())))
+
+
+def _checkpoint_step(directory: Path) -> int | str:
+    try:
+        return json.loads((directory / "model.json").read_text(encoding="utf-8")).get("step", "?")
+    except (OSError, json.JSONDecodeError):
+        return "?"
+
+
+def _keys(entries: list[dict], skip: tuple[str, ...]) -> list[str]:
+    keys: dict[str, None] = {}
+    for e in entries:
+        for k, v in e.items():
+            if k not in skip and isinstance(v, (int, float)) and not isinstance(v, bool):
+                keys[k] = None
+    return list(keys)
+
+
+def _num(v: Any) -> float:
+    return float(v) if isinstance(v, (int, float)) else float("nan")
+

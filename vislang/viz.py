@@ -1,0 +1,72 @@
+"""Figures drawn with Pillow: per-word attention overlays in the style of Show, Attend and Tell."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageDraw, ImageFont
+
+from vislang.utils.io import atomic_save_image
+
+
+def _font(size: int = 12) -> ImageFont.ImageFont:
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1
+        return ImageFont.load_default()
+
+
+def attention_overlay(image: Image.Image, attention: torch.Tensor, size: int = 160) -> Image.Image:
+    """The image darkened where the attention is low, as in the Show, Attend and Tell figures.
+
+    Args:
+        image: RGB image.
+        attention: (h, w) weights of one step (any scale).
+        size: Output side in pixels.
+    """
+    im = image.convert("RGB").resize((size, size), Image.Resampling.BICUBIC)
+    a = attention.detach().float()[None, None]  # (1, 1, h, w)
+    a = F.interpolate(a, size=(size, size), mode="bilinear", align_corners=False)[0, 0]
+    a = (a - a.min()) / (a.max() - a.min() + 1e-8)  # (size, size) in [0, 1]
+    light = 0.25 + 0.75 * a.numpy()[..., None]
+    out = np.asarray(im, dtype=np.float32) * light
+    return Image.fromarray(out.clip(0, 255).astype(np.uint8))
+
+
+def attention_figure(image: Image.Image, words: Sequence[str], attention: torch.Tensor, grid_hw: tuple[int, int],
+                     caption: str | None = None, cell: int = 128, columns: int = 6) -> Image.Image:
+    """A grid of panels: the image, then one attention overlay per generated word.
+
+    Args:
+        image: The captioned image.
+        words: Generated words; an ``<end>`` panel is added when ``attention`` has one more row.
+        attention: (L, N) weights per step, N = h * w.
+        grid_hw: (h, w) of the attention grid.
+        caption: Title line (default: the words joined).
+        cell: Panel side in pixels.
+        columns: Panels per row.
+    """
+    h, w = grid_hw
+    labels = list(words) + (["<end>"] if attention.shape[0] > len(words) else [])
+    panels = [("", image.convert("RGB").resize((cell, cell), Image.Resampling.BICUBIC))]
+    panels += [(word, attention_overlay(image, attention[i].view(h, w), cell)) for i, word in enumerate(labels)]
+    rows = (len(panels) + columns - 1) // columns
+    font, title_font = _font(13), _font(15)
+    label_h, title_h = 20, 28
+    fig = Image.new("RGB", (columns * cell, title_h + rows * (cell + label_h)), "white")
+    draw = ImageDraw.Draw(fig)
+    draw.text((6, 6), caption if caption is not None else " ".join(words), fill="black", font=title_font)
+    for k, (label, panel) in enumerate(panels):
+        x, y = (k % columns) * cell, title_h + (k // columns) * (cell + label_h)
+        fig.paste(panel, (x, y))
+        draw.text((x + 4, y + cell + 3), label, fill="black", font=font)
+    return fig
+
+
+def save_figure(fig: Image.Image, path: str | os.PathLike) -> None:
+    """Write a figure as PNG atomically."""
+    atomic_save_image(path, fig, format="PNG")
