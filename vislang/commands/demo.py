@@ -23,10 +23,10 @@ EVAL_SPLITS = (("emoji", "test_seen_concepts_new_style"), ("emoji", "test_new_co
 DEMO_SETTINGS = [
     "model=caption_lstm",
     "model_kwargs.embed_dim=128", "model_kwargs.hidden_dim=256", "model_kwargs.attention_dim=128",
-    "model_kwargs.dropout=0.2",
+    "model_kwargs.dropout=0.2", "model_kwargs.encoder_kwargs.dim=128", "model_kwargs.encoder_kwargs.widths=[32,48,96]",
     "data.name=emoji", "data.image_size=48", "data.max_val=300",
     "task.max_len=16", "task.min_freq=2",
-    "train.epochs=4", "train.batch_size=64", "train.optim.lr=2e-3", "train.optim.warmup_ratio=0.05",
+    "train.epochs=7", "train.batch_size=64", "train.optim.lr=2e-3", "train.optim.warmup_ratio=0.05",
 ]
 
 
