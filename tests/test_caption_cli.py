@@ -91,3 +91,18 @@ def test_bad_config_values(tmp_path, capsys):
     assert "lr" in capsys.readouterr().err
     assert main(["train", "caption", "--data", SHAPES, "--set", "train.epochz=3", "--out", str(tmp_path)]) == 2
     assert "epochz" in capsys.readouterr().err
+
+
+def test_transformer_captioner_trains_and_captions(data_root, tmp_path, capsys):
+    out = tmp_path / "tr"
+    assert main(["train", "caption", "--data", SHAPES, "--root", str(data_root), "--model",
+                 "caption_transformer_tiny", "--max-steps", "2", "--batch-size", "8", "--image-size", "32",
+                 "--set", "task.max_len=12", "--out", str(out)]) == 0
+    capsys.readouterr()
+    image = tmp_path / "x.png"
+    Image.new("RGB", (32, 32), "green").save(image)
+    assert main(["caption", str(image), "--model", str(out), "--beam", "3", "--attention",
+                 str(tmp_path / "a.png")]) == 0
+    caption = capsys.readouterr().out.split("\t")[1]
+    assert "<bos>" not in caption and "<pad>" not in caption
+    assert (tmp_path / "a.png").is_file()

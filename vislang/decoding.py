@@ -99,8 +99,9 @@ def sample_or_greedy(model: nn.Module, images: Tensor, max_len: int = 20, *, gre
 
 
 def _forbid(logits: Tensor, model: nn.Module, no_eos: bool) -> Tensor:
-    """Padding is never generated; EOS not before the minimum length."""
+    """Padding and BOS are never generated; EOS not before the minimum length."""
     logits[:, model.pad_id] = float("-inf")
+    logits[:, model.bos_id] = float("-inf")
     if no_eos:
         logits[:, model.eos_id] = float("-inf")
     return logits

@@ -1,6 +1,8 @@
-"""Show-Attend-Tell captioner: forward, gradients, save/load, decoding, loss."""
+"""Every captioner (each *_tiny variant): forward, gradients, save/load, decoding; the caption loss."""
 
 from __future__ import annotations
+
+import re
 
 import pytest
 import torch
@@ -9,6 +11,13 @@ from vislang.decoding import beam_search, greedy, sample
 from vislang.losses import CaptionLoss
 from vislang.models import create_model, list_models
 from vislang.train.checkpoint import load_model, save_checkpoint
+
+CAPTIONERS = list_models("caption_*_tiny")
+each_captioner = pytest.mark.parametrize("name", CAPTIONERS)
+
+
+def test_both_decoders_are_registered():
+    assert CAPTIONERS == ["caption_lstm_tiny", "caption_transformer_tiny"]
 
 
 def _batch(b=3, t=7, v=50, size=32, seed=0):
@@ -23,13 +32,14 @@ def _batch(b=3, t=7, v=50, size=32, seed=0):
 def test_every_caption_model_has_a_tiny_variant():
     for name in list_models("caption_*"):
         if not name.endswith("_tiny"):
-            base = name.split("_resnet")[0]
+            base = re.sub(r"_(resnet\d+|vit)$", "", name)  # encoder variants share the decoder's tiny model
             assert f"{base}_tiny" in list_models(), name
 
 
-def test_forward_shapes_and_every_parameter_gets_a_gradient():
+@each_captioner
+def test_forward_shapes_and_every_parameter_gets_a_gradient(name):
     torch.manual_seed(0)
-    model = create_model("caption_lstm_tiny")
+    model = create_model(name)
     images, tokens = _batch()
     out = model(images, tokens)
     assert out.logits.shape == (3, 6, 50) and out.attention.shape == (3, 6, 16)  # 32 px -> 4x4 grid
@@ -40,18 +50,20 @@ def test_forward_shapes_and_every_parameter_gets_a_gradient():
     assert not missing
 
 
-def test_save_load_roundtrip(tmp_path):
+@each_captioner
+def test_save_load_roundtrip(name, tmp_path):
     torch.manual_seed(1)
-    model = create_model("caption_lstm_tiny", vocab_size=40).eval()
-    save_checkpoint(tmp_path / "ckpt", model, {"name": "caption_lstm_tiny", "kwargs": {"vocab_size": 40}})
+    model = create_model(name, vocab_size=40).eval()
+    save_checkpoint(tmp_path / "ckpt", model, {"name": name, "kwargs": {"vocab_size": 40}})
     again = load_model(tmp_path / "ckpt")
     images, tokens = _batch(v=40)
     assert torch.equal(model(images, tokens).logits, again(images, tokens).logits)
 
 
-def test_greedy_equals_beam_of_one_and_top_k_one():
+@each_captioner
+def test_greedy_equals_beam_of_one_and_top_k_one(name):
     torch.manual_seed(2)
-    model = create_model("caption_lstm_tiny").eval()
+    model = create_model(name).eval()
     images, _ = _batch(b=4, seed=3)
     g = greedy(model, images, max_len=12)
     b1 = beam_search(model, images, beam_size=1, max_len=12)
@@ -63,27 +75,29 @@ def test_greedy_equals_beam_of_one_and_top_k_one():
         assert att.shape[0] == min(len(toks) + 1, 12) and att.shape[1] == 16
 
 
-def test_beam_search_returns_valid_hypotheses():
+@each_captioner
+def test_beam_search_returns_valid_hypotheses(name):
     torch.manual_seed(4)
-    model = create_model("caption_lstm_tiny").eval()
+    model = create_model(name).eval()
     images, _ = _batch(b=2, seed=5)
     out = beam_search(model, images, beam_size=4, max_len=9, length_penalty=1.0)
     assert len(out.tokens) == 2 and all(len(t) <= 9 for t in out.tokens)
-    assert all(model.eos_id not in t and model.pad_id not in t for t in out.tokens)
+    assert all({model.eos_id, model.pad_id, model.bos_id}.isdisjoint(t) for t in out.tokens)
     # the reported score is the model's log-probability of that caption (+ EOS when it ended)
     for i, toks in enumerate(out.tokens):
         seq = torch.tensor([[model.bos_id, *toks, model.eos_id]])
         with torch.no_grad():
             logits = model(images[i:i + 1], seq).logits[0].float()
-        logits[:, model.pad_id] = float("-inf")
+        logits[:, [model.pad_id, model.bos_id]] = float("-inf")
         logp = logits.log_softmax(-1).gather(1, seq[0, 1:, None]).sum().item()
         if len(toks) < 9:
             assert out.scores[i] == pytest.approx(logp, abs=1e-4)
 
 
-def test_sampling_is_seeded():
+@each_captioner
+def test_sampling_is_seeded(name):
     torch.manual_seed(6)
-    model = create_model("caption_lstm_tiny").eval()
+    model = create_model(name).eval()
     images, _ = _batch(b=3, seed=7)
     a = sample(model, images, max_len=8, temperature=1.5, generator=torch.Generator().manual_seed(1))
     b = sample(model, images, max_len=8, temperature=1.5, generator=torch.Generator().manual_seed(1))
