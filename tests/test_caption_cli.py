@@ -84,6 +84,10 @@ def test_resume_continues_a_run(data_root, tmp_path):
     assert main([*args, "--max-steps", "6", "--resume"]) == 0
     steps = [json.loads(x)["step"] for x in (tmp_path / "r" / "log.jsonl").read_text().splitlines()]
     assert max(steps) == 6
+    # --out and --resume alone: the run's saved config.yaml supplies everything else
+    assert main(["train", "caption", "--out", str(tmp_path / "r"), "--resume", "--max-steps", "8"]) == 0
+    steps = [json.loads(x)["step"] for x in (tmp_path / "r" / "log.jsonl").read_text().splitlines()]
+    assert max(steps) == 8
 
 
 def test_bad_config_values(tmp_path, capsys):

@@ -38,11 +38,15 @@ def add_common_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--root", help="data root for built-in datasets")
     p.add_argument("--skip-bad", action="store_true", help="leave out samples whose image is missing or unreadable")
     p.add_argument("--out", required=True, help="run directory (checkpoints, logs, config)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from its last checkpoint (with its saved config.yaml)")
 
 
 def run_config(cls: type, args: argparse.Namespace):
-    """Defaults < YAML < ``--set`` < shortcut flags."""
+    """Defaults < YAML < ``--set`` < shortcut flags. With ``--resume`` and no ``--config``, the run's own saved
+    ``config.yaml`` takes the place of the YAML file, so ``--out RUN --resume`` alone continues the run."""
+    saved = Path(args.out) / "config.yaml"
+    config = args.config or (saved if args.resume and saved.exists() else None)
     overrides = list(args.set)
     for attr, key in SHORTCUTS.items():
         value = getattr(args, attr, None)
@@ -50,7 +54,7 @@ def run_config(cls: type, args: argparse.Namespace):
             overrides.append(f"{key}={value}")
     if args.skip_bad:
         overrides.append("data.skip_bad=true")
-    return resolve_config(cls, args.config, overrides)
+    return resolve_config(cls, config, overrides)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
