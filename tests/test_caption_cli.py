@@ -110,3 +110,12 @@ def test_transformer_captioner_trains_and_captions(data_root, tmp_path, capsys):
     caption = capsys.readouterr().out.split("\t")[1]
     assert "<bos>" not in caption and "<pad>" not in caption
     assert (tmp_path / "a.png").is_file()
+
+
+def test_training_data_without_captions_is_refused(tmp_path, capsys):
+    for i in range(3):
+        Image.new("RGB", (8, 8)).save(tmp_path / f"{i}.png")
+    (tmp_path / "m.jsonl").write_text("".join(json.dumps({"image": f"{i}.png", "label": "x"}) + "\n" for i in range(3)))
+    assert main(["train", "caption", "--data", str(tmp_path / "m.jsonl"), "--set", "data.val_split=",
+                 "--out", str(tmp_path / "run")]) == 2
+    assert "has no captions to train or validate a captioner on" in capsys.readouterr().err

@@ -16,6 +16,7 @@ from vislang.data.records import Record
 from vislang.data.text import Vocabulary
 from vislang.data.transforms import TransformConfig, build_transform
 from vislang.decoding import Decoded, beam_search, greedy
+from vislang.errors import VislangError
 from vislang.losses import CaptionLoss
 from vislang.models.registry import create_model
 from vislang.tasks.common import DataConfig, open_split
@@ -129,6 +130,9 @@ def train_captioner(cfg: CaptionRunConfig, run_dir: Path, resume: bool = False) 
     """Build the data, vocabulary, model and task from ``cfg`` and run the shared training loop."""
     train_ds = open_split(cfg.data, cfg.data.train_split, cfg.data.max_train)
     val_ds = open_split(cfg.data, cfg.data.val_split, cfg.data.max_val)
+    for ds, split in ((train_ds, cfg.data.train_split), (val_ds, cfg.data.val_split)):
+        if not any(r.captions for r in ds):
+            raise VislangError(f"{cfg.data.name} [{split}] has no captions to train or validate a captioner on")
     last_vocab = Path(run_dir) / "checkpoints" / "last" / "vocab.json"
     if resume and last_vocab.exists():
         vocab = Vocabulary.load(last_vocab)
@@ -140,7 +144,8 @@ def train_captioner(cfg: CaptionRunConfig, run_dir: Path, resume: bool = False) 
     model = create_model(cfg.model, **kwargs)
     samples = ImageTextSamples(train_ds.records, build_transform(tf_cfg, train=True), unit="caption",
                                tokenizer=vocab, max_len=cfg.task.max_len, skip_bad=cfg.data.skip_bad)
-    task = CaptionTask(vocab, val_ds.records, build_transform(tf_cfg, train=False), cfg.task)
+    val_records = [r for r in val_ds.records if r.captions]
+    task = CaptionTask(vocab, val_records, build_transform(tf_cfg, train=False), cfg.task)
     spec = {"name": cfg.model, "kwargs": kwargs, "task": "caption", "transform": asdict(tf_cfg),
             "max_len": cfg.task.max_len}
     return fit(model, task, samples, cfg.train, Path(run_dir), model_spec=spec, pad_id=vocab.pad_id,
