@@ -15,6 +15,7 @@ from vislang.errors import VislangError
 
 COMMAND_MODULES = (
     "vislang.commands.data",
+    "vislang.commands.models",
     "vislang.commands.train",
     "vislang.commands.caption",
     "vislang.commands.evaluate",

@@ -41,6 +41,13 @@ def list_models(pattern: str = "*") -> list[str]:
     return sorted(n for n in _MODELS if fnmatch.fnmatch(n, pattern))
 
 
+def describe_model(name: str) -> str:
+    """The first paragraph of a registered builder's docstring, on one line."""
+    _ensure_builtin()
+    doc = (_MODELS[name].__doc__ or "").strip()
+    return " ".join(line.strip() for line in doc.split("\n\n")[0].splitlines())
+
+
 def create_model(name: str, **kwargs: Any) -> nn.Module:
     """Build a registered model; ``kwargs`` override the builder's config defaults."""
     _ensure_builtin()
