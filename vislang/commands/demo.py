@@ -26,7 +26,7 @@ DEMO_SETTINGS = [
     "model_kwargs.dropout=0.2", "model_kwargs.encoder_kwargs.dim=128", "model_kwargs.encoder_kwargs.widths=[32,48,96]",
     "data.name=emoji", "data.image_size=48", "data.max_val=300",
     "task.max_len=16", "task.min_freq=2",
-    "train.epochs=7", "train.batch_size=64", "train.optim.lr=2e-3", "train.optim.warmup_ratio=0.05",
+    "train.epochs=6", "train.batch_size=64", "train.optim.lr=2e-3", "train.optim.warmup_ratio=0.05",
 ]
 
 
