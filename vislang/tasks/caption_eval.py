@@ -20,7 +20,7 @@ import torch
 import yaml
 from torch import Tensor
 
-from vislang.captioner import Captioner, resolve_checkpoint
+from vislang.captioner import Captioner
 from vislang.data import ImageTextDataset, load_dataset
 from vislang.data.loader import ImageTextSamples, build_loader
 from vislang.data.records import Record
@@ -127,7 +127,8 @@ def evaluate_captioner(run: str | os.PathLike, data: str, split: str | None, *, 
     ev.captions["model"], _ = caption_records(captioner.model, records, captioner.vocab, captioner.transform,
                                               beam=beam, max_len=captioner.max_len)
     if baselines:
-        name, train_split, train_root = run_training_data(run if resolve_checkpoint(run) != run else run.parent.parent)
+        run_dir = run if (run / "config.yaml").exists() else run.parent.parent  # a run or one of its checkpoints
+        name, train_split, train_root = run_training_data(run_dir)
         train = load_dataset(name, train_split, root=root or train_root).records
         ev.captions["nearest training image"] = nearest_neighbour_captions(captioner, train, records)
         ev.captions["most frequent caption"] = [most_frequent_caption(train)] * len(records)
