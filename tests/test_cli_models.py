@@ -6,7 +6,7 @@ from vislang.cli import main
 
 
 def test_models_lists_builders_with_descriptions(capsys):
-    assert main(["models", "*tiny*"]) == 0
+    assert main(["models", "*_tiny"]) == 0
     lines = capsys.readouterr().out.splitlines()
     names = [line.split()[0] for line in lines[2:]]
     assert "caption_lstm_tiny" in names and "cnn_tiny" in names and "resnet50" not in names
