@@ -119,3 +119,12 @@ def test_training_data_without_captions_is_refused(tmp_path, capsys):
     assert main(["train", "caption", "--data", str(tmp_path / "m.jsonl"), "--set", "data.val_split=",
                  "--out", str(tmp_path / "run")]) == 2
     assert "has no captions to train or validate a captioner on" in capsys.readouterr().err
+
+
+def test_captions_per_image_limits_training_samples(data_root, tmp_path):
+    out = tmp_path / "one"
+    assert main(["train", "caption", "--data", SHAPES, "--root", str(data_root), "--model", "caption_lstm_tiny",
+                 "--epochs", "1", "--batch-size", "8", "--image-size", "32", "--set", "task.captions_per_image=1",
+                 "--set", "train.log_every=1", "--out", str(out)]) == 0
+    steps = [json.loads(x)["step"] for x in (out / "log.jsonl").read_text().splitlines()]
+    assert max(steps) == 5  # 40 images, one caption each, batches of 8

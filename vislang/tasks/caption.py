@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,8 @@ class CaptionTaskConfig:
         attention_reg: Weight of the doubly stochastic attention regulariser.
         val_beam: Beam size when decoding the validation set (1 = greedy).
         val_batch_size: Images per validation batch.
+        captions_per_image: Train on at most the first N captions of each image (None: all). References
+            for validation and evaluation always keep every caption.
     """
 
     max_len: int = 24
@@ -42,6 +44,7 @@ class CaptionTaskConfig:
     attention_reg: float = 1.0
     val_beam: int = 1
     val_batch_size: int = 64
+    captions_per_image: int | None = None
 
 
 def decode_batch(model: nn.Module, images: Tensor, beam: int, max_len: int) -> Decoded:
@@ -142,7 +145,10 @@ def train_captioner(cfg: CaptionRunConfig, run_dir: Path, resume: bool = False) 
     kwargs = {**cfg.model_kwargs, "vocab_size": len(vocab), "pad_id": vocab.pad_id, "bos_id": vocab.bos_id,
               "eos_id": vocab.eos_id}
     model = create_model(cfg.model, **kwargs)
-    samples = ImageTextSamples(train_ds.records, build_transform(tf_cfg, train=True), unit="caption",
+    train_records = train_ds.records
+    if cfg.task.captions_per_image is not None:
+        train_records = [replace(r, captions=r.captions[:cfg.task.captions_per_image]) for r in train_records]
+    samples = ImageTextSamples(train_records, build_transform(tf_cfg, train=True), unit="caption",
                                tokenizer=vocab, max_len=cfg.task.max_len, skip_bad=cfg.data.skip_bad)
     val_records = [r for r in val_ds.records if r.captions]
     task = CaptionTask(vocab, val_records, build_transform(tf_cfg, train=False), cfg.task)

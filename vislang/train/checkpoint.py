@@ -23,7 +23,7 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -63,9 +63,7 @@ def save_checkpoint(directory: str | os.PathLike, model: nn.Module, model_spec: 
     """
     directory = Path(directory)
     spec = _check_spec(model_spec)
-    find_checkpoint(directory)  # finish a swap a crash interrupted before replacing it
-    tmp = _fresh_temp(directory)
-    try:
+    with _staged(directory) as tmp:
         safetensors.torch.save_model(model, str(tmp / WEIGHTS_FILE))
         body = {**spec, "format": FORMAT, "version": VERSION, **(info or {})}  # info: step, epoch, metrics
         with open(tmp / SPEC_FILE, "w", encoding="utf-8") as f:
@@ -77,11 +75,6 @@ def save_checkpoint(directory: str | os.PathLike, model: nn.Module, model_spec: 
             (tmp / STATE_FILE).write_bytes(buf.getvalue())
         if artifacts is not None:
             artifacts(tmp)
-        _sync_tree(tmp)
-        _swap_in(tmp, directory)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return directory
 
 
@@ -89,9 +82,7 @@ def copy_checkpoint(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
     """Atomically make ``dst`` a copy of the checkpoint ``src`` (hard links where the filesystem allows:
     checkpoint files are never modified in place, only replaced)."""
     src, dst = Path(src), Path(dst)
-    find_checkpoint(dst)
-    tmp = _fresh_temp(dst)
-    try:
+    with _staged(dst) as tmp:
         for path in sorted(src.rglob("*")):
             target = tmp / path.relative_to(src)
             if path.is_dir():
@@ -102,11 +93,6 @@ def copy_checkpoint(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
                 os.link(path, target)
             except OSError:
                 shutil.copy2(path, target)
-        _sync_tree(tmp)
-        _swap_in(tmp, dst)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return dst
 
 
@@ -224,6 +210,21 @@ def _first(names: Iterable[str], n: int = 5) -> str:
     if not names:
         return "none"
     return ", ".join(names[:n]) + (f" and {len(names) - n} more" if len(names) > n else "")
+
+
+@contextlib.contextmanager
+def _staged(directory: Path) -> Iterator[Path]:
+    """A temporary directory to fill; on success it is synced to disk and swapped in as ``directory``,
+    on any error it is removed and ``directory`` is left as it was."""
+    find_checkpoint(directory)  # finish a swap a crash interrupted before replacing it
+    tmp = _fresh_temp(directory)
+    try:
+        yield tmp
+        _sync_tree(tmp)
+        _swap_in(tmp, directory)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def _fresh_temp(directory: Path) -> Path:
