@@ -10,7 +10,13 @@ from pathlib import Path
 
 from vislang.data import readers
 from vislang.data.records import Record
-from vislang.data.registry import get_dataset_info, is_registered_spec, parse_spec, prepare_dataset
+from vislang.data.registry import (
+    get_dataset_info,
+    is_registered_spec,
+    list_datasets,
+    parse_spec,
+    prepare_dataset,
+)
 from vislang.errors import DataError, ImageError, MissingImagesError
 
 
@@ -108,16 +114,10 @@ def load_dataset(spec: str | os.PathLike, split: str | None = None, *, root: str
     path = Path(spec)
     if not path.exists():
         raise DataError(f"no such dataset or file: {spec!r} (registered datasets: "
-                        f"{', '.join(_names())})")
+                        f"{', '.join(list_datasets())})")
     records = readers.read_any(path, image_root=image_root, annotations=annotations)
     if split is not None and any("split" in r.meta for r in records):
         records = [r for r in records if r.meta.get("split") == split]
         if not records:
             raise DataError(f"{path}: no records with split {split!r}")
     return ImageTextDataset(str(path), split, records)
-
-
-def _names() -> list[str]:
-    from vislang.data.registry import list_datasets
-
-    return list_datasets()

@@ -51,24 +51,24 @@ def java_executable() -> str | None:
     return shutil.which("java")
 
 
-def find_meteor_jar() -> Path | None:
-    """``$VISLANG_METEOR_JAR`` or pycocoevalcap's ``meteor/meteor-1.5.jar``, if it exists."""
-    env = os.environ.get("VISLANG_METEOR_JAR")
+def _find_jar(env_var: str, subdir: str, name: str) -> Path | None:
+    """``$env_var`` if set (and a file), else pycocoevalcap's ``<subdir>/<name>``, if it exists."""
+    env = os.environ.get(env_var)
     if env:
         return Path(env) if Path(env).is_file() else None
     package = _pycocoevalcap_dir()
-    jar = package / "meteor" / METEOR_JAR_NAME if package else None
+    jar = package / subdir / name if package else None
     return jar if jar and jar.is_file() else None
+
+
+def find_meteor_jar() -> Path | None:
+    """``$VISLANG_METEOR_JAR`` or pycocoevalcap's ``meteor/meteor-1.5.jar``, if it exists."""
+    return _find_jar("VISLANG_METEOR_JAR", "meteor", METEOR_JAR_NAME)
 
 
 def find_spice_jar() -> Path | None:
     """``$VISLANG_SPICE_JAR`` or pycocoevalcap's ``spice/spice-1.0.jar``, if it exists."""
-    env = os.environ.get("VISLANG_SPICE_JAR")
-    if env:
-        return Path(env) if Path(env).is_file() else None
-    package = _pycocoevalcap_dir()
-    jar = package / "spice" / SPICE_JAR_NAME if package else None
-    return jar if jar and jar.is_file() else None
+    return _find_jar("VISLANG_SPICE_JAR", "spice", SPICE_JAR_NAME)
 
 
 def meteor_unavailable_reason() -> str | None:
