@@ -12,7 +12,9 @@ from vislang.errors import DataError
 
 def test_tokenize_coco_style():
     assert tokenize("A man's red-and-white Kite, flying at 3.5 m!") == [
-        "a", "man's", "red", "and", "white", "kite", "flying", "at", "3.5", "m"]
+        "a", "man's", "red-and-white", "kite", "flying", "at", "3.5", "m"]
+    # hyphens inside words stay (as in the PTB tokenizer the COCO evaluation uses); others are punctuation
+    assert tokenize("medium-light skin - tone -- x- -y") == ["medium-light", "skin", "tone", "x", "y"]
     assert tokenize("Don\u2019t  STOP\n") == ["don't", "stop"]
     assert tokenize("café au lait 😀") == ["café", "au", "lait", "😀"]
     assert tokenize("") == [] and tokenize("  ...  ") == []

@@ -56,6 +56,18 @@ def test_flip():
     assert T.RandomHorizontalFlip(p=0.0)(im) is im
 
 
+def test_grayscale_and_blur():
+    im = _gradient(16, 16)
+    grey = np.asarray(T.RandomGrayscale(p=1.0)(im))
+    assert grey.shape == (16, 16, 3) and (grey[..., 0] == grey[..., 1]).all() and (grey[..., 1] == grey[..., 2]).all()
+    assert T.RandomGrayscale(p=0.0)(im) is im
+    edge = Image.new("RGB", (16, 16), "white")
+    edge.paste((0, 0, 0), (0, 0, 8, 16))
+    blurred = np.asarray(T.RandomGaussianBlur(p=1.0, radius=(1.0, 1.0))(edge)).astype(int)
+    assert 0 < blurred[8, 8, 0] < 255 and blurred[8, 0, 0] == 0 and blurred[8, 15, 0] == 255  # the edge softens
+    assert T.RandomGaussianBlur(p=0.0)(edge) is edge
+
+
 def test_to_tensor_and_normalize():
     im = Image.new("RGB", (5, 3), (255, 0, 51))
     x = T.ToTensor()(im)
@@ -76,6 +88,9 @@ def test_build_transform_eval_and_train():
     assert not any(isinstance(t, T.RandomHorizontalFlip) for t in tr.transforms)  # off by default
     flips = T.build_transform(T.TransformConfig(image_size=32, hflip=0.5), train=True)
     assert any(isinstance(t, T.RandomHorizontalFlip) for t in flips.transforms)
+    style = T.build_transform(T.TransformConfig(image_size=32, grayscale=0.2, blur=0.3), train=True)
+    assert [type(t) for t in style.transforms][2:4] == [T.RandomGrayscale, T.RandomGaussianBlur]
+    assert not any(isinstance(t, T.RandomGrayscale | T.RandomGaussianBlur) for t in tr.transforms)
     no_aug = T.build_transform(T.TransformConfig(image_size=32, augment=False), train=True)
     assert torch.equal(no_aug(big), ev(big))
 

@@ -20,17 +20,19 @@ from vislang.utils.io import atomic_write_json
 PAD, BOS, EOS, UNK = "<pad>", "<bos>", "<eos>", "<unk>"
 SPECIALS = (PAD, BOS, EOS, UNK)
 
-# Words (letters/digits, with inner apostrophes like "don't"), numbers with decimals ("0.25", "1,000"),
-# and any other non-space symbol (emoji, "$") as its own token. Punctuation is dropped, as in the COCO
-# caption preprocessing used for captioning vocabularies.
-_TOKEN = re.compile(r"\d+(?:[.,]\d+)+|[^\W_]+(?:'[^\W_]+)*|[^\w\s" + re.escape("!\"#%&'()*+,-./:;<=>?@[\\]^_`{|}~") + r"]")
+# Words (letters/digits, with inner apostrophes like "don't" and inner hyphens like "medium-light"), numbers
+# with decimals ("0.25", "1,000"), and any other non-space symbol (emoji, "$") as its own token. Other
+# punctuation is dropped, as in the COCO caption preprocessing used for captioning vocabularies. Hyphenated
+# words stay whole because the COCO evaluation's PTB tokenizer keeps them whole: a model that learnt
+# "medium light" would be scored against "medium-light" and miss both unigrams.
+_TOKEN = re.compile(r"\d+(?:[.,]\d+)+|[^\W_]+(?:['-][^\W_]+)*|[^\w\s" + re.escape("!\"#%&'()*+,-./:;<=>?@[\\]^_`{|}~") + r"]")
 
 
 def tokenize(text: str) -> list[str]:
     """Lower-case, NFKC-normalise and split a caption into words; punctuation is dropped.
 
-    >>> tokenize("A man's red-and-white Kite, flying at 3.5 m!")
-    ['a', "man's", 'red', 'and', 'white', 'kite', 'flying', 'at', '3.5', 'm']
+    >>> tokenize("A man's red-and-white Kite - flying at 3.5 m!")
+    ['a', "man's", 'red-and-white', 'kite', 'flying', 'at', '3.5', 'm']
     """
     text = unicodedata.normalize("NFKC", text).lower().replace("\u2019", "'")
     return _TOKEN.findall(text)

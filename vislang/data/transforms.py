@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from PIL import Image, ImageEnhance
+from PIL import Image, ImageEnhance, ImageFilter
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -175,6 +175,34 @@ def _shift_hue(im: Image.Image, shift: float) -> Image.Image:
     return Image.merge("HSV", (h, s, v)).convert("RGB")
 
 
+class RandomGrayscale:
+    """Convert to grey (kept 3-channel) with probability ``p``: teaches shape over palette."""
+
+    def __init__(self, p: float = 0.1):
+        self.p = p
+
+    def __call__(self, im: Image.Image) -> Image.Image:
+        return im.convert("L").convert("RGB") if _rand() < self.p else im
+
+    def __repr__(self) -> str:
+        return f"RandomGrayscale(p={self.p})"
+
+
+class RandomGaussianBlur:
+    """Gaussian blur with probability ``p``, radius uniform in ``radius`` (pixels of the input image)."""
+
+    def __init__(self, p: float = 0.1, radius: tuple[float, float] = (0.1, 1.5)):
+        self.p, self.radius = p, radius
+
+    def __call__(self, im: Image.Image) -> Image.Image:
+        if _rand() >= self.p:
+            return im
+        return im.filter(ImageFilter.GaussianBlur(_uniform(*self.radius)))
+
+    def __repr__(self) -> str:
+        return f"RandomGaussianBlur(p={self.p}, radius={self.radius})"
+
+
 class RandomHorizontalFlip:
     """Mirror with probability ``p``. Off in the default pipelines: it changes "left of"."""
 
@@ -226,6 +254,8 @@ class TransformConfig:
         crop_scale: Area range of random resized crops.
         jitter: Brightness/contrast/saturation jitter amount (0 disables).
         hue: Hue jitter amount (0 disables).
+        grayscale: Probability of converting a training image to grey.
+        blur: Probability of a Gaussian blur (radius 0.1-1.5 px) on a training image.
         hflip: Probability of a horizontal flip when training (0 by default: flips change "left of").
     """
 
@@ -237,6 +267,8 @@ class TransformConfig:
     crop_scale: tuple[float, float] = (0.6, 1.0)
     jitter: float = 0.2
     hue: float = 0.0
+    grayscale: float = 0.0
+    blur: float = 0.0
     hflip: float = 0.0
 
 
@@ -244,7 +276,7 @@ def build_transform(cfg: TransformConfig | None = None, train: bool = False) -> 
     """The standard pipeline: PIL RGB image -> normalised ``(3, S, S)`` tensor.
 
     Evaluation: resize the shorter side to ``S`` and centre-crop. Training with ``augment``: random resized
-    crop, colour jitter, optional flip.
+    crop, colour jitter, optional grey / blur / flip.
     """
     cfg = cfg or TransformConfig()
     if train and cfg.augment:
@@ -252,6 +284,10 @@ def build_transform(cfg: TransformConfig | None = None, train: bool = False) -> 
                                                    interpolation=cfg.interpolation)]
         if cfg.jitter > 0 or cfg.hue > 0:
             steps.append(ColorJitter(cfg.jitter, cfg.jitter, cfg.jitter, cfg.hue))
+        if cfg.grayscale > 0:
+            steps.append(RandomGrayscale(cfg.grayscale))
+        if cfg.blur > 0:
+            steps.append(RandomGaussianBlur(cfg.blur))
         if cfg.hflip > 0:
             steps.append(RandomHorizontalFlip(cfg.hflip))
     else:

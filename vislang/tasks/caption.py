@@ -14,12 +14,12 @@ from vislang.config import config_to_dict
 from vislang.data.loader import ImageTextSamples, build_loader
 from vislang.data.records import Record
 from vislang.data.text import Vocabulary
-from vislang.data.transforms import TransformConfig, build_transform
+from vislang.data.transforms import build_transform
 from vislang.decoding import Decoded, beam_search, greedy
 from vislang.errors import VislangError
 from vislang.losses import CaptionLoss
 from vislang.models.registry import create_model
-from vislang.tasks.common import DataConfig, open_split
+from vislang.tasks.common import DataConfig, open_split, transform_config
 from vislang.train import FitResult, TrainConfig, fit
 
 
@@ -141,7 +141,7 @@ def train_captioner(cfg: CaptionRunConfig, run_dir: Path, resume: bool = False) 
         vocab = Vocabulary.load(last_vocab)
     else:
         vocab = Vocabulary.build((c for r in train_ds for c in r.captions), min_freq=cfg.task.min_freq)
-    tf_cfg = TransformConfig(image_size=cfg.data.image_size, augment=cfg.data.augment)
+    tf_cfg = transform_config(cfg.data)
     kwargs = {**cfg.model_kwargs, "vocab_size": len(vocab), "pad_id": vocab.pad_id, "bos_id": vocab.bos_id,
               "eos_id": vocab.eos_id}
     model = create_model(cfg.model, **kwargs)

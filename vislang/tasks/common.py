@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from vislang.data import ImageTextDataset, load_dataset
+from vislang.data.transforms import TransformConfig
 
 
 @dataclass
@@ -19,6 +20,11 @@ class DataConfig:
         image_root: Folder image names in COCO / Karpathy / VQA files are relative to.
         image_size: Side of the square model input in pixels.
         augment: Random resized crops and colour jitter when training.
+        crop_scale: Area range of the random resized crops.
+        jitter: Brightness/contrast/saturation jitter amount.
+        hue: Hue jitter amount.
+        grayscale: Probability of a grey training image.
+        blur: Probability of a blurred training image.
         skip_bad: Leave out samples whose image is missing or unreadable (with a warning) instead of stopping.
         max_train: Use only the first N training records.
         max_val: Use only the first N validation records.
@@ -31,9 +37,20 @@ class DataConfig:
     image_root: str | None = None
     image_size: int = 64
     augment: bool = True
+    crop_scale: tuple[float, float] = (0.6, 1.0)
+    jitter: float = 0.2
+    hue: float = 0.0
+    grayscale: float = 0.0
+    blur: float = 0.0
     skip_bad: bool = False
     max_train: int | None = None
     max_val: int | None = None
+
+
+def transform_config(cfg: DataConfig) -> TransformConfig:
+    """The image pipeline settings a data config asks for."""
+    return TransformConfig(image_size=cfg.image_size, augment=cfg.augment, crop_scale=tuple(cfg.crop_scale),
+                           jitter=cfg.jitter, hue=cfg.hue, grayscale=cfg.grayscale, blur=cfg.blur)
 
 
 def open_split(cfg: DataConfig, split: str, limit: int | None = None) -> ImageTextDataset:
