@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "vislang.commands.caption",
     "vislang.commands.evaluate",
     "vislang.commands.demo",
+    "vislang.commands.index",
 )
 
 

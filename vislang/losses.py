@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -40,4 +41,48 @@ class CaptionLoss(nn.Module):
         return out
 
 
-__all__ = ["CaptionLoss"]
+class ContrastiveLoss(nn.Module):
+    """Symmetric InfoNCE over a batch of matching image/text pairs (CLIP, Radford et al. 2021).
+
+    With normalised embeddings ``x_i`` (images) and ``y_j`` (texts) and the similarity scale ``s``, the logits
+    are ``s * x_i . y_j``; image ``i``'s text is ``j = i``. ``i2t`` is the cross-entropy of each image over
+    the batch's texts, ``t2i`` of each text over the images, and ``loss`` their mean.
+
+    Pairs that are not the diagonal but share a group id (the same concept drawn in another style, the same
+    caption twice) are not negatives: they are removed from both softmaxes (their logits set to -inf), so
+    the model is never pushed apart from a correct match. With all-distinct ids this is plain InfoNCE.
+    """
+
+    def forward(self, image_embeds: Tensor, text_embeds: Tensor, logit_scale: Tensor | float,
+                group_ids: Tensor | None = None) -> dict[str, Tensor]:
+        """Args:
+            image_embeds: (B, E), L2-normalised.
+            text_embeds: (B, E), L2-normalised; row ``i`` describes image ``i``.
+            logit_scale: The similarity scale ``s`` (already exponentiated), a scalar.
+            group_ids: (B,) integer ids; equal ids off the diagonal are masked out. None: all distinct.
+
+        Returns:
+            ``loss``, ``i2t``, ``t2i``, ``logit_scale`` (detached), ``accuracy`` (mean of the in-batch top-1
+            accuracies of both directions) and ``masked`` (fraction of the off-diagonal pairs masked out).
+        """
+        b = image_embeds.shape[0]
+        logits = logit_scale * image_embeds.float() @ text_embeds.float().T        # (B, B) image x text
+        target = torch.arange(b, device=logits.device)                            # (B,)
+        masked_frac = logits.new_zeros(())
+        if group_ids is not None:
+            if group_ids.shape != (b,):
+                raise ValueError(f"group_ids must have shape ({b},), got {tuple(group_ids.shape)}")
+            same = group_ids[:, None] == group_ids[None, :]                         # (B, B)
+            same.fill_diagonal_(False)
+            logits = logits.masked_fill(same, float("-inf"))
+            masked_frac = same.float().sum() / max(1, b * (b - 1))
+        i2t = F.cross_entropy(logits, target)
+        t2i = F.cross_entropy(logits.T, target)
+        with torch.no_grad():
+            acc = ((logits.argmax(1) == target).float().mean() + (logits.argmax(0) == target).float().mean()) / 2
+        scale = logit_scale.detach() if isinstance(logit_scale, Tensor) else torch.tensor(float(logit_scale))
+        return {"loss": (i2t + t2i) / 2, "i2t": i2t.detach(), "t2i": t2i.detach(), "logit_scale": scale,
+                "accuracy": acc, "masked": masked_frac.detach()}
+
+
+__all__ = ["CaptionLoss", "ContrastiveLoss"]

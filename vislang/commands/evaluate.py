@@ -4,6 +4,8 @@ Sub-commands:
     captions  COCO caption results against COCO reference captions (BLEU, METEOR, ROUGE-L, CIDEr-D, SPICE).
     caption   a trained captioning run on a dataset split, beside the nearest-neighbour and most-frequent
               caption baselines.
+    retrieval a trained retrieval run on a dataset split: text->image and image->text recall at K and ranks,
+              and zero-shot classification by label prompts.
 """
 
 from __future__ import annotations
@@ -47,6 +49,30 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("--out", type=Path, help="output folder (default: <run>/eval/<data>_<split>)")
     run.set_defaults(func=run_caption_model)
 
+    ret = sub.add_parser(
+        "retrieval", help="score a trained retrieval run on a dataset split (recall at K, zero-shot accuracy)",
+        description="Rank a split's images for each caption (text->image) and its captions for each image "
+                    "(image->text) with a run's best checkpoint; report R@1/5/10 and median/mean rank, and "
+                    "zero-shot classification accuracy by prompts made from the labels.")
+    ret.add_argument("--model", required=True, help="run directory of `vislang train retrieval`")
+    ret.add_argument("--data", required=True, help="dataset name (emoji, tuxpaint, ...) or manifest / COCO / Karpathy file")
+    ret.add_argument("--split", help="split to evaluate (default: the dataset's default split)")
+    ret.add_argument("--root", help="data root for built-in datasets")
+    ret.add_argument("--image-root", help="folder image names in COCO / Karpathy files are relative to")
+    ret.add_argument("--captions", choices=("all", "first"), default="all",
+                     help="text queries: every caption (default) or each image's first caption")
+    ret.add_argument("--gallery-key", default="vendor",
+                     help="record field splitting the images into separately ranked galleries (default: vendor, "
+                          "the emoji art style; 'none': one gallery)")
+    ret.add_argument("--template", default="a {label} emoji",
+                     help="zero-shot prompt with a {label} placeholder (default: 'a {label} emoji')")
+    ret.add_argument("--no-zero-shot", action="store_true", help="skip zero-shot classification")
+    ret.add_argument("--limit", type=int, help="evaluate only the first N images")
+    ret.add_argument("--batch-size", type=int, default=128, help="images per embedding batch")
+    ret.add_argument("--skip-bad", action="store_true", help="leave out images that are missing or unreadable")
+    ret.add_argument("--out", type=Path, help="output folder (default: <run>/eval/<data>_<split>)")
+    ret.set_defaults(func=run_retrieval_model)
+
 
 def run_captions(args: argparse.Namespace) -> int:
     """Score the captions, print a table, write the JSON; returns the exit code."""
@@ -76,4 +102,33 @@ def run_caption_model(args: argparse.Namespace) -> int:
     for name, reason in ev.unavailable.items():
         print(f"{name} unavailable: {reason}")
     print(f"results, references and scores written to {out}")
+    return 0
+
+
+def run_retrieval_model(args: argparse.Namespace) -> int:
+    """Score a retrieval run on a split, print the table, write scores.json."""
+    from vislang.tasks.retrieval_eval import evaluate_retriever
+
+    slug = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in Path(args.data).name)
+    out = args.out or Path(args.model) / "eval" / f"{slug}_{args.split or 'default'}"
+    gallery_key = None if args.gallery_key.lower() in ("", "none") else args.gallery_key
+    ev = evaluate_retriever(args.model, args.data, args.split, root=args.root, image_root=args.image_root,
+                            captions=args.captions, gallery_key=gallery_key, template=args.template,
+                            zero_shot=not args.no_zero_shot, limit=args.limit, skip_bad=args.skip_bad,
+                            batch_size=args.batch_size, out_dir=out)
+    galleries = ", ".join(f"{g} {n}" for g, n in ev.galleries.items())
+    which = "every caption" if args.captions == "all" else "first captions"
+    print(f"{ev.split}: {ev.n_images} images, {ev.n_queries} text queries ({which}); "
+          f"candidates per gallery: {galleries or 'none'}")
+    print(ev.table())
+    if len(ev.per_gallery) > 1:
+        for g, s in ev.per_gallery.items():
+            t2i, i2t = s["text_to_image"], s["image_to_text"]
+            print(f"  {g} ({ev.galleries[g]} candidates): text->image R@1 {t2i['R@1']:.4f} R@5 {t2i['R@5']:.4f}, "
+                  f"image->text R@1 {i2t['R@1']:.4f} R@5 {i2t['R@5']:.4f}")
+    if ev.zero_shot is not None:
+        z = ev.zero_shot
+        print(f"zero-shot: {z['n_classes']} classes, prompt {z['template']!r}; chance {z['chance']:.4f}, "
+              f"majority class {z['majority']:.4f}")
+    print(f"model {ev.model_id}; scores written to {out / 'scores.json'}")
     return 0

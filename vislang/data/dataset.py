@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from vislang.data.registry import (
     parse_spec,
     prepare_dataset,
 )
-from vislang.errors import DataError, ImageError, MissingImagesError
+from vislang.errors import DataError, MissingImagesError
 
 
 @dataclass
@@ -57,19 +56,10 @@ class ImageTextDataset:
         Raises:
             MissingImagesError: Some images are bad and ``skip_bad`` is False.
         """
-        from vislang.data.images import probe_image
+        from vislang.data.images import find_bad_images
 
         paths = sorted({r.image for r in self.records})
-
-        def check(p: str) -> tuple[str, str] | None:
-            try:
-                probe_image(p)
-            except ImageError as e:
-                return (p, e.reason)
-            return None
-
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            bad = [b for b in pool.map(check, paths) if b is not None]
+        bad = find_bad_images(paths, workers)
         if not bad:
             return self
         label = self.name + (f" [{self.split}]" if self.split else "")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -166,3 +167,19 @@ def is_image_file(path: str | Path) -> bool:
 
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".gif", ".webp", ".bmp", ".tif", ".tiff", ".svg"})
+
+
+def find_bad_images(paths: Sequence[str | os.PathLike], workers: int = 8) -> list[tuple[str, str]]:
+    """Open the header of every distinct path (in threads); ``(path, reason)`` for each one that fails."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def check(p: str) -> tuple[str, str] | None:
+        try:
+            probe_image(p)
+        except ImageError as e:
+            return (p, e.reason)
+        return None
+
+    unique = list(dict.fromkeys(str(p) for p in paths))
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return [b for b in pool.map(check, unique) if b is not None]

@@ -17,7 +17,7 @@ from vislang.data.text import TextTokenizer
 from vislang.data.transforms import seeded
 from vislang.errors import ImageError
 
-Unit = Literal["image", "caption", "qa"]
+Unit = Literal["image", "caption", "image_caption", "qa"]
 
 
 class ImageTextSamples(Dataset):
@@ -27,29 +27,36 @@ class ImageTextSamples(Dataset):
         records: The records.
         transform: PIL RGB image -> ``(3, H, W)`` tensor.
         unit: ``"image"``: one sample per record (all captions as strings, for evaluation);
-            ``"caption"``: one per (record, caption); ``"qa"``: one per (record, question).
+            ``"caption"``: one per (record, caption); ``"image_caption"``: one per record with one of its
+            captions, drawn afresh with the sample's seed (the first caption when unseeded), as contrastive
+            training wants each image once per batch; ``"qa"``: one per (record, question).
         tokenizer: Encodes ``text`` (and ``question``) into ``tokens`` (``question_tokens``) when given.
         max_len: Truncate token sequences to this length (BOS/EOS included).
         background: Colour under transparent pixels.
         skip_bad: Drop samples whose image fails to decode (the collate leaves them out, with a warning)
             instead of raising.
+        group_key: Add ``group``, the record's ``meta[group_key]`` (its id when absent), e.g. ``"concept"``
+            so a contrastive loss can tell which other samples are not negatives.
 
     Each sample is a dict with ``image`` ``(3, H, W)``, ``index`` (the record index), ``id`` and, by unit,
-    ``text``/``tokens``, ``captions``, ``question``/``question_tokens``/``answers``/``question_type``, and
-    ``label`` when the record has one.
+    ``text``/``tokens``, ``captions``, ``question``/``question_tokens``/``answers``/``question_type``,
+    ``label`` when the record has one and ``group`` with ``group_key``.
     """
 
     def __init__(self, records: Sequence[Record], transform: Callable[[Any], torch.Tensor], unit: Unit = "caption",
                  tokenizer: TextTokenizer | None = None, max_len: int = 32, background: Color = WHITE,
-                 skip_bad: bool = False):
-        if unit not in ("image", "caption", "qa"):
-            raise ValueError(f"unit must be 'image', 'caption' or 'qa', not {unit!r}")
+                 skip_bad: bool = False, group_key: str | None = None):
+        if unit not in ("image", "caption", "image_caption", "qa"):
+            raise ValueError(f"unit must be 'image', 'caption', 'image_caption' or 'qa', not {unit!r}")
         self.records, self.transform, self.unit = list(records), transform, unit
         self.tokenizer, self.max_len, self.background, self.skip_bad = tokenizer, max_len, background, skip_bad
+        self.group_key = group_key
         if unit == "image":
             self.index = [(i, 0) for i in range(len(self.records))]
         elif unit == "caption":
             self.index = [(i, j) for i, r in enumerate(self.records) for j in range(len(r.captions))]
+        elif unit == "image_caption":
+            self.index = [(i, 0) for i, r in enumerate(self.records) if r.captions]
         else:
             self.index = [(i, j) for i, r in enumerate(self.records) for j in range(len(r.qa))]
 
@@ -77,9 +84,13 @@ class ImageTextSamples(Dataset):
         out: dict[str, Any] = {"image": image, "index": i, "id": rec.id}
         if rec.label is not None:
             out["label"] = rec.label
+        if self.group_key is not None:
+            out["group"] = str(rec.meta.get(self.group_key, rec.id))
         if self.unit == "image":
             out["captions"] = list(rec.captions)
-        elif self.unit == "caption":
+        elif self.unit in ("caption", "image_caption"):
+            if self.unit == "image_caption" and seed is not None:
+                j = random.Random(seed).randrange(len(rec.captions))
             out["text"] = rec.captions[j]
             if self.tokenizer is not None:
                 out["tokens"] = torch.tensor(self.tokenizer.encode(out["text"], max_len=self.max_len))

@@ -22,7 +22,6 @@ import io
 import json
 import os
 import shutil
-import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,7 @@ import torch
 from torch import nn
 
 from vislang.errors import VislangError
+from vislang.utils.io import atomic_dir
 
 FORMAT = "vislang.checkpoint"
 VERSION = 1
@@ -217,54 +217,5 @@ def _staged(directory: Path) -> Iterator[Path]:
     """A temporary directory to fill; on success it is synced to disk and swapped in as ``directory``,
     on any error it is removed and ``directory`` is left as it was."""
     find_checkpoint(directory)  # finish a swap a crash interrupted before replacing it
-    tmp = _fresh_temp(directory)
-    try:
+    with atomic_dir(directory) as tmp:
         yield tmp
-        _sync_tree(tmp)
-        _swap_in(tmp, directory)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-def _fresh_temp(directory: Path) -> Path:
-    """An empty temporary directory beside ``directory``, after removing ones a killed writer left."""
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    for stale in directory.parent.glob(f".{directory.name}.tmp-*"):
-        shutil.rmtree(stale, ignore_errors=True)
-    tmp = directory.parent / f".{directory.name}.tmp-{os.getpid()}-{time.time_ns()}"
-    tmp.mkdir()
-    return tmp
-
-
-def _swap_in(tmp: Path, directory: Path) -> None:
-    """Rename ``tmp`` to ``directory``, moving an existing ``directory`` aside first and deleting it after."""
-    old = None
-    if directory.exists():
-        old = directory.parent / f".{directory.name}.old-{time.time_ns():020d}"
-        os.replace(directory, old)
-    os.replace(tmp, directory)
-    _fsync_dir(directory.parent)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-    for stale in directory.parent.glob(f".{directory.name}.old-*"):
-        shutil.rmtree(stale, ignore_errors=True)
-
-
-def _sync_tree(root: Path) -> None:
-    """Flush every file under ``root`` (and the directories) to disk."""
-    for path in root.rglob("*"):
-        if path.is_file():
-            with open(path, "rb") as f:
-                os.fsync(f.fileno())
-    _fsync_dir(root)
-
-
-def _fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):  # not possible on every platform / filesystem
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-

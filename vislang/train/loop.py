@@ -52,7 +52,8 @@ from vislang.utils.io import atomic_write_jsonl, progress
 from vislang.utils.plot import Chart, Series, save_charts
 
 STATE_VERSION = 1
-_RESERVED = ("kind", "step", "epoch", "time", "lr", "encoder_lr", "images_per_s", "grad_norm", "best")
+_RESERVED = ("kind", "step", "epoch", "time", "lr", "encoder_lr", "text_encoder_lr", "images_per_s", "grad_norm",
+             "best")
 
 
 @dataclass
@@ -69,6 +70,8 @@ class OptimConfig:
         grad_clip: Clip the global gradient norm to this (None: no clipping).
         encoder_lr: Learning rate of ``model.image_encoder`` (None: ``lr``).
         freeze_encoder: Freeze ``model.image_encoder`` (no gradients, kept in eval mode).
+        text_encoder_lr: Learning rate of ``model.text_encoder`` (None: ``lr``), for fine-tuning a pre-trained
+            text tower.
     """
 
     lr: float = 1e-3
@@ -80,6 +83,7 @@ class OptimConfig:
     grad_clip: float | None = 1.0
     encoder_lr: float | None = None
     freeze_encoder: bool = False
+    text_encoder_lr: float | None = None
 
 
 @dataclass
@@ -340,7 +344,8 @@ class Trainer:
             seed_everything(self.cfg.seed)
         o = self.cfg.optim
         groups, self.param_summary = param_groups(self.model, lr=o.lr, weight_decay=o.weight_decay,
-                                                  encoder_lr=o.encoder_lr, freeze_encoder=o.freeze_encoder)
+                                                  encoder_lr=o.encoder_lr, freeze_encoder=o.freeze_encoder,
+                                                  text_encoder_lr=o.text_encoder_lr)
         self.params = [p for g in groups for p in g["params"]]
         self.optimizer = build_optimizer(groups, lr=o.lr, betas=o.betas)
         self.warmup = warmup_steps(self.total_steps, o.warmup_steps, o.warmup_ratio)
@@ -501,10 +506,12 @@ class Trainer:
             entry = {"kind": "train", "step": p.step, "epoch": epoch}
             entry.update(self._window.means())
             names = [g["name"] for g in self.optimizer.param_groups]
-            model_lrs = [lr for lr, name in zip(lrs, names) if not name.startswith("encoder")]
+            model_lrs = [lr for lr, name in zip(lrs, names) if name.startswith("model")]
             entry["lr"] = model_lrs[0] if model_lrs else lrs[0]
-            if len(model_lrs) < len(lrs):  # a separate encoder learning rate
-                entry["encoder_lr"] = next(lr for lr, name in zip(lrs, names) if name.startswith("encoder"))
+            for part in ("encoder", "text_encoder"):  # separate encoder learning rates
+                part_lrs = [lr for lr, name in zip(lrs, names) if name.startswith(part)]
+                if part_lrs:
+                    entry[f"{part}_lr"] = part_lrs[0]
             entry["images_per_s"] = self._window.rate()
             entry["time"] = self._elapsed()
             self._write_log(entry)
@@ -595,7 +602,8 @@ class Trainer:
         metric_keys = _keys(val, skip=_RESERVED)
         charts = [Chart(series(train, loss_keys), title="training losses", xlabel="step"),
                   Chart(series(val, metric_keys), title="validation", xlabel="step"),
-                  Chart(series(train, [k for k in ("lr", "encoder_lr") if any(k in e for e in train)]),
+                  Chart(series(train, [k for k in ("lr", "encoder_lr", "text_encoder_lr")
+                                       if any(k in e for e in train)]),
                         title="learning rate", xlabel="step")]
         save_charts(self.run_dir / "curves.png", charts, size=(720, 300))
 

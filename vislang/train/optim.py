@@ -23,6 +23,9 @@ NORM_TYPES: tuple[type[nn.Module], ...] = (
 ENCODER_ATTR = "image_encoder"
 """Attribute of a model holding its image encoder (the sub-module with its own lr, or frozen)."""
 
+TEXT_ENCODER_ATTR = "text_encoder"
+"""Attribute of a model holding its text encoder (a pre-trained text tower fine-tuned at its own lr)."""
+
 
 @dataclass
 class ParamGroupSummary:
@@ -55,6 +58,7 @@ def no_decay_names(model: nn.Module) -> set[str]:
 
 def param_groups(model: nn.Module, *, lr: float, weight_decay: float, encoder_lr: float | None = None,
                  freeze_encoder: bool = False, encoder_attr: str = ENCODER_ATTR,
+                 text_encoder_lr: float | None = None, text_encoder_attr: str = TEXT_ENCODER_ATTR,
                  ) -> tuple[list[dict], ParamGroupSummary]:
     """Split a model's parameters into AdamW groups.
 
@@ -66,18 +70,27 @@ def param_groups(model: nn.Module, *, lr: float, weight_decay: float, encoder_lr
         freeze_encoder: Freeze the encoder (no gradients, BatchNorm statistics fixed) and leave it out of the
             optimiser.
         encoder_attr: Attribute naming the encoder sub-module.
+        text_encoder_lr: Learning rate of ``model.<text_encoder_attr>`` (None: ``lr``), e.g. a pre-trained
+            text tower fine-tuned gently.
+        text_encoder_attr: Attribute naming the text encoder sub-module.
 
     Returns:
         The non-empty groups (each with ``params``, ``lr``, ``weight_decay`` and a ``name``) and a summary.
 
     Raises:
-        VislangError: ``encoder_lr`` or ``freeze_encoder`` is set but the model has no such sub-module.
+        VislangError: ``encoder_lr``, ``freeze_encoder`` or ``text_encoder_lr`` is set but the model has no such
+            sub-module.
     """
     encoder = getattr(model, encoder_attr, None)
     if (encoder_lr is not None or freeze_encoder) and not isinstance(encoder, nn.Module):
         raise VislangError(f"{type(model).__name__} has no '{encoder_attr}' sub-module, so encoder_lr and "
                            "freeze_encoder cannot be used with it")
     encoder_ids = {id(p) for p in encoder.parameters()} if isinstance(encoder, nn.Module) else set()
+    text_encoder = getattr(model, text_encoder_attr, None)
+    if text_encoder_lr is not None and not isinstance(text_encoder, nn.Module):
+        raise VislangError(f"{type(model).__name__} has no '{text_encoder_attr}' sub-module, so text_encoder_lr "
+                           "cannot be used with it")
+    text_ids = {id(p) for p in text_encoder.parameters()} if text_encoder_lr is not None else set()
     if freeze_encoder:
         from vislang.models.encoders import set_trainable
 
@@ -89,15 +102,21 @@ def param_groups(model: nn.Module, *, lr: float, weight_decay: float, encoder_lr
         if not p.requires_grad:
             summary.frozen += 1
             continue
-        part = "encoder" if encoder_lr is not None and id(p) in encoder_ids else "model"
+        if encoder_lr is not None and id(p) in encoder_ids:
+            part = "encoder"
+        elif id(p) in text_ids:
+            part = "text_encoder"
+        else:
+            part = "model"
         decay = name not in skip and weight_decay > 0
         buckets.setdefault((part, decay), []).append(p)
         summary.decay += decay
         summary.no_decay += not decay
         summary.trainable_params += p.numel()
     groups = []
+    part_lr = {"model": lr, "encoder": encoder_lr, "text_encoder": text_encoder_lr}
     for (part, decay), params in buckets.items():
-        group_lr = encoder_lr if part == "encoder" else lr
+        group_lr = part_lr[part]
         groups.append({"params": params, "lr": group_lr, "weight_decay": weight_decay if decay else 0.0,
                        "name": f"{part}{'' if decay else '_no_decay'}"})
     if not groups:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import sys
 import tempfile
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
@@ -33,6 +35,59 @@ def atomic_open(path: str | os.PathLike, mode: str = "w", **kwargs: Any) -> Iter
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def restore_interrupted_swap(directory: str | os.PathLike) -> None:
+    """Put back the previous version of ``directory`` when a crash in :func:`atomic_dir` removed it and did
+    not get to rename the new one in (the old one waits beside it as ``.NAME.old-*``)."""
+    directory = Path(directory)
+    if directory.exists() or not directory.parent.exists():
+        return
+    olds = sorted(directory.parent.glob(f".{directory.name}.old-*"))
+    if olds:
+        os.replace(olds[-1], directory)
+
+
+@contextlib.contextmanager
+def atomic_dir(directory: str | os.PathLike) -> Iterator[Path]:
+    """A temporary directory beside ``directory`` to fill; on success its files are synced to disk and it is
+    swapped in as ``directory`` (the previous version is moved aside first and deleted after), on any error it
+    is removed and ``directory`` is left as it was. A crash between the two renames leaves the old version
+    as ``.NAME.old-*``, which :func:`restore_interrupted_swap` puts back."""
+    directory = Path(directory)
+    restore_interrupted_swap(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    for stale in directory.parent.glob(f".{directory.name}.tmp-*"):  # left by a killed writer
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp = directory.parent / f".{directory.name}.tmp-{os.getpid()}-{time.time_ns()}"
+    tmp.mkdir()
+    try:
+        yield tmp
+        for path in tmp.rglob("*"):
+            if path.is_file():
+                with open(path, "rb") as f:
+                    os.fsync(f.fileno())
+        _fsync_dir(tmp)
+        old = None
+        if directory.exists():
+            old = directory.parent / f".{directory.name}.old-{time.time_ns():020d}"
+            os.replace(directory, old)
+        os.replace(tmp, directory)
+        _fsync_dir(directory.parent)
+        for stale in directory.parent.glob(f".{directory.name}.old-*"):
+            shutil.rmtree(stale, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any, indent: int | None = 1) -> None:

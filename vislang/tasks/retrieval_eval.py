@@ -1,0 +1,162 @@
+"""Evaluating a retrieval run on any split: text->image and image->text retrieval, and zero-shot classification.
+
+Retrieval follows the multi-caption protocol of :mod:`vislang.metrics.retrieval`: the candidates are the
+split's images, every caption is a text query whose one correct answer is its own image (``captions="first"``
+keeps one query per image), and an image query is right at rank r when any of its captions is ranked r.
+Images are split into galleries by ``gallery_key`` (the emoji art style by default) and every query is ranked
+within its own gallery, since the drawings of one concept in other styles carry the very same captions.
+
+Zero-shot classification: each class label becomes a prompt (``template``, "a {label} emoji" by default, with
+``-`` and ``_`` in labels read as spaces); an image is given the class whose prompt embeds closest to it.
+Labels are the records' ``label`` (the emoji group, the Tux Paint category, a manifest's ``label``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vislang.data import ImageTextDataset, load_dataset
+from vislang.embedder import Embedder
+from vislang.errors import VislangError
+from vislang.metrics.classification import classification_report
+from vislang.tasks.retrieval import galleries_of, gallery_retrieval_scores, query_texts
+from vislang.utils.io import atomic_write_json, format_table
+
+DEFAULT_TEMPLATE = "a {label} emoji"
+RANK_KEYS = ("R@1", "R@5", "R@10", "median_rank", "mean_rank")
+
+
+@dataclass
+class RetrievalEvaluation:
+    """Scores of a retrieval model on one split.
+
+    Attributes:
+        split: What was evaluated (``data [split]``).
+        model_id: Fingerprint of the evaluated checkpoint.
+        n_images: Candidate images (with captions).
+        n_queries: Text queries.
+        captions: ``"all"`` or ``"first"``.
+        galleries: Candidates per gallery.
+        text_to_image: R@1/5/10, median and mean rank of the text queries (pooled over galleries).
+        image_to_text: The same for the image queries.
+        per_gallery: ``{gallery: {"text_to_image": ..., "image_to_text": ...}}``.
+        zero_shot: Zero-shot classification (accuracy, macro F1, classes, prompts, chance and majority-class
+            accuracy), or None when the split has no labels.
+    """
+
+    split: str
+    model_id: str
+    n_images: int
+    n_queries: int
+    captions: str
+    galleries: dict[str, int] = field(default_factory=dict)
+    text_to_image: dict[str, float] = field(default_factory=dict)
+    image_to_text: dict[str, float] = field(default_factory=dict)
+    per_gallery: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
+    zero_shot: dict[str, Any] | None = None
+
+    def table(self) -> str:
+        rows: list[list[Any]] = [[k, self.text_to_image[k], self.image_to_text[k]] for k in RANK_KEYS
+                                 if k in self.text_to_image]
+        if self.zero_shot is not None:
+            rows.append(["zero-shot accuracy", self.zero_shot["accuracy"], ""])
+            rows.append(["zero-shot macro F1", self.zero_shot["macro_f1"], ""])
+        return format_table(rows, ["metric", "text->image", "image->text"])
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+def readable_label(label: str) -> str:
+    """``"smileys-emotion"`` -> ``"smileys emotion"``: labels as words for a prompt."""
+    return " ".join(str(label).replace("-", " ").replace("_", " ").split())
+
+
+def zero_shot_classification(embedder: Embedder, image_embeds: Any, labels: list[str],
+                             template: str = DEFAULT_TEMPLATE) -> dict[str, Any]:
+    """Classify images by the closest class prompt.
+
+    Args:
+        embedder: Embeds the prompts.
+        image_embeds: ``(N, E)`` normalised image embeddings.
+        labels: ``(N,)`` true label of each image.
+        template: Prompt with a ``{label}`` placeholder.
+
+    Returns:
+        ``accuracy``, ``macro_f1``, ``n_classes``, ``classes``, ``prompts``, ``chance`` (1 / classes),
+        ``majority`` (accuracy of always answering the most common class) and ``per_class_recall``.
+    """
+    if "{label}" not in template:
+        raise VislangError(f"zero-shot template {template!r} has no {{label}} placeholder")
+    classes = sorted(set(labels))
+    prompts = [template.format(label=readable_label(c)) for c in classes]
+    sims = image_embeds @ embedder.embed_texts(prompts).T                      # (N, C)
+    predicted = [classes[j] for j in sims.argmax(dim=1).tolist()]
+    report = classification_report(labels, predicted, labels=classes)
+    return {"accuracy": report.accuracy, "macro_f1": report.macro_f1, "n_classes": len(classes),
+            "classes": classes, "prompts": prompts, "template": template, "chance": 1.0 / len(classes),
+            "majority": Counter(labels).most_common(1)[0][1] / len(labels),
+            "per_class_recall": {str(c): m.recall for c, m in report.per_class.items()}}
+
+
+def evaluate_retriever(run: str | os.PathLike, data: str, split: str | None, *, root: str | None = None,
+                       image_root: str | None = None, captions: str = "all", gallery_key: str | None = "vendor",
+                       template: str = DEFAULT_TEMPLATE, zero_shot: bool = True, limit: int | None = None,
+                       skip_bad: bool = False, batch_size: int = 128, out_dir: str | os.PathLike | None = None,
+                       embedder: Embedder | None = None) -> RetrievalEvaluation:
+    """Score a run's best checkpoint on a split: retrieval both ways and zero-shot classification.
+
+    Args:
+        run: Run or checkpoint directory of ``vislang train retrieval``.
+        data: Dataset name or manifest / COCO / Karpathy file.
+        split: Split to evaluate (None: the dataset's default).
+        root: Data root for registered datasets.
+        image_root: Folder image names in COCO / Karpathy files are relative to.
+        captions: ``"all"`` (every caption is a query) or ``"first"`` (one query per image).
+        gallery_key: Record metadata field whose values are separate galleries (None: one gallery).
+        template: Zero-shot prompt with a ``{label}`` placeholder.
+        zero_shot: Also classify the images by their labels' prompts (when the split has labels).
+        limit: Evaluate only the first N images.
+        skip_bad: Leave out missing or unreadable images instead of stopping.
+        batch_size: Images per embedding batch.
+        out_dir: Write ``scores.json`` there (atomically) when given.
+        embedder: An already loaded embedder (default: loaded from ``run``).
+
+    Raises:
+        VislangError: The split has no captioned images (and no labels for zero-shot), or bad options.
+    """
+    if captions not in ("all", "first"):
+        raise VislangError(f"captions must be 'all' or 'first', not {captions!r}")
+    embedder = embedder or Embedder.load(run)
+    ds = load_dataset(data, split, root=root, image_root=image_root)
+    records = ImageTextDataset(ds.name, ds.split, ds.records[:limit]).check_images(skip_bad=skip_bad).records
+    captioned = [r for r in records if r.captions]
+    labelled = [r for r in records if r.label is not None] if zero_shot else []
+    name = f"{data} [{ds.split}]" if ds.split else str(data)
+    if not captioned and not labelled:
+        raise VislangError(f"{name} has no images with captions (or labels) to evaluate retrieval on")
+    images = embedder.embed_images([r.image for r in records], batch_size=batch_size)  # (N, E)
+    row = {id(r): i for i, r in enumerate(records)}
+    ev = RetrievalEvaluation(split=name, model_id=embedder.model_id, n_images=len(captioned), n_queries=0,
+                             captions=captions)
+    if captioned:
+        texts, owner = query_texts(captioned, captions)
+        text_emb = embedder.embed_texts(texts)
+        cap_images = images[[row[id(r)] for r in captioned]]
+        scores = gallery_retrieval_scores(cap_images, text_emb, owner, galleries_of(captioned, gallery_key))
+        ev.n_queries = len(texts)
+        ev.galleries = scores.sizes
+        ev.text_to_image = scores.overall.text_to_image
+        ev.image_to_text = scores.overall.image_to_text
+        ev.per_gallery = {g: {"text_to_image": s.text_to_image, "image_to_text": s.image_to_text}
+                          for g, s in scores.per_gallery.items()}
+    if labelled:
+        ev.zero_shot = zero_shot_classification(embedder, images[[row[id(r)] for r in labelled]],
+                                                [str(r.label) for r in labelled], template)
+    if out_dir is not None:
+        atomic_write_json(Path(out_dir) / "scores.json", ev.to_json())
+    return ev
