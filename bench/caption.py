@@ -17,11 +17,10 @@ batch 32 and batch 1, beam-3 latency at batch 1, and training MFU: model FLOPs p
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 from collections.abc import Callable
 
 import torch
+from timing import median_time
 from torch.utils.flop_counter import FlopCounterMode
 
 from vislang.decoding import beam_search, greedy
@@ -32,21 +31,10 @@ from vislang.utils.io import format_table
 V, T, B, S = 2000, 16, 32, 64
 
 
-def median_time(fn: Callable[[], object], runs: int, warmup: int = 2) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
 def matmul_flops(runs: int) -> float:
     """Measured float32 matmul rate (FLOP/s) at 2048^3."""
     a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
-    return 2 * 2048**3 / median_time(lambda: a @ b, runs)
+    return 2 * 2048**3 / median_time(lambda: a @ b, runs, warmup=2)
 
 
 def count_flops(fn: Callable[[], object]) -> int:
@@ -127,14 +115,14 @@ def main(argv: list[str] | None = None) -> None:
         model, train_step, fwd_bwd, greedy_fn, beam_fn = build()
         params = sum(p.numel() for p in model.parameters())
         model.train()
-        step_s = median_time(lambda ts=train_step: ts(images, tokens), args.runs)
+        step_s = median_time(lambda ts=train_step: ts(images, tokens), args.runs, warmup=2)
         flops = count_flops(lambda fb=fwd_bwd: fb(images, tokens))
         model.zero_grad(set_to_none=True)
         model.eval()
         with torch.no_grad():
-            g32 = median_time(lambda g=greedy_fn: g(images), args.runs)
-            g1 = median_time(lambda g=greedy_fn: g(images1), args.runs)
-            b1 = median_time(lambda b=beam_fn: b(images1), args.runs)
+            g32 = median_time(lambda g=greedy_fn: g(images), args.runs, warmup=2)
+            g1 = median_time(lambda g=greedy_fn: g(images1), args.runs, warmup=2)
+            b1 = median_time(lambda b=beam_fn: b(images1), args.runs, warmup=2)
         results[name] = (B / step_s, g32, g1, b1)
         rows.append([name, f"{params / 1e6:.2f}M", f"{B / step_s:.1f}", f"{g32 * 1e3:.1f}", f"{g1 * 1e3:.1f}",
                      f"{b1 * 1e3:.1f}", f"{flops / B / 1e9:.3f}", f"{100 * flops / step_s / peak:.1f}%"])

@@ -23,31 +23,18 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import statistics
 import time
-from collections.abc import Callable
 
 import faiss
 import numpy as np
 import torch
+from timing import median_time
 
 from vislang.index import Index
 from vislang.utils.io import format_table
 
 DIM = 256
 K = 10
-
-
-def median_time(fn: Callable[[], object], runs: int, warmup: bool = True) -> float:
-    """Median wall time of ``fn`` in seconds over ``runs`` calls (after one untimed warm-up call)."""
-    if warmup:
-        fn()
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def unit(x: np.ndarray) -> np.ndarray:
@@ -150,7 +137,7 @@ def bench_flat(args: argparse.Namespace, q: np.ndarray,
         x = random_vectors(n, seed=n)
         index, t_add = make_index(x)
         xt, qt = torch.from_numpy(x), torch.from_numpy(q)
-        warm = n <= 100_000  # a 1M search takes seconds: no untimed warm-up call
+        warm = 1 if n <= 100_000 else 0  # a 1M search takes seconds: no untimed warm-up call
         t_ours = median_time(lambda index=index: index.search_vectors(q, K), args.runs, warm)
         t_raw = median_time(lambda index=index: index.search_arrays(q, K), args.runs, warm)
         t_peer = median_time(lambda xt=xt, qt=qt: torch_topk(xt, qt, K), args.runs, warm)
