@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from vislang.config import resolve_config
+
+if TYPE_CHECKING:
+    from vislang.train import FitResult
 
 # Shortcut flags -> config keys, shared by every task.
 SHORTCUTS = {
@@ -81,14 +85,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.set_defaults(func=cmd_train_retrieval)
 
 
+def print_result(result: FitResult, metric: str) -> None:
+    """The closing lines of a training command: where the run is and its best validation score."""
+    print(f"run: {result.run_dir}  steps: {result.steps}  stopped: {result.stopped}")
+    if result.best_metric is not None:
+        print(f"best {metric} on val: {result.best_metric:.4f}  ({result.best_dir})")
+
+
 def cmd_train_caption(args: argparse.Namespace) -> int:
     from vislang.tasks.caption import CaptionRunConfig, train_captioner
 
     cfg = run_config(CaptionRunConfig, args)
-    result = train_captioner(cfg, Path(args.out), resume=args.resume)
-    print(f"run: {result.run_dir}  steps: {result.steps}  stopped: {result.stopped}")
-    if result.best_metric is not None:
-        print(f"best CIDEr-D on val: {result.best_metric:.4f}  ({result.best_dir})")
+    print_result(train_captioner(cfg, Path(args.out), resume=args.resume), "CIDEr-D")
     return 0
 
 
@@ -96,8 +104,5 @@ def cmd_train_retrieval(args: argparse.Namespace) -> int:
     from vislang.tasks.retrieval import RetrievalRunConfig, train_retrieval
 
     cfg = run_config(RetrievalRunConfig, args)
-    result = train_retrieval(cfg, Path(args.out), resume=args.resume)
-    print(f"run: {result.run_dir}  steps: {result.steps}  stopped: {result.stopped}")
-    if result.best_metric is not None:
-        print(f"best rsum (sum of R@1/5/10 both ways) on val: {result.best_metric:.4f}  ({result.best_dir})")
+    print_result(train_retrieval(cfg, Path(args.out), resume=args.resume), "rsum (sum of R@1/5/10 both ways)")
     return 0
