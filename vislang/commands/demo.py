@@ -77,16 +77,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(f"trained {result.steps} steps ({time.perf_counter() - t0:.0f} s so far); best val CIDEr-D "
           f"{result.best_metric:.3f}\n")
 
+    from vislang.captioner import Captioner
+
+    captioner = Captioner.load(out)  # the best checkpoint, loaded once for every split and the report
     evaluations = []
     for data, split in splits:
         ev = evaluate_captioner(out, data, split, beam=args.beam, root=args.root, limit=args.limit,
-                                out_dir=out / "eval" / f"{data}_{split}")
+                                out_dir=out / "eval" / f"{data}_{split}", captioner=captioner)
         print(f"{ev.split}: {ev.n_images} images, beam {args.beam}")
         print(ev.table() + "\n")
         evaluations.append(ev)
-    from vislang.captioner import Captioner
-
-    report = write_report(out, evaluations, Captioner.load(out), beam=args.beam, title="vislang demo: emoji captioning",
+    report = write_report(out, evaluations, captioner, beam=args.beam, title="vislang demo: emoji captioning",
                           notes=f"{cfg.model} trained {result.steps} steps on Google + Twitter emoji "
                                 f"({cfg.data.image_size} px); OpenMoji and Tux Paint never seen in training; "
                                 f"test captions by beam search (beam {args.beam}).")
