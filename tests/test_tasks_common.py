@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
+
 from vislang.config import resolve_config
 from vislang.data.transforms import RandomGaussianBlur, RandomGrayscale, TransformConfig
+from vislang.errors import VislangError
 from vislang.tasks.caption import CaptionRunConfig
 from vislang.tasks.common import transform_config
 
@@ -18,3 +21,14 @@ def test_augmentation_settings_reach_the_transform():
 
     kinds = [type(t) for t in build_transform(tf, train=True).transforms]
     assert RandomGrayscale in kinds and RandomGaussianBlur in kinds
+
+
+@pytest.mark.parametrize("setting, message", [
+    ("data.grayscale=1.5", "data.grayscale is a probability in [0, 1], got 1.5"),
+    ("data.blur=-0.1", "data.blur is a probability in [0, 1], got -0.1"),
+    ("data.crop_scale=[0.9,0.5]", "data.crop_scale must satisfy 0 < low <= high <= 1, got (0.9, 0.5)"),
+])
+def test_bad_augmentation_settings_are_named(setting, message):
+    with pytest.raises(VislangError) as e:
+        transform_config(resolve_config(CaptionRunConfig, None, [setting]).data)
+    assert str(e.value) == message

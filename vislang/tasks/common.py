@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from vislang.data import ImageTextDataset, load_dataset
 from vislang.data.transforms import TransformConfig
+from vislang.errors import VislangError
 
 
 @dataclass
@@ -48,7 +49,17 @@ class DataConfig:
 
 
 def transform_config(cfg: DataConfig) -> TransformConfig:
-    """The image pipeline settings a data config asks for."""
+    """The image pipeline settings a data config asks for.
+
+    Raises:
+        VislangError: A probability is outside [0, 1] or the crop area range is not ``0 < low <= high <= 1``.
+    """
+    for name in ("grayscale", "blur"):
+        if not 0.0 <= getattr(cfg, name) <= 1.0:
+            raise VislangError(f"data.{name} is a probability in [0, 1], got {getattr(cfg, name)}")
+    low, high = cfg.crop_scale
+    if not 0.0 < low <= high <= 1.0:
+        raise VislangError(f"data.crop_scale must satisfy 0 < low <= high <= 1, got {tuple(cfg.crop_scale)}")
     return TransformConfig(image_size=cfg.image_size, augment=cfg.augment, crop_scale=tuple(cfg.crop_scale),
                            jitter=cfg.jitter, hue=cfg.hue, grayscale=cfg.grayscale, blur=cfg.blur)
 
