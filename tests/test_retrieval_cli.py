@@ -15,16 +15,13 @@ from vislang.cli import main
 from vislang.data import load_dataset
 from vislang.data.loader import ImageTextSamples, build_loader
 from vislang.data.text import HFTokenizer, Vocabulary
-from vislang.data.transforms import TransformConfig, build_transform, seeded
+from vislang.data.transforms import TransformConfig, build_transform
 from vislang.embedder import Embedder
 from vislang.errors import VislangError
 from vislang.metrics.retrieval import retrieval_scores
 from vislang.tasks.retrieval import (
     PairedSamples,
-    RandomZoomOut,
-    TrimBackground,
     gallery_retrieval_scores,
-    image_transform,
     query_texts,
 )
 from vislang.tasks.retrieval_eval import evaluate_retriever, readable_label
@@ -37,8 +34,8 @@ TRAIN = ["train", "retrieval", "--data", SHAPES, "--model", "dual_encoder_tiny",
 @pytest.fixture(scope="module")
 def run(data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("retrieval-run") / "run"
-    assert main([*TRAIN, "--root", str(data_root), "--max-steps", "2", "--set", "task.trim=true",
-                 "--set", "task.zoom_out=0.5", "--out", str(out)]) == 0
+    assert main([*TRAIN, "--root", str(data_root), "--max-steps", "2", "--set", "data.trim=true",
+                 "--set", "data.zoom_out=0.5", "--out", str(out)]) == 0
     return out
 
 
@@ -58,7 +55,7 @@ def test_train_writes_a_complete_run(run: Path):
         assert (run / "checkpoints" / "best" / name).is_file(), name
     spec = json.loads((run / "checkpoints" / "best" / "model.json").read_text())
     assert spec["task"] == "retrieval" and spec["tokenizer"] == "vocab.json" and spec["max_len"] == 24
-    assert spec["trim"] is True and "TrimBackground" in repr(Embedder.load(run).transform)
+    assert spec["transform"]["trim"] is True and "TrimBackground" in repr(Embedder.load(run).transform)
     assert spec["kwargs"]["text_mode"] == "scratch" and spec["kwargs"]["text_encoder"] == "text_transformer_tiny"
     log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     val = [e for e in log if e["kind"] == "val"]
@@ -180,25 +177,6 @@ def test_one_sampled_caption_per_image_and_group_ids(tmp_path: Path):
     assert batch["image"].shape == (2, 2, 3, 8, 8) and batch["group"] == ["c0", "c1"]
     assert not torch.equal(batch["image"][0, 0], batch["image"][0, 1])    # two different records of c0
     assert batch["tokens"].shape[0] == batch["tokens2"].shape[0] == 2
-
-
-def test_trim_and_zoom_out_transforms():
-    im = Image.new("RGB", (40, 30), "white")
-    im.paste((200, 0, 0), (5, 6, 15, 16))                                 # a 10 px red square
-    trimmed = TrimBackground(margin=0.1)(im)
-    assert trimmed.size == (12, 12) and trimmed.getpixel((6, 6)) == (200, 0, 0)
-    assert trimmed.getpixel((0, 0)) == (255, 255, 255)
-    blank = Image.new("RGB", (8, 8), "white")
-    assert TrimBackground()(blank) is blank
-    zoom = RandomZoomOut(1.0, (0.5, 0.5))
-    with seeded(1):
-        small = zoom(trimmed.resize((20, 20)))
-    assert small.size == (20, 20) and np.asarray(small).min(axis=2).mean() > 150   # mostly white canvas
-    tf = image_transform(TransformConfig(image_size=16), train=True, trim=True, zoom_out=0.5)
-    assert [type(t).__name__ for t in tf.transforms][:3] == ["TrimBackground", "RandomZoomOut", "RandomResizedCrop"]
-    assert tf(im).shape == (3, 16, 16)
-    with pytest.raises(VislangError, match="zoom_out_scale"):
-        RandomZoomOut(0.5, (0.0, 1.0))
 
 
 def test_each_gallery_is_ranked_on_its_own():

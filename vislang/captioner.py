@@ -71,7 +71,7 @@ class Captioner:
         spec = read_model_json(ckpt)
         if spec.get("task") != "caption":
             raise VislangError(f"{ckpt}: not a captioning checkpoint (task: {spec.get('task')!r})")
-        tf = TransformConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in spec["transform"].items()})
+        tf = TransformConfig.from_dict(spec["transform"])
         model = load_model(ckpt, resolve_device(device))
         return cls(model, Vocabulary.load(ckpt / "vocab.json"), tf, int(spec.get("max_len", 24)))
 

@@ -25,10 +25,10 @@ from torch import Tensor
 from vislang.captioner import resolve_checkpoint
 from vislang.data.images import load_image
 from vislang.data.text import TextTokenizer, Vocabulary
-from vislang.data.transforms import TransformConfig
+from vislang.data.transforms import TransformConfig, build_transform
 from vislang.errors import VislangError
 from vislang.models.text_encoders import text_tokenizer
-from vislang.tasks.retrieval import VOCAB_FILE, embed_texts, image_transform
+from vislang.tasks.retrieval import VOCAB_FILE, embed_texts
 from vislang.train.checkpoint import WEIGHTS_FILE, load_model, read_model_json
 from vislang.train.loop import resolve_device
 
@@ -42,14 +42,13 @@ class Embedder:
         transform_cfg: The image preprocessing it was trained with.
         max_len: Longest text in tokens (longer texts are truncated).
         model_id: Fingerprint of the checkpoint.
-        trim: Crop images to their content first (as the model was trained).
     """
 
     def __init__(self, model: torch.nn.Module, tokenizer: TextTokenizer, transform_cfg: TransformConfig,
-                 max_len: int = 64, model_id: str = "", trim: bool = False):
+                 max_len: int = 64, model_id: str = ""):
         self.model, self.tokenizer, self.max_len = model.eval(), tokenizer, max_len
         self.transform_cfg = transform_cfg
-        self.transform = image_transform(transform_cfg, trim=trim)
+        self.transform = build_transform(transform_cfg)
         self.model_id = model_id
         self.checkpoint: Path | None = None
 
@@ -65,7 +64,7 @@ class Embedder:
         if spec.get("task") != "retrieval":
             raise VislangError(f"{ckpt}: not a retrieval checkpoint (task: {spec.get('task')!r}); train one with "
                                "`vislang train retrieval`")
-        tf = TransformConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in spec["transform"].items()})
+        tf = TransformConfig.from_dict(spec["transform"])
         kwargs = spec["kwargs"]
         if spec.get("tokenizer") == VOCAB_FILE:
             tokenizer: TextTokenizer | None = Vocabulary.load(ckpt / VOCAB_FILE)
@@ -74,8 +73,7 @@ class Embedder:
         if tokenizer is None:
             raise VislangError(f"{ckpt}: cannot tell the tokenizer of its text tower (no {VOCAB_FILE})")
         model = load_model(ckpt, resolve_device(device))
-        out = cls(model, tokenizer, tf, int(spec.get("max_len", 64)), fingerprint(ckpt, spec["name"]),
-                  trim=bool(spec.get("trim", False)))
+        out = cls(model, tokenizer, tf, int(spec.get("max_len", 64)), fingerprint(ckpt, spec["name"]))
         out.checkpoint = ckpt
         return out
 

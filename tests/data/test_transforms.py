@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
 from vislang.data import transforms as T
+from vislang.errors import VislangError
+from vislang.tasks.common import DataConfig, transform_config
 
 
 def _gradient(w: int, h: int) -> Image.Image:
@@ -108,3 +111,36 @@ def test_seeded_block_is_reproducible_and_leaves_global_rng_alone():
         c = np.asarray(t(im))
     assert (a == b).all() and not (a == c).all()
     assert torch.equal(torch.random.get_rng_state(), before)
+
+
+def test_trim_and_zoom_out():
+    im = Image.new("RGB", (40, 30), "white")
+    im.paste((200, 0, 0), (5, 6, 15, 16))                                 # a 10 px red square
+    trimmed = T.TrimBackground(margin=0.1)(im)
+    assert trimmed.size == (12, 12) and trimmed.getpixel((6, 6)) == (200, 0, 0)
+    assert trimmed.getpixel((0, 0)) == (255, 255, 255)
+    blank = Image.new("RGB", (8, 8), "white")
+    assert T.TrimBackground()(blank) is blank
+    zoom = T.RandomZoomOut(1.0, (0.5, 0.5))
+    with T.seeded(1):
+        small = zoom(trimmed.resize((20, 20)))
+    assert small.size == (20, 20) and np.asarray(small).min(axis=2).mean() > 150   # mostly white canvas
+    with pytest.raises(ValueError, match="zoom-out scale"):
+        T.RandomZoomOut(0.5, (0.0, 1.0))
+
+
+def test_trim_applies_at_train_and_eval_time_zoom_out_only_in_training():
+    cfg = transform_config(DataConfig(image_size=16, trim=True, zoom_out=0.5))
+    train, test = T.build_transform(cfg, train=True), T.build_transform(cfg)
+    assert [type(t).__name__ for t in train.transforms][:3] == ["TrimBackground", "RandomZoomOut", "RandomResizedCrop"]
+    assert [type(t).__name__ for t in test.transforms][:2] == ["TrimBackground", "Resize"]
+    im = Image.new("RGB", (40, 30), "white")
+    im.paste((200, 0, 0), (5, 6, 15, 16))
+    assert train(im).shape == test(im).shape == (3, 16, 16)
+    centre = test(im)[:, 6:10, 6:10]                                       # the red square fills the frame
+    assert torch.allclose(centre, centre[:, :1, :1].expand_as(centre))
+    assert T.TransformConfig.from_dict({"trim": True, "crop_scale": [0.5, 1.0]}).crop_scale == (0.5, 1.0)
+    with pytest.raises(VislangError, match="data.zoom_out_scale"):
+        transform_config(DataConfig(zoom_out_scale=(0.0, 1.0)))
+    with pytest.raises(VislangError, match="data.zoom_out"):
+        transform_config(DataConfig(zoom_out=1.5))

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from PIL import Image, ImageEnhance, ImageFilter
+from PIL import Image, ImageChops, ImageEnhance, ImageFilter
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -203,6 +203,60 @@ class RandomGaussianBlur:
         return f"RandomGaussianBlur(p={self.p}, radius={self.radius})"
 
 
+class TrimBackground:
+    """Crop to the square around the content: the pixels differing by more than ``tolerance`` (0-255, any
+    channel) from the top-left pixel's colour, plus a ``margin`` (fraction of the content side) on each side.
+    A blank image is returned as it is."""
+
+    def __init__(self, tolerance: int = 24, margin: float = 0.04):
+        self.tolerance, self.margin = tolerance, margin
+
+    def __call__(self, im: Image.Image) -> Image.Image:
+        background = im.getpixel((0, 0))
+        diff = ImageChops.difference(im, Image.new(im.mode, im.size, background)).convert("L")
+        box = diff.point(lambda v: 255 if v > self.tolerance else 0).getbbox()
+        if box is None:
+            return im
+        left, top, right, bottom = box
+        side = round(max(right - left, bottom - top) * (1 + 2 * self.margin))
+        cx, cy = (left + right) / 2, (top + bottom) / 2
+        x0, y0 = round(cx - side / 2), round(cy - side / 2)
+        if (x0, y0, side) == (0, 0, im.width) and im.width == im.height:
+            return im
+        canvas = Image.new(im.mode, (side, side), background)
+        canvas.paste(im.crop((max(0, x0), max(0, y0), min(im.width, x0 + side), min(im.height, y0 + side))),
+                     (max(0, -x0), max(0, -y0)))
+        return canvas
+
+    def __repr__(self) -> str:
+        return f"TrimBackground(tolerance={self.tolerance}, margin={self.margin})"
+
+
+class RandomZoomOut:
+    """With probability ``p``, shrink the image to a random fraction ``scale`` of its side and paste it at a
+    random place on a canvas of the original size filled with its top-left pixel's colour (the background of
+    icons and emoji). Randomness follows :func:`seeded`."""
+
+    def __init__(self, p: float, scale: tuple[float, float] = (0.6, 1.0)):
+        if not 0 < scale[0] <= scale[1] <= 1:
+            raise ValueError(f"zoom-out scale must satisfy 0 < low <= high <= 1, got {tuple(scale)}")
+        self.p, self.scale = p, tuple(scale)
+
+    def __call__(self, im: Image.Image) -> Image.Image:
+        if self.p <= 0 or _rand() >= self.p:
+            return im
+        w, h = im.size
+        s = _uniform(*self.scale)
+        sw, sh = max(1, round(w * s)), max(1, round(h * s))
+        canvas = Image.new(im.mode, (w, h), im.getpixel((0, 0)))
+        canvas.paste(im.resize((sw, sh), Image.Resampling.BICUBIC),
+                     (_randint(0, w - sw + 1), _randint(0, h - sh + 1)))
+        return canvas
+
+    def __repr__(self) -> str:
+        return f"RandomZoomOut(p={self.p}, scale={self.scale})"
+
+
 class RandomHorizontalFlip:
     """Mirror with probability ``p``. Off in the default pipelines: it changes "left of"."""
 
@@ -257,6 +311,12 @@ class TransformConfig:
         grayscale: Probability of converting a training image to grey.
         blur: Probability of a Gaussian blur (radius 0.1-1.5 px) on a training image.
         hflip: Probability of a horizontal flip when training (0 by default: flips change "left of").
+        trim: Crop every image (training and evaluation) to the square around its content, i.e. the pixels
+            that differ from its top-left pixel's colour: icons drawn with wide margins (OpenMoji) and ones
+            that fill the frame (Google, Twitter) then come at the same scale.
+        zoom_out: Probability of shrinking a training image onto a canvas of its background colour, before
+            the other augmentations.
+        zoom_out_scale: Range of the shrunk image's side as a fraction of the canvas side.
     """
 
     image_size: int = 64
@@ -270,18 +330,30 @@ class TransformConfig:
     grayscale: float = 0.0
     blur: float = 0.0
     hflip: float = 0.0
+    trim: bool = False
+    zoom_out: float = 0.0
+    zoom_out_scale: tuple[float, float] = (0.6, 1.0)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TransformConfig:
+        """From its saved JSON form (lists back to tuples)."""
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
 
 
 def build_transform(cfg: TransformConfig | None = None, train: bool = False) -> Compose:
     """The standard pipeline: PIL RGB image -> normalised ``(3, S, S)`` tensor.
 
     Evaluation: resize the shorter side to ``S`` and centre-crop. Training with ``augment``: random resized
-    crop, colour jitter, optional grey / blur / flip.
+    crop, colour jitter, optional grey / blur / flip. With ``trim`` every image is first cropped to its
+    content; with ``zoom_out`` a training image may then be shrunk onto its background.
     """
     cfg = cfg or TransformConfig()
+    steps: list[Callable] = [TrimBackground()] if cfg.trim else []
     if train and cfg.augment:
-        steps: list[Callable] = [RandomResizedCrop(cfg.image_size, cfg.crop_scale,
-                                                   interpolation=cfg.interpolation)]
+        if cfg.zoom_out > 0:
+            steps.append(RandomZoomOut(cfg.zoom_out, cfg.zoom_out_scale))
+        steps.append(RandomResizedCrop(cfg.image_size, cfg.crop_scale,
+                                       interpolation=cfg.interpolation))
         if cfg.jitter > 0 or cfg.hue > 0:
             steps.append(ColorJitter(cfg.jitter, cfg.jitter, cfg.jitter, cfg.hue))
         if cfg.grayscale > 0:
@@ -291,5 +363,5 @@ def build_transform(cfg: TransformConfig | None = None, train: bool = False) -> 
         if cfg.hflip > 0:
             steps.append(RandomHorizontalFlip(cfg.hflip))
     else:
-        steps = [Resize(cfg.image_size, cfg.interpolation), CenterCrop(cfg.image_size)]
+        steps += [Resize(cfg.image_size, cfg.interpolation), CenterCrop(cfg.image_size)]
     return Compose([*steps, ToTensor(), Normalize(cfg.mean, cfg.std)])

@@ -22,13 +22,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, ImageChops
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from vislang.captioner import resolve_checkpoint
 from vislang.config import config_to_dict
-from vislang.data import transforms
 from vislang.data.loader import ImageTextSamples, build_loader
 from vislang.data.records import Record
 from vislang.data.text import TextTokenizer, Vocabulary
@@ -58,17 +56,11 @@ class RetrievalTaskConfig:
             (None: one gallery).
         val_captions: ``"all"`` (every caption is a query) or ``"first"`` (each image's first caption).
         val_batch_size: Images or texts per batch when embedding the validation split.
-        zoom_out: Probability of shrinking a training image onto a canvas of its background colour before
-            the other augmentations (icons drawn smaller in the frame, such as OpenMoji's, then look familiar).
-        zoom_out_scale: Range of the shrunk image's side as a fraction of the canvas side.
         pair_views: Train on groups (``group_key``) instead of images: each sample is two images of one group
             (two art styles of a concept, or one image twice when it is alone) with their captions, and an
             image-image contrastive term pulls the two views together (weight ``pair_weight``); the images
             seen per epoch stay the same.
         pair_weight: Weight of the image-image term with ``pair_views``.
-        trim: Crop every image (training, validation and later embedding) to the square around its content,
-            i.e. the pixels that differ from its top-left pixel's colour: icons drawn with wide margins and
-            ones that fill the frame then come at the same scale. Saved with the checkpoint.
     """
 
     max_len: int = 64
@@ -77,77 +69,8 @@ class RetrievalTaskConfig:
     gallery_key: str | None = "vendor"
     val_captions: str = "all"
     val_batch_size: int = 256
-    zoom_out: float = 0.0
-    zoom_out_scale: tuple[float, float] = (0.6, 1.0)
     pair_views: bool = False
     pair_weight: float = 1.0
-    trim: bool = False
-
-
-class TrimBackground:
-    """Crop to the square around the content: the pixels differing by more than ``tolerance`` (0-255, any
-    channel) from the top-left pixel's colour, plus a ``margin`` (fraction of the content side) on each side.
-    A blank image is returned as it is."""
-
-    def __init__(self, tolerance: int = 24, margin: float = 0.04):
-        self.tolerance, self.margin = tolerance, margin
-
-    def __call__(self, im: Image.Image) -> Image.Image:
-        background = im.getpixel((0, 0))
-        diff = ImageChops.difference(im, Image.new(im.mode, im.size, background)).convert("L")
-        box = diff.point(lambda v: 255 if v > self.tolerance else 0).getbbox()
-        if box is None:
-            return im
-        left, top, right, bottom = box
-        side = round(max(right - left, bottom - top) * (1 + 2 * self.margin))
-        cx, cy = (left + right) / 2, (top + bottom) / 2
-        x0, y0 = round(cx - side / 2), round(cy - side / 2)
-        if (x0, y0, side) == (0, 0, im.width) and im.width == im.height:
-            return im
-        canvas = Image.new(im.mode, (side, side), background)
-        canvas.paste(im.crop((max(0, x0), max(0, y0), min(im.width, x0 + side), min(im.height, y0 + side))),
-                     (max(0, -x0), max(0, -y0)))
-        return canvas
-
-    def __repr__(self) -> str:
-        return f"TrimBackground(tolerance={self.tolerance}, margin={self.margin})"
-
-
-class RandomZoomOut:
-    """With probability ``p``, shrink the image to a random fraction ``scale`` of its side and paste it at a
-    random place on a canvas of the original size filled with its top-left pixel's colour (the background of
-    icons and emoji). Randomness follows :func:`vislang.data.transforms.seeded`."""
-
-    def __init__(self, p: float, scale: tuple[float, float] = (0.6, 1.0)):
-        if not 0 < scale[0] <= scale[1] <= 1:
-            raise VislangError(f"zoom_out_scale must satisfy 0 < low <= high <= 1, got {tuple(scale)}")
-        self.p, self.scale = p, tuple(scale)
-
-    def __call__(self, im: Image.Image) -> Image.Image:
-        if self.p <= 0 or transforms._rand() >= self.p:
-            return im
-        w, h = im.size
-        s = transforms._uniform(*self.scale)
-        sw, sh = max(1, round(w * s)), max(1, round(h * s))
-        canvas = Image.new(im.mode, (w, h), im.getpixel((0, 0)))
-        canvas.paste(im.resize((sw, sh), Image.Resampling.BICUBIC),
-                     (transforms._randint(0, w - sw + 1), transforms._randint(0, h - sh + 1)))
-        return canvas
-
-    def __repr__(self) -> str:
-        return f"RandomZoomOut(p={self.p}, scale={self.scale})"
-
-
-def image_transform(tf_cfg: transforms.TransformConfig, train: bool = False, *, trim: bool = False,
-                    zoom_out: float = 0.0, zoom_out_scale: tuple[float, float] = (0.6, 1.0),
-                    ) -> transforms.Compose:
-    """PIL image -> ``(3, S, S)`` tensor: :func:`~vislang.data.transforms.build_transform`, after
-    :class:`TrimBackground` (``trim``) and, when training with augmentation, :class:`RandomZoomOut`."""
-    pipeline = build_transform(tf_cfg, train=train)
-    steps = [TrimBackground()] if trim else []
-    if train and tf_cfg.augment and zoom_out > 0:
-        steps.append(RandomZoomOut(zoom_out, zoom_out_scale))
-    return transforms.Compose([*steps, *pipeline.transforms]) if steps else pipeline
 
 
 @dataclass
@@ -491,8 +414,7 @@ def train_retrieval(cfg: RetrievalRunConfig, run_dir: str | os.PathLike, resume:
     if init is not None and not resume:
         load_weights(model, init)
     tf_cfg = transform_config(cfg.data)
-    train_tf = image_transform(tf_cfg, train=True, trim=cfg.task.trim, zoom_out=cfg.task.zoom_out,
-                               zoom_out_scale=cfg.task.zoom_out_scale)
+    train_tf = build_transform(tf_cfg, train=True)
     samples = ImageTextSamples(train_records, train_tf, unit="image_caption",
                                tokenizer=tokenizer, max_len=cfg.task.max_len, skip_bad=cfg.data.skip_bad,
                                group_key=cfg.task.group_key)
@@ -501,12 +423,12 @@ def train_retrieval(cfg: RetrievalRunConfig, run_dir: str | os.PathLike, resume:
             raise VislangError("task.pair_views needs task.group_key (the field whose records are views of one "
                                "thing, e.g. concept)")
         samples = PairedSamples(samples)
-    task = RetrievalTask(tokenizer, val_records, image_transform(tf_cfg, trim=cfg.task.trim), cfg.task)
+    task = RetrievalTask(tokenizer, val_records, build_transform(tf_cfg), cfg.task)
     if getattr(model, "cache_text", False):  # a locked tower: encode each distinct caption once, by length
         captions = sorted({c for r in [*train_records, *val_records] for c in r.captions})
         embed_texts(model, tokenizer, captions, cfg.task.max_len, cfg.task.val_batch_size)
     spec = {"name": cfg.model, "kwargs": kwargs, "task": "retrieval", "transform": asdict(tf_cfg),
-            "max_len": cfg.task.max_len, "trim": cfg.task.trim,
+            "max_len": cfg.task.max_len,
             "tokenizer": VOCAB_FILE if isinstance(tokenizer, Vocabulary) else "text_encoder"}
     return fit(model, task, samples, cfg.train, run_dir, model_spec=spec, pad_id=tokenizer.pad_id,
                resume=resume, config_to_save=config_to_dict(cfg))
