@@ -60,6 +60,24 @@ def test_save_load_roundtrip(name, tmp_path):
     assert torch.equal(model(images, tokens).logits, again(images, tokens).logits)
 
 
+def test_lstm_tied_embeddings_share_one_tensor_through_training_and_a_checkpoint(tmp_path):
+    torch.manual_seed(2)
+    model = create_model("caption_lstm_tiny", vocab_size=40, tie_embeddings=True)
+    assert model.out.weight is model.embed.weight
+    images, tokens = _batch(v=40)
+    out = model(images, tokens)
+    CaptionLoss(pad_id=0)(out.logits, tokens[:, 1:], out.attention)["loss"].backward()
+    torch.optim.SGD(model.parameters(), lr=0.1).step()          # one update moves both uses together
+    assert model.out.weight is model.embed.weight
+    model.eval()
+    save_checkpoint(tmp_path / "ckpt", model, {"name": "caption_lstm_tiny",
+                                                "kwargs": {"vocab_size": 40, "tie_embeddings": True}})
+    again = load_model(tmp_path / "ckpt")
+    assert again.out.weight is again.embed.weight
+    assert torch.equal(again.embed.weight, model.embed.weight)
+    assert torch.equal(model(images, tokens).logits, again(images, tokens).logits)
+
+
 @each_captioner
 def test_greedy_equals_beam_of_one_and_top_k_one(name):
     torch.manual_seed(2)

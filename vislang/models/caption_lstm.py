@@ -2,6 +2,8 @@
 
 Reference: K. Xu, J. Ba, R. Kiros, K. Cho, A. Courville, R. Salakhutdinov, R. Zemel, Y. Bengio,
 "Show, Attend and Tell: Neural Image Caption Generation with Visual Attention", ICML 2015.
+Weight tying (option ``tie_embeddings``): O. Press, L. Wolf, "Using the Output Embedding to Improve Language
+Models", EACL 2017.
 
 Per step t, with grid features ``a_i`` (i over the N grid cells) and the previous hidden state ``h``:
 soft additive attention ``alpha = softmax_i(w . tanh(W_a a_i + W_h h))``, a gating scalar
@@ -35,6 +37,8 @@ class CaptionLSTMConfig:
         hidden_dim: LSTM hidden size.
         attention_dim: Hidden size of the additive attention.
         dropout: Dropout before the output layer.
+        tie_embeddings: Share the word embedding with the output layer ``L_o`` (Press & Wolf 2017), so a rare
+            word's vector learns both from being read and from being predicted.
         pad_id: Padding token id (ignored by the loss, never generated).
         bos_id: Start token id.
         eos_id: End token id.
@@ -47,6 +51,7 @@ class CaptionLSTMConfig:
     hidden_dim: int = 512
     attention_dim: int = 256
     dropout: float = 0.3
+    tie_embeddings: bool = False
     pad_id: int = 0
     bos_id: int = 1
     eos_id: int = 2
@@ -103,6 +108,11 @@ class CaptionLSTM(nn.Module):
         self.out_z = nn.Linear(d, cfg.embed_dim)  # L_z
         self.dropout = nn.Dropout(cfg.dropout)
         self.out = nn.Linear(cfg.embed_dim, cfg.vocab_size)  # L_o
+        if cfg.tie_embeddings:  # one (V, E) tensor, initialised at the output layer's scale, not N(0, 1)
+            nn.init.normal_(self.embed.weight, std=cfg.embed_dim ** -0.5)
+            with torch.no_grad():
+                self.embed.weight[cfg.pad_id].zero_()
+            self.out.weight = self.embed.weight
 
     def encode(self, images: Tensor) -> ImageFeatures:
         return self.image_encoder(images)
