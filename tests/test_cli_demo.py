@@ -35,3 +35,7 @@ def test_full_demo(data_root, tmp_path, capsys):
     """The README's main job with its real recipe (several minutes on 2 CPU cores)."""
     assert main(["demo", "--root", str(data_root), "--out", str(tmp_path / "demo")]) == 0
     assert (tmp_path / "demo" / "report.html").is_file()
+    text = capsys.readouterr().out
+    assert text.count("nearest training image") == 3
+    with capsys.disabled():  # the metric tables in CI's log: the README's results come from this job
+        print("\n" + text[text.index("trained "):])

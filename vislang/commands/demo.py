@@ -29,9 +29,10 @@ DEMO_SETTINGS = [
     "model_kwargs.embed_dim=128", "model_kwargs.hidden_dim=256", "model_kwargs.attention_dim=128",
     "model_kwargs.dropout=0.2", "model_kwargs.encoder_kwargs.dim=128", "model_kwargs.encoder_kwargs.widths=[32,48,96]",
     "data.name=emoji", "data.image_size=48", "data.max_val=300",
+    "data.trim=true",  # crop to the drawing: OpenMoji draws at ~0.78 of the frame, Google/Twitter at ~0.95-1.0
     "task.max_len=16", "task.min_freq=2", "task.captions_per_image=1",  # train on the CLDR label
     "task.attention_reg=0.2",  # captions of 2-5 words cannot cover all 36 cells; 1.0 pushes attention to uniform
-    "train.epochs=10", "train.batch_size=64", "train.optim.lr=2e-3", "train.optim.warmup_ratio=0.05",
+    "train.epochs=10", "train.batch_size=64", "train.optim.lr=4e-3", "train.optim.warmup_ratio=0.05",
 ]
 
 
