@@ -20,7 +20,7 @@ from vislang.errors import VislangError
 from vislang.losses import CaptionLoss
 from vislang.models.registry import create_model
 from vislang.tasks.common import DataConfig, open_split, transform_config
-from vislang.train import FitResult, TrainConfig, fit
+from vislang.train import FitResult, TrainConfig, fit, seed_everything
 
 
 @dataclass
@@ -144,6 +144,7 @@ def train_captioner(cfg: CaptionRunConfig, run_dir: Path, resume: bool = False) 
     tf_cfg = transform_config(cfg.data)
     kwargs = {**cfg.model_kwargs, "vocab_size": len(vocab), "pad_id": vocab.pad_id, "bos_id": vocab.bos_id,
               "eos_id": vocab.eos_id}
+    seed_everything(cfg.train.seed)  # the initial weights follow the seed, whatever ran before in the process
     model = create_model(cfg.model, **kwargs)
     train_records = train_ds.records
     if cfg.task.captions_per_image is not None:
