@@ -21,6 +21,8 @@ COMMAND_MODULES = (
     "vislang.commands.evaluate",
     "vislang.commands.demo",
     "vislang.commands.index",
+    "vislang.commands.vqa",
+    "vislang.commands.experiment",
 )
 
 

@@ -86,3 +86,41 @@ class ContrastiveLoss(nn.Module):
 
 
 __all__ = ["CaptionLoss", "ContrastiveLoss"]
+
+
+class VQALoss(nn.Module):
+    """Binary cross-entropy of every answer against its soft VQA target score, as in D. Teney et al. 2018
+    ("Tips and Tricks for Visual Question Answering") and Anderson et al. 2018: the answers are not mutually
+    exclusive (several humans, several acceptable answers), so each gets a sigmoid; the mean over answers is
+    multiplied by their number (a sum per question, averaged over the batch).
+
+    Also reports ``accuracy``: the soft score of the top answer (the VQA accuracy of the batch).
+    """
+
+    def forward(self, logits: Tensor, targets: Tensor) -> dict[str, Tensor]:
+        """Args:
+            logits: (B, A) answer scores.
+            targets: (B, A) soft targets in [0, 1] (``min(1, #humans giving the answer / 3)``).
+        """
+        if logits.shape != targets.shape:
+            raise ValueError(f"logits {tuple(logits.shape)} and targets {tuple(targets.shape)} differ")
+        loss = F.binary_cross_entropy_with_logits(logits.float(), targets.float()) * logits.shape[1]
+        top = logits.detach().argmax(dim=1, keepdim=True)                        # (B, 1)
+        return {"loss": loss, "accuracy": targets.gather(1, top).mean().detach()}
+
+
+class ClassificationLoss(nn.Module):
+    """Cross-entropy over class labels with optional label smoothing; reports the batch ``accuracy`` too."""
+
+    def __init__(self, label_smoothing: float = 0.0):
+        super().__init__()
+        self.label_smoothing = label_smoothing
+
+    def forward(self, logits: Tensor, labels: Tensor) -> dict[str, Tensor]:
+        """Args:
+            logits: (B, C).
+            labels: (B,) class indices.
+        """
+        loss = F.cross_entropy(logits.float(), labels, label_smoothing=self.label_smoothing)
+        acc = (logits.detach().argmax(dim=1) == labels).float().mean()
+        return {"loss": loss, "accuracy": acc}

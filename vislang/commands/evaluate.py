@@ -6,6 +6,10 @@ Sub-commands:
               caption baselines.
     retrieval a trained retrieval run on a dataset split: text->image and image->text recall at K and ranks,
               and zero-shot classification by label prompts.
+    vqa       a trained VQA run: official VQA accuracy per question type, beside question-only and image-only
+              baselines.
+    classify  a trained image + text classifier: accuracy, macro-F1, confusion matrix PNG, beside text-only,
+              image-only and majority baselines.
 """
 
 from __future__ import annotations
@@ -73,6 +77,43 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ret.add_argument("--out", type=Path, help="output folder (default: <run>/eval/<data>_<split>)")
     ret.set_defaults(func=run_retrieval_model)
 
+    vqa = sub.add_parser(
+        "vqa", help="score a trained VQA run on a split beside question-only and image-only baselines",
+        description="Answer every question of a split with a run's best checkpoint and score the answers with the "
+                    "official VQA accuracy, overall and per question type, beside the question-only (image "
+                    "blanked; and the train-majority answer per question) and image-only (question blanked) "
+                    "baselines.")
+    vqa.add_argument("--model", required=True, help="run directory of `vislang train vqa`")
+    vqa.add_argument("--data", required=True, help="dataset name (shapes, ...), manifest or VQA v2 questions JSON")
+    vqa.add_argument("--split", help="split to evaluate (default: the dataset's default split)")
+    vqa.add_argument("--root", help="data root for built-in datasets")
+    vqa.add_argument("--image-root", help="folder image names in VQA / COCO files are relative to")
+    vqa.add_argument("--limit", type=int, help="evaluate only the first N images")
+    vqa.add_argument("--batch-size", type=int, default=256)
+    vqa.add_argument("--skip-bad", action="store_true", help="leave out images that are missing or unreadable")
+    vqa.add_argument("--no-baselines", action="store_true", help="score only the model")
+    vqa.add_argument("--device", default="auto")
+    vqa.add_argument("--out", type=Path, help="output folder (default: <run>/eval/<data>_<split>)")
+    vqa.set_defaults(func=run_vqa_model)
+
+    cls = sub.add_parser(
+        "classify", help="score a trained image + text classifier: accuracy, macro-F1, confusion matrix PNG",
+        description="Classify every record of a split with a run's best checkpoint; report accuracy and macro-F1 "
+                    "beside the text-only (image blanked), image-only (text blanked) and majority-class "
+                    "baselines, and draw the confusion matrix.")
+    cls.add_argument("--model", required=True, help="run directory of `vislang train classify`")
+    cls.add_argument("--data", required=True, help="dataset name (emoji, shapes, ...) or manifest with labels")
+    cls.add_argument("--split", help="split to evaluate (default: the dataset's default split)")
+    cls.add_argument("--root", help="data root for built-in datasets")
+    cls.add_argument("--image-root", help="folder image names are relative to")
+    cls.add_argument("--limit", type=int, help="evaluate only the first N images")
+    cls.add_argument("--batch-size", type=int, default=256)
+    cls.add_argument("--skip-bad", action="store_true", help="leave out images that are missing or unreadable")
+    cls.add_argument("--no-baselines", action="store_true", help="score only the model")
+    cls.add_argument("--device", default="auto")
+    cls.add_argument("--out", type=Path, help="output folder (default: <run>/eval/<data>_<split>)")
+    cls.set_defaults(func=run_classify_model)
+
 
 def run_captions(args: argparse.Namespace) -> int:
     """Score the captions, print a table, write the JSON; returns the exit code."""
@@ -131,4 +172,37 @@ def run_retrieval_model(args: argparse.Namespace) -> int:
         print(f"zero-shot: {z['n_classes']} classes, prompt {z['template']!r}; chance {z['chance']:.4f}, "
               f"majority class {z['majority']:.4f}")
     print(f"model {ev.model_id}; scores written to {out / 'scores.json'}")
+    return 0
+
+
+def _eval_dir(args: argparse.Namespace) -> Path:
+    slug = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in Path(args.data).name)
+    return args.out or Path(args.model) / "eval" / f"{slug}_{args.split or 'default'}"
+
+
+def run_vqa_model(args: argparse.Namespace) -> int:
+    """Score a VQA run and its baselines on a split, print the table, write scores.json."""
+    from vislang.tasks.vqa_eval import evaluate_vqa_model
+
+    out = _eval_dir(args)
+    ev = evaluate_vqa_model(args.model, args.data, args.split, root=args.root, image_root=args.image_root,
+                            limit=args.limit, skip_bad=args.skip_bad, baselines=not args.no_baselines,
+                            batch_size=args.batch_size, device=args.device, out_dir=out)
+    print(f"{ev.split}: {ev.n_questions} questions; official VQA accuracy")
+    print(ev.table())
+    print(f"scores written to {out / 'scores.json'}")
+    return 0
+
+
+def run_classify_model(args: argparse.Namespace) -> int:
+    """Score a classifier run and its baselines on a split, print the table, write scores and the confusion PNG."""
+    from vislang.tasks.classify import evaluate_classifier_model
+
+    out = _eval_dir(args)
+    ev = evaluate_classifier_model(args.model, args.data, args.split, root=args.root, image_root=args.image_root,
+                                   limit=args.limit, skip_bad=args.skip_bad, baselines=not args.no_baselines,
+                                   batch_size=args.batch_size, device=args.device, out_dir=out)
+    print(f"{ev.split}: {ev.n_samples} samples, {ev.n_classes} classes")
+    print(ev.table())
+    print(f"scores and confusion matrix (confusion.png) written to {out}")
     return 0

@@ -22,7 +22,7 @@ SHORTCUTS = {
     "batch_size": "train.batch_size", "seed": "train.seed", "workers": "train.workers",
     "image_size": "data.image_size", "max_steps": "train.max_steps", "root": "data.root",
     "device": "train.device", "text_encoder": "text_encoder", "text_mode": "text_mode",
-    "text_lr": "train.optim.text_encoder_lr", "init_from": "init_from",
+    "text_lr": "train.optim.text_encoder_lr", "init_from": "init_from", "fusion": "fusion",
 }
 
 
@@ -63,7 +63,7 @@ def run_config(cls: type, args: argparse.Namespace):
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train a model (captioning, retrieval, ...)")
+    p = sub.add_parser("train", help="train a model (captioning, retrieval, VQA, image + text classification)")
     tsub = p.add_subparsers(dest="task", metavar="TASK", required=True)
     q = tsub.add_parser("caption", help="image captioning (encoder + attention decoder)")
     add_common_args(q)
@@ -83,6 +83,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--init-from", metavar="RUN",
                    help="start from the weights of another retrieval run (e.g. a locked one, to fine-tune)")
     r.set_defaults(func=cmd_train_retrieval)
+    for name, helptext, func in (
+            ("vqa", "visual question answering (image + question -> answer, soft VQA targets)", cmd_train_vqa),
+            ("classify", "image + text classification (e.g. emoji group from image + tags)", cmd_train_classify)):
+        t = tsub.add_parser(name, help=helptext, description=helptext[0].upper() + helptext[1:] + ".")
+        add_common_args(t)
+        t.add_argument("--fusion", metavar="STRATEGY",
+                       help="fusion strategy: late-concat, late-sum, late-product, late-gating, attention, "
+                            "modality-attention, multihead, bilinear, transformer, co-attention "
+                            "(see vislang.fusion.list_fusions)")
+        t.add_argument("--text-encoder", metavar="TOWER",
+                       help="text encoder: gru, transformer (from scratch), minilm (pre-trained, locked) or a "
+                            "Hugging Face model directory (default: the model's own)")
+        t.set_defaults(func=func)
 
 
 def print_result(result: FitResult, metric: str) -> None:
@@ -105,4 +118,20 @@ def cmd_train_retrieval(args: argparse.Namespace) -> int:
 
     cfg = run_config(RetrievalRunConfig, args)
     print_result(train_retrieval(cfg, Path(args.out), resume=args.resume), "rsum (sum of R@1/5/10 both ways)")
+    return 0
+
+
+def cmd_train_vqa(args: argparse.Namespace) -> int:
+    from vislang.tasks.vqa import VQARunConfig, train_vqa
+
+    cfg = run_config(VQARunConfig, args)
+    print_result(train_vqa(cfg, Path(args.out), resume=args.resume), "VQA accuracy")
+    return 0
+
+
+def cmd_train_classify(args: argparse.Namespace) -> int:
+    from vislang.tasks.classify import ClassifyRunConfig, train_classifier
+
+    cfg = run_config(ClassifyRunConfig, args)
+    print_result(train_classifier(cfg, Path(args.out), resume=args.resume), "accuracy")
     return 0

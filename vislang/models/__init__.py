@@ -5,6 +5,7 @@ from vislang.models import (  # noqa: F401  (registers)
     caption_transformer,
     cnn,
     dual_encoder,
+    fusion_model,
     hf_vision,
     resnet,
     text_encoders,

@@ -1,0 +1,97 @@
+"""``vislang ask IMAGE "question"`` (a VQA run) and ``vislang classify IMAGE --text ...`` (an image + text
+classifier run)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("ask", help="answer a question about an image with a trained VQA run",
+                       description="Answer questions about an image: the answer, its confidence and the top-k "
+                                   "answers; --attention writes where the model looked.")
+    p.add_argument("image", help="image file (PNG, JPEG, SVG, ...)")
+    p.add_argument("questions", nargs="+", metavar="QUESTION", help="one or more questions")
+    p.add_argument("--model", required=True, help="run directory of `vislang train vqa` (or a checkpoint)")
+    p.add_argument("--checkpoint", default="best", choices=("best", "last"))
+    p.add_argument("--top-k", type=int, default=5, help="answers listed (default 5)")
+    p.add_argument("--json", action="store_true", help="print one JSON object per question")
+    p.add_argument("--attention", metavar="OUT.png",
+                   help="write the image attention map (several questions: OUT_<k>.png); needs an attending "
+                        "fusion (attention, bilinear, transformer, ...)")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=cmd_ask)
+
+    c = sub.add_parser("classify", help="classify an image (with a text) with a trained image + text classifier",
+                       description="Classify an image and its text (e.g. an emoji and its tags) with a run of "
+                                   "`vislang train classify`; words naming classes are removed from the text as "
+                                   "in training.")
+    c.add_argument("image", help="image file")
+    c.add_argument("--text", default="", help="the text beside the image (tags, a caption, ...)")
+    c.add_argument("--model", required=True, help="run directory of `vislang train classify` (or a checkpoint)")
+    c.add_argument("--checkpoint", default="best", choices=("best", "last"))
+    c.add_argument("--top-k", type=int, default=5)
+    c.add_argument("--json", action="store_true", help="print a JSON object")
+    c.add_argument("--device", default="auto")
+    c.set_defaults(func=cmd_classify)
+
+
+def _attention_path(base: str, k: int, n: int) -> Path:
+    out = Path(base)
+    return out if n == 1 else out.with_name(f"{out.stem}_{k}{out.suffix or '.png'}")
+
+
+def cmd_ask(args: argparse.Namespace) -> int:
+    import sys
+
+    from vislang.data.images import load_image
+    from vislang.errors import VislangError
+    from vislang.tasks.vqa_eval import VQAModelRun
+    from vislang.viz import attention_figure, save_figure
+
+    if args.top_k < 1:
+        raise VislangError(f"--top-k must be at least 1, got {args.top_k}")
+    vqa = VQAModelRun.load(args.model, args.checkpoint, args.device)
+    image = load_image(args.image)
+    answers = vqa.ask(image, args.questions, k=args.top_k)
+    for k, a in enumerate(answers):
+        for note in a.notes:
+            print(f"note: {note}", file=sys.stderr)
+        if args.attention:
+            if a.attention is None:
+                raise VislangError("this model's fusion has no attention over the image regions (late fusion); "
+                                   "train with --fusion attention, bilinear or transformer for --attention")
+            h, w = a.attention.shape
+            title = f"{a.question} -> {a.answer} ({a.confidence:.2f})"
+            save_figure(attention_figure(image, [a.answer], a.attention.reshape(1, -1), (h, w), title, cell=192,
+                                         columns=2), _attention_path(args.attention, k, len(answers)))
+        if args.json:
+            print(json.dumps({"image": args.image, **a.to_json()}, ensure_ascii=False))
+        else:
+            top = ", ".join(f"{ans} {p:.3f}" for ans, p in a.top)
+            print(f"{a.question}\t{a.answer}\t{a.confidence:.3f}\ttop-{len(a.top)}: {top}")
+    return 0
+
+
+def cmd_classify(args: argparse.Namespace) -> int:
+    import sys
+
+    from vislang.errors import VislangError
+    from vislang.tasks.classify import ClassifierRun
+
+    if args.top_k < 1:
+        raise VislangError(f"--top-k must be at least 1, got {args.top_k}")
+    clf = ClassifierRun.load(args.model, args.checkpoint, args.device)
+    top, seen = clf.classify(args.image, args.text, k=args.top_k)
+    if args.text and seen != " ".join(args.text.lower().split()):
+        print(f"note: the model reads the text as {seen!r} (class-name words removed, as in training)",
+              file=sys.stderr)
+    if args.json:
+        print(json.dumps({"image": args.image, "text": args.text, "label": top[0][0], "confidence": round(top[0][1], 4),
+                          "top": [{"label": c, "p": round(p, 4)} for c, p in top]}, ensure_ascii=False))
+    else:
+        print(f"{args.image}\t{top[0][0]}\t{top[0][1]:.3f}\ttop-{len(top)}: "
+              + ", ".join(f"{c} {p:.3f}" for c, p in top))
+    return 0

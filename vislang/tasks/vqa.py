@@ -1,0 +1,481 @@
+"""Visual question answering as a task of the shared training loop: soft-target BCE per batch, the official
+VQA accuracy (overall and per question type) on the validation split.
+
+Answers are classes: the answer vocabulary holds the training answers seen at least ``min_answer_freq``
+times (``answers.json`` beside the checkpoint, with the question-only prior). A question's target is the
+soft VQA score of each answer, ``min(1, #humans who gave it / 3)`` (1 for the single answer of generated
+data).
+
+Baselines. Besides the model, every evaluation reports
+
+* **question-only**: the same model with the image blanked (all zeros), and the *question prior*: the most
+  frequent training answer of the exact question (else of its question type, else overall), the best a blind
+  lookup can do;
+* **image-only**: the same model with the question blanked (the empty question).
+
+So that the blanked runs are fair, training uses *modality dropout* (``task.modality_dropout``, 0.1 by
+default): each training question has its image blanked with that probability and, separately, its question,
+so the one model also learns to answer from one modality alone.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import Dataset
+
+from vislang.config import config_to_dict
+from vislang.data.loader import ImageTextSamples, build_loader
+from vislang.data.readers import load_json
+from vislang.data.records import QA, Record
+from vislang.data.text import TextTokenizer, Vocabulary
+from vislang.data.transforms import build_transform
+from vislang.errors import DataError, VislangError
+from vislang.losses import VQALoss
+from vislang.metrics.vqa import evaluate_vqa, normalize_answer
+from vislang.models.fusion_model import fusion_model_config
+from vislang.models.registry import create_model, list_models
+from vislang.models.text_encoders import HF_TOWERS, text_tokenizer
+from vislang.tasks.common import (
+    MODALITY_MODES,
+    DataConfig,
+    blank_inputs,
+    modality_dropout_masks,
+    open_split,
+    transform_config,
+)
+from vislang.train import FitResult, TrainConfig, fit, seed_everything
+from vislang.utils.io import atomic_write_json
+
+ANSWERS_FILE = "answers.json"
+VOCAB_FILE = "vocab.json"
+
+
+@dataclass
+class VQATaskConfig:
+    """VQA options (read by :class:`VQATask` and :func:`train_vqa`).
+
+    Attributes:
+        max_len: Longest question in tokens (BOS/EOS included); longer ones are truncated.
+        min_freq: Question words seen fewer times in training become ``<unk>`` (vocabulary towers).
+        min_answer_freq: Answers given fewer times in training are left out of the answer vocabulary.
+        modality_dropout: Probability of blanking a training question's image, and separately its question.
+        group_by_image: Training samples are images with all their questions (``train.batch_size`` counts
+            images): each image goes through the image encoder once for its ~10 questions, several times
+            faster on CPU than one sample per question. False: one sample per question.
+        val_batch_size: Questions per validation batch.
+        metadata_questions: Records without questions get questions made from their emoji metadata (group,
+            skin tone, gender, which flag), so ``--data emoji`` trains a VQA model.
+    """
+
+    max_len: int = 24
+    min_freq: int = 1
+    min_answer_freq: int = 1
+    modality_dropout: float = 0.1
+    group_by_image: bool = True
+    val_batch_size: int = 256
+    metadata_questions: bool = True
+
+
+def with_metadata_questions(records: Sequence[Record]) -> list[Record]:
+    """Records, where those without questions get questions from their emoji metadata (group, skin tone,
+    gender, which flag: :func:`vislang.data.emoji.metadata_questions`)."""
+    from vislang.data.emoji import metadata_questions
+
+    return [r if r.qa else Record(r.id, r.image, r.captions, r.label, metadata_questions(r), r.meta)
+            for r in records]
+
+
+class ImageQuestions(Dataset):
+    """Training samples that are images with all their questions: ``image`` ``(3, H, W)``, ``index``,
+    ``questions`` (a list of 1-D token tensors) and ``answers`` (a list of answer lists).
+
+    Args:
+        records: Records with questions.
+        transform: PIL image -> tensor.
+        tokenizer: Question tokenizer.
+        max_len: Longest question in tokens.
+        skip_bad: Leave out images that fail to decode instead of raising.
+    """
+
+    def __init__(self, records: Sequence[Record], transform: Callable[[Any], Tensor], tokenizer: TextTokenizer,
+                 max_len: int, skip_bad: bool = False):
+        self.records = [r for r in records if r.qa]
+        self.images = ImageTextSamples(self.records, transform, unit="image", skip_bad=skip_bad)
+        self.questions = [[torch.tensor(tokenizer.encode(q.question, max_len=max_len)) for q in r.qa]
+                          for r in self.records]
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any] | None:
+        sample = self.images[key]
+        if sample is None:
+            return None
+        i = sample["index"]
+        return {"image": sample["image"], "index": i, "questions": self.questions[i],
+                "answers": [list(q.answers) for q in self.records[i].qa]}
+
+
+def flatten_questions(batch: dict[str, Any], pad_id: int) -> tuple[Tensor, Tensor, Tensor, list[list[str]]]:
+    """The questions of an :class:`ImageQuestions` batch as ``(tokens (Q, L), lengths (Q,), image_index (Q,),
+    answers)``."""
+    questions = [q for qs in batch["questions"] for q in qs]
+    image_index = torch.tensor([b for b, qs in enumerate(batch["questions"]) for _ in qs])
+    lengths = torch.tensor([len(q) for q in questions])
+    tokens = torch.full((len(questions), int(lengths.max())), pad_id, dtype=torch.long)
+    for row, q in enumerate(questions):
+        tokens[row, :len(q)] = q
+    return tokens, lengths, image_index, [a for answers in batch["answers"] for a in answers]
+
+
+class AnswerVocab:
+    """The answers a VQA model chooses from, their soft targets and the question-only prior.
+
+    Args:
+        answers: Answer strings (normalised as the VQA evaluation compares them), in class order.
+        prior: ``{"question": {question: answer}, "type": {question type: answer}, "all": answer}``.
+    """
+
+    def __init__(self, answers: Sequence[str], prior: dict[str, Any] | None = None):
+        if not answers:
+            raise VislangError("the answer vocabulary is empty: no training question has an answer")
+        self.answers = list(answers)
+        self.index = {a: i for i, a in enumerate(self.answers)}
+        self.prior = prior or {"question": {}, "type": {}, "all": self.answers[0]}
+
+    def __len__(self) -> int:
+        return len(self.answers)
+
+    @classmethod
+    def build(cls, questions: Sequence[QA], min_freq: int = 1) -> AnswerVocab:
+        """Answers given at least ``min_freq`` times (most frequent first), with the prior of ``questions``."""
+        counts = Counter(normalize_answer(a) for q in questions for a in q.answers)
+        answers = sorted((a for a, c in counts.items() if c >= min_freq), key=lambda a: (-counts[a], a))
+        by_question: dict[str, Counter] = {}
+        by_type: dict[str, Counter] = {}
+        for q in questions:
+            for a in q.answers:
+                by_question.setdefault(_question_key(q.question), Counter())[normalize_answer(a)] += 1
+                by_type.setdefault(q.question_type, Counter())[normalize_answer(a)] += 1
+        prior = {"question": {k: _top(c) for k, c in by_question.items()},
+                 "type": {k: _top(c) for k, c in by_type.items()},
+                 "all": answers[0] if answers else ""}
+        return cls(answers, prior)
+
+    def targets(self, answer_lists: Sequence[Sequence[str]]) -> Tensor:
+        """Soft targets ``(B, A)``: ``min(1, count / 3)`` per answer; a single answer scores 1."""
+        out = torch.zeros(len(answer_lists), len(self.answers))
+        for row, answers in enumerate(answer_lists):
+            counts = Counter(normalize_answer(a) for a in answers)
+            for a, c in counts.items():
+                if a in self.index:
+                    out[row, self.index[a]] = 1.0 if len(answers) == 1 else min(1.0, c / 3)
+        return out
+
+    def prior_answer(self, qa: QA) -> str:
+        """The question-only prior's answer to ``qa``."""
+        return (self.prior["question"].get(_question_key(qa.question))
+                or self.prior["type"].get(qa.question_type) or self.prior["all"])
+
+    def save(self, path: str | os.PathLike) -> None:
+        atomic_write_json(path, {"format": "vislang-answers", "version": 1, "answers": self.answers,
+                                 "prior": self.prior})
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> AnswerVocab:
+        data = load_json(path)
+        if not isinstance(data, dict) or data.get("format") != "vislang-answers":
+            raise DataError("not a vislang answer vocabulary", path=str(path))
+        answers = data.get("answers")
+        if not isinstance(answers, list) or not all(isinstance(a, str) for a in answers):
+            raise DataError("must be a list of strings", path=str(path), field="answers")
+        return cls(answers, data.get("prior"))
+
+
+def _question_key(question: str) -> str:
+    return " ".join(question.lower().replace("?", " ").split())
+
+
+def _top(counter: Counter) -> str:
+    return sorted(counter.items(), key=lambda kv: (-kv[1], kv[0]))[0][0]
+
+
+# ------------------------------------------------------------------------------------------- predicting
+
+
+@dataclass
+class Predictions:
+    """Answers of a model to a list of questions.
+
+    Attributes:
+        answers: Top answer per question.
+        scores: ``(Q, A)`` answer probabilities (sigmoids of the logits), CPU float32.
+        attention: ``(Q, N)`` attention over the image regions, or None.
+        grid_hw: ``(h, w)`` of the image grid.
+    """
+
+    answers: list[str]
+    scores: Tensor
+    attention: Tensor | None
+    grid_hw: tuple[int, int]
+
+
+def _device(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+@torch.no_grad()
+def predict_records(model: nn.Module, records: Sequence[Record], tokenizer: TextTokenizer, answers: AnswerVocab,
+                    transform: Callable[[Any], Tensor], *, max_len: int = 24, mode: str = "both",
+                    batch_size: int = 256) -> tuple[list[QA], Predictions]:
+    """Answer every question of ``records`` (each image encoded once for all its questions, about
+    ``batch_size`` questions per batch); ``mode`` ``"text"`` blanks the images (question-only), ``"image"``
+    blanks the questions (image-only).
+
+    Returns:
+        The questions, in record order, and the predictions, in the same order.
+    """
+    if mode not in MODALITY_MODES:
+        raise VislangError(f"mode must be one of {', '.join(MODALITY_MODES)}, not {mode!r}")
+    device = _device(model)
+    samples = ImageQuestions(records, transform, tokenizer, max_len)
+    per_image = max(1, round(sum(len(r.qa) for r in samples.records) / max(1, len(samples.records))))
+    loader = build_loader(samples, max(1, batch_size // per_image), pad_id=tokenizer.pad_id)
+    was_training = model.training
+    model.eval()
+    scores, attention, grid_hw = [], [], (1, 1)
+    for batch in loader:
+        tokens, lengths, image_index, _ = flatten_questions(batch, tokenizer.pad_id)
+        everything = torch.ones(len(tokens), dtype=torch.bool)
+        images, tokens, lengths = blank_inputs(
+            batch["image"], tokens, lengths, blank_image=torch.ones(len(batch["image"]), dtype=torch.bool)
+            if mode == "text" else None, blank_text=everything if mode == "image" else None,
+            bos_id=tokenizer.bos_id, eos_id=tokenizer.eos_id, pad_id=tokenizer.pad_id)
+        mask = (torch.arange(tokens.shape[1])[None, :] < lengths[:, None]).long()
+        out = model(images.to(device), tokens.to(device), mask.to(device), image_index.to(device))
+        scores.append(out.logits.float().sigmoid().cpu())
+        if out.attention is not None:
+            attention.append(out.attention.float().cpu())
+        grid_hw = out.grid_hw
+    model.train(was_training)
+    qas = [q for r in samples.records for q in r.qa]
+    all_scores = torch.cat(scores) if scores else torch.zeros(0, len(answers))
+    top = all_scores.argmax(dim=1).tolist() if len(all_scores) else []
+    return qas, Predictions([answers.answers[k] for k in top], all_scores,
+                            torch.cat(attention) if attention else None, grid_hw)
+
+
+def with_question_ids(records: Sequence[Record]) -> list[Record]:
+    """Records whose questions all have ids (``<record id>-q<k>`` where missing), for scoring."""
+    out = []
+    for r in records:
+        if all(q.question_id is not None for q in r.qa):
+            out.append(r)
+            continue
+        qa = [q if q.question_id is not None else QA(q.question, q.answers, q.question_type, q.answer_type,
+                                                       f"{r.id}-q{k}") for k, q in enumerate(r.qa)]
+        out.append(Record(r.id, r.image, r.captions, r.label, qa, r.meta))
+    return out
+
+
+def vqa_metrics(qas: Sequence[QA], predicted: Sequence[str]) -> dict[str, float]:
+    """``{"accuracy": overall, "acc_<question type>": ...}`` by the official VQA metric."""
+    scores = evaluate_vqa(qas, {q.question_id: p for q, p in zip(qas, predicted)})
+    out = {"accuracy": scores.overall}
+    out.update({f"acc_{t or 'untyped'}": v for t, v in sorted(scores.per_question_type.items())})
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ task
+
+
+class VQATask:
+    """Batch -> soft-target BCE (with modality dropout); validation -> VQA accuracy per question type.
+
+    Args:
+        tokenizer: Tokenizer of the question encoder.
+        answers: The answer vocabulary.
+        val_records: Validation images with questions (every question has an id).
+        eval_transform: Image -> tensor for validation.
+        cfg: Task options.
+    """
+
+    monitor = "accuracy"
+    mode = "max"
+
+    def __init__(self, tokenizer: TextTokenizer, answers: AnswerVocab, val_records: Sequence[Record],
+                 eval_transform: Callable[[Any], Tensor], cfg: VQATaskConfig | None = None):
+        self.cfg = cfg or VQATaskConfig()
+        self.tokenizer, self.answers = tokenizer, answers
+        self.val_records, self.eval_transform = with_question_ids(val_records), eval_transform
+        self.loss = VQALoss()
+
+    def training_step(self, model: nn.Module, batch: dict[str, Any]) -> dict[str, Tensor]:
+        images = batch["image"]
+        if "questions" in batch:                                 # ImageQuestions: images with all their questions
+            tokens, lengths, image_index, answers = flatten_questions(batch, self.tokenizer.pad_id)
+            tokens, lengths, image_index = (t.to(images.device) for t in (tokens, lengths, image_index))
+        else:
+            tokens, lengths, answers = batch["question_tokens"], batch["question_tokens_lengths"], batch["answers"]
+            image_index = torch.arange(len(images), device=images.device)
+        blank_image, blank_text = modality_dropout_masks(len(tokens), self.cfg.modality_dropout, images.device)
+        _, tokens, lengths = blank_inputs(images[:0], tokens, lengths, blank_text=blank_text,
+                                          bos_id=self.tokenizer.bos_id, eos_id=self.tokenizer.eos_id,
+                                          pad_id=self.tokenizer.pad_id)
+        if blank_image is not None and bool(blank_image.any()):  # those questions see an extra, blank image
+            images = torch.cat([images, images.new_zeros(1, *images.shape[1:])])
+            image_index = torch.where(blank_image, len(images) - 1, image_index)
+        mask = (torch.arange(tokens.shape[1], device=tokens.device)[None, :] < lengths[:, None]).long()
+        out = model(images, tokens, mask, image_index)
+        targets = self.answers.targets(answers).to(out.logits.device)
+        return self.loss(out.logits, targets)
+
+    def validate(self, model: nn.Module) -> dict[str, float]:
+        if not self.val_records:
+            return {}
+        qas, pred = predict_records(model, self.val_records, self.tokenizer, self.answers, self.eval_transform,
+                                    max_len=self.cfg.max_len, batch_size=self.cfg.val_batch_size)
+        return vqa_metrics(qas, pred.answers)
+
+    def save_artifacts(self, directory: Path) -> None:
+        self.answers.save(Path(directory) / ANSWERS_FILE)
+        if isinstance(self.tokenizer, Vocabulary):
+            self.tokenizer.save(Path(directory) / VOCAB_FILE)
+
+
+# ------------------------------------------------------------------------------------------- training
+
+
+@dataclass
+class VQARunConfig:
+    """Everything a VQA run needs; saved as ``config.yaml`` in the run directory.
+
+    Attributes:
+        model: Registered fusion model (``vqa``, ``vqa_tiny``, ``vqa_minilm``).
+        model_kwargs: Overrides for the builder (``image_encoder``, ``fusion_kwargs``, ...).
+        fusion: Fusion strategy (``late-concat``, ``attention``, ``bilinear``, ``transformer``, ...); None: the
+            model's own.
+        text_encoder: Question encoder: ``gru``, ``transformer``, ``minilm``, a registered text encoder or a
+            Hugging Face model directory; None: the model's own.
+        data: Data section (``shapes``, a manifest with questions, a VQA v2 questions JSON); augmentation is
+            off by default: a random crop can cut an object out and change the answer.
+        task: VQA options.
+        train: Loop options.
+    """
+
+    model: str = "vqa"
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+    fusion: str | None = None
+    text_encoder: str | None = None
+    data: DataConfig = field(default_factory=lambda: DataConfig(name="shapes", augment=False))
+    task: VQATaskConfig = field(default_factory=VQATaskConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+def resolve_text_encoder(choice: str | None, preset_name: str, kwargs: dict[str, Any]) -> tuple[str, dict, str]:
+    """The text tower, its kwargs and text mode for a ``text_encoder`` choice over a fusion model preset."""
+    preset = fusion_model_config(preset_name, **kwargs)
+    name, tkw, mode = preset.text_encoder, dict(preset.text_encoder_kwargs), preset.text_mode
+    tiny = name.endswith("_tiny")
+    if choice in (None, ""):
+        return name, tkw, mode
+    if choice in ("gru", "transformer"):
+        name, tkw, mode = f"text_{choice}" + ("_tiny" if tiny else ""), {}, "scratch"
+    elif choice == "minilm":
+        name, tkw, mode = "minilm", {}, "locked"
+    elif choice in list_models("text_*"):
+        name, tkw, mode = choice, {}, "scratch"
+    elif Path(choice).is_dir():
+        name, tkw, mode = "hf_text", {"path": str(Path(choice).resolve())}, "locked"
+    else:
+        raise VislangError(f"text encoder {choice!r}: not 'gru', 'transformer', 'minilm', a registered text "
+                           f"encoder ({', '.join(list_models('text_*'))}) or a Hugging Face model directory")
+    return name, tkw, kwargs.get("text_mode", mode)
+
+
+def build_text_side(choice: str | None, model: str, model_kwargs: dict[str, Any], texts: Callable[[], list[str]],
+                    *, max_len: int, min_freq: int, vocab_path: Path | None = None
+                    ) -> tuple[TextTokenizer, dict[str, Any]]:
+    """The tokenizer and the full builder kwargs (text tower settled) of an image + text run.
+
+    Args:
+        choice: The run's ``text_encoder`` choice.
+        model: Registered fusion model name.
+        model_kwargs: The run's model overrides.
+        texts: The training texts (to build a vocabulary for towers trained from scratch).
+        max_len: Longest token sequence.
+        min_freq: Vocabulary threshold.
+        vocab_path: An existing vocabulary to reuse (resuming), when it exists.
+    """
+    name, tkw, mode = resolve_text_encoder(choice, model, model_kwargs)
+    tokenizer = text_tokenizer(name, tkw)
+    if tokenizer is None:
+        if vocab_path is not None and vocab_path.exists():
+            tokenizer = Vocabulary.load(vocab_path)
+        else:
+            tokenizer = Vocabulary.build(texts(), min_freq=min_freq)
+        tkw = {**tkw, "vocab_size": len(tokenizer), "pad_id": tokenizer.pad_id}
+        if name.startswith("text_transformer"):
+            tkw["max_len"] = max_len
+    elif name in HF_TOWERS and mode == "scratch":
+        mode = "locked"
+    return tokenizer, {**model_kwargs, "text_encoder": name, "text_encoder_kwargs": tkw, "text_mode": mode}
+
+
+def train_vqa(cfg: VQARunConfig, run_dir: str | os.PathLike, resume: bool = False) -> FitResult:
+    """Build the data, tokenizer, answer vocabulary, model and task from ``cfg`` and run the shared loop."""
+    run_dir = Path(run_dir)
+    if not 0.0 <= cfg.task.modality_dropout < 0.5:
+        raise VislangError(f"task.modality_dropout must be in [0, 0.5), got {cfg.task.modality_dropout}")
+    train_ds = open_split(cfg.data, cfg.data.train_split, cfg.data.max_train)
+    questions_of = with_metadata_questions if cfg.task.metadata_questions else list
+    train_records = [r for r in questions_of(train_ds.records) if r.qa]
+    if not train_records:
+        raise VislangError(f"{cfg.data.name} [{cfg.data.train_split}] has no questions to train a VQA model on")
+    val_records: list[Record] = []
+    if cfg.data.val_split:
+        val_records = [r for r in questions_of(open_split(cfg.data, cfg.data.val_split, cfg.data.max_val).records)
+                       if r.qa]
+    questions = [q for r in train_records for q in r.qa]
+    no_answer = sum(not q.answers for q in questions)
+    if no_answer:
+        raise VislangError(f"{no_answer} of {len(questions)} training questions have no answer; VQA training "
+                           "needs answers (VQA v2: give the annotations file beside the questions)")
+    last = run_dir / "checkpoints" / "last"
+    answers = (AnswerVocab.load(last / ANSWERS_FILE) if resume and (last / ANSWERS_FILE).exists()
+               else AnswerVocab.build(questions, cfg.task.min_answer_freq))
+    model_kwargs = dict(cfg.model_kwargs)
+    if cfg.fusion:
+        model_kwargs["fusion"] = cfg.fusion
+    tokenizer, kwargs = build_text_side(cfg.text_encoder, cfg.model, model_kwargs,
+                                        lambda: [q.question for q in questions], max_len=cfg.task.max_len,
+                                        min_freq=cfg.task.min_freq, vocab_path=last / VOCAB_FILE if resume else None)
+    kwargs["num_classes"] = len(answers)
+    seed_everything(cfg.train.seed)  # a reproducible initialisation
+    model = create_model(cfg.model, **kwargs)
+    tf_cfg = transform_config(cfg.data)
+    train_tf = build_transform(tf_cfg, train=True)
+    samples: Dataset
+    if cfg.task.group_by_image:
+        samples = ImageQuestions(train_records, train_tf, tokenizer, cfg.task.max_len, skip_bad=cfg.data.skip_bad)
+    else:
+        samples = ImageTextSamples(train_records, train_tf, unit="qa", tokenizer=tokenizer, max_len=cfg.task.max_len,
+                                   skip_bad=cfg.data.skip_bad)
+    task = VQATask(tokenizer, answers, val_records, build_transform(tf_cfg, train=False), cfg.task)
+    print(f"vqa: {len(questions)} training questions on {len(train_records)} images, {len(answers)} answers, "
+          f"fusion {kwargs.get('fusion') or fusion_model_config(cfg.model).fusion}, text {kwargs['text_encoder']}",
+          file=sys.stderr)
+    spec = {"name": cfg.model, "kwargs": kwargs, "task": "vqa", "transform": asdict(tf_cfg),
+            "max_len": cfg.task.max_len,
+            "tokenizer": VOCAB_FILE if isinstance(tokenizer, Vocabulary) else "text_encoder"}
+    return fit(model, task, samples, cfg.train, run_dir, model_spec=spec, pad_id=tokenizer.pad_id,
+               resume=resume, config_to_save=config_to_dict(cfg))
