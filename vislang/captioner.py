@@ -12,7 +12,7 @@ from PIL import Image
 from torch import Tensor
 
 from vislang.data.images import load_image
-from vislang.data.text import Vocabulary
+from vislang.data.text import VOCAB_FILE, Vocabulary
 from vislang.data.transforms import TransformConfig, build_transform
 from vislang.errors import VislangError
 from vislang.tasks.caption import decode_batch
@@ -49,6 +49,21 @@ def resolve_checkpoint(run: str | os.PathLike, which: str = "best") -> Path:
     raise VislangError(f"{run}: not a vislang run or checkpoint directory (no checkpoints/best or /last)")
 
 
+def task_checkpoint(run: str | os.PathLike, which: str, task: str, kind: str) -> tuple[Path, dict]:
+    """The checkpoint directory of ``run`` (:func:`resolve_checkpoint`) and its ``model.json``, checked to be
+    a ``task`` checkpoint (``kind`` names it in the error, e.g. "a VQA").
+
+    Raises:
+        VislangError: Not a run or checkpoint directory, or a checkpoint of another task.
+    """
+    ckpt = resolve_checkpoint(run, which)
+    spec = read_model_json(ckpt)
+    if spec.get("task") != task:
+        raise VislangError(f"{ckpt}: not {kind} checkpoint (task: {spec.get('task')!r}); train one with "
+                           f"`vislang train {task}`")
+    return ckpt, spec
+
+
 class Captioner:
     """A trained captioner with its vocabulary and image preprocessing.
 
@@ -67,13 +82,10 @@ class Captioner:
     @classmethod
     def load(cls, run: str | os.PathLike, checkpoint: str = "best", device: str = "auto") -> Captioner:
         """Load from a run directory (``checkpoint``: ``best`` or ``last``) or a checkpoint directory."""
-        ckpt = resolve_checkpoint(run, checkpoint)
-        spec = read_model_json(ckpt)
-        if spec.get("task") != "caption":
-            raise VislangError(f"{ckpt}: not a captioning checkpoint (task: {spec.get('task')!r})")
+        ckpt, spec = task_checkpoint(run, checkpoint, "caption", "a captioning")
         tf = TransformConfig.from_dict(spec["transform"])
         model = load_model(ckpt, resolve_device(device))
-        return cls(model, Vocabulary.load(ckpt / "vocab.json"), tf, int(spec.get("max_len", 24)))
+        return cls(model, Vocabulary.load(ckpt / VOCAB_FILE), tf, int(spec.get("max_len", 24)))
 
     @property
     def device(self) -> torch.device:

@@ -22,14 +22,14 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from vislang.captioner import resolve_checkpoint
+from vislang.captioner import task_checkpoint
 from vislang.data.images import load_image
-from vislang.data.text import TextTokenizer, Vocabulary
+from vislang.data.text import TextTokenizer
 from vislang.data.transforms import TransformConfig, build_transform
 from vislang.errors import VislangError
-from vislang.models.text_encoders import text_tokenizer
-from vislang.tasks.retrieval import VOCAB_FILE, embed_texts
-from vislang.train.checkpoint import WEIGHTS_FILE, load_model, read_model_json
+from vislang.models.text_encoders import saved_tokenizer
+from vislang.tasks.retrieval import embed_texts
+from vislang.train.checkpoint import WEIGHTS_FILE, load_model
 from vislang.train.loop import resolve_device
 
 
@@ -59,19 +59,9 @@ class Embedder:
         Raises:
             VislangError: Not a run or checkpoint directory, or not a retrieval checkpoint.
         """
-        ckpt = resolve_checkpoint(run, checkpoint)
-        spec = read_model_json(ckpt)
-        if spec.get("task") != "retrieval":
-            raise VislangError(f"{ckpt}: not a retrieval checkpoint (task: {spec.get('task')!r}); train one with "
-                               "`vislang train retrieval`")
+        ckpt, spec = task_checkpoint(run, checkpoint, "retrieval", "a retrieval")
         tf = TransformConfig.from_dict(spec["transform"])
-        kwargs = spec["kwargs"]
-        if spec.get("tokenizer") == VOCAB_FILE:
-            tokenizer: TextTokenizer | None = Vocabulary.load(ckpt / VOCAB_FILE)
-        else:
-            tokenizer = text_tokenizer(kwargs.get("text_encoder", ""), kwargs.get("text_encoder_kwargs", {}))
-        if tokenizer is None:
-            raise VislangError(f"{ckpt}: cannot tell the tokenizer of its text tower (no {VOCAB_FILE})")
+        tokenizer = saved_tokenizer(ckpt, spec)
         model = load_model(ckpt, resolve_device(device))
         out = cls(model, tokenizer, tf, int(spec.get("max_len", 64)), fingerprint(ckpt, spec["name"]))
         out.checkpoint = ckpt

@@ -17,6 +17,8 @@ from typing import Protocol, runtime_checkable
 from vislang.errors import DataError
 from vislang.utils.io import atomic_write_json
 
+VOCAB_FILE = "vocab.json"  # a Vocabulary saved beside a checkpoint's weights
+
 PAD, BOS, EOS, UNK = "<pad>", "<bos>", "<eos>", "<unk>"
 SPECIALS = (PAD, BOS, EOS, UNK)
 

@@ -28,7 +28,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor, nn
 
-from vislang.data.text import HFTokenizer, TextTokenizer
+from vislang.data.text import VOCAB_FILE, HFTokenizer, TextTokenizer, Vocabulary
 from vislang.errors import VislangError
 from vislang.layers import TransformerEncoderBlock
 from vislang.models.encoders import load_local_hf_model, load_weights, override_config
@@ -247,6 +247,22 @@ def text_tokenizer(name: str, kwargs: dict[str, Any]) -> TextTokenizer | None:
             raise VislangError("hf_text needs path=<directory of a Hugging Face text model>")
         return HFTokenizer(kwargs["path"])
     return None
+
+
+def saved_tokenizer(ckpt: Path, spec: dict[str, Any]) -> TextTokenizer:
+    """The tokenizer of a checkpoint's text tower: its saved vocabulary, else the one its pre-trained tower brings.
+
+    Raises:
+        VislangError: Neither (no ``vocab.json`` and a tower without a tokenizer of its own).
+    """
+    if spec.get("tokenizer") == VOCAB_FILE or (ckpt / VOCAB_FILE).exists():
+        return Vocabulary.load(ckpt / VOCAB_FILE)
+    kwargs = spec.get("kwargs", {})
+    text = kwargs.get("text_encoder", "")
+    tokenizer = text_tokenizer(text, kwargs.get("text_encoder_kwargs", {}))
+    if tokenizer is None:
+        raise VislangError(f"{ckpt}: cannot tell the tokenizer of its text tower {text!r} (no {VOCAB_FILE})")
+    return tokenizer
 
 
 # ------------------------------------------------------------------------------------------- builders

@@ -13,7 +13,7 @@ from torch import Tensor, nn
 from vislang.config import config_to_dict
 from vislang.data.loader import ImageTextSamples, build_loader
 from vislang.data.records import Record
-from vislang.data.text import Vocabulary
+from vislang.data.text import VOCAB_FILE, Vocabulary
 from vislang.data.transforms import build_transform
 from vislang.decoding import Decoded, beam_search, greedy
 from vislang.errors import VislangError
@@ -107,7 +107,7 @@ class CaptionTask:
         return {k: scores.corpus[k] for k in ("BLEU-1", "BLEU-4", "ROUGE-L", "CIDEr-D")}
 
     def save_artifacts(self, directory: Path) -> None:
-        self.vocab.save(Path(directory) / "vocab.json")
+        self.vocab.save(Path(directory) / VOCAB_FILE)
 
 
 @dataclass
@@ -136,7 +136,7 @@ def train_captioner(cfg: CaptionRunConfig, run_dir: Path, resume: bool = False) 
     for ds, split in ((train_ds, cfg.data.train_split), (val_ds, cfg.data.val_split)):
         if not any(r.captions for r in ds):
             raise VislangError(f"{cfg.data.name} [{split}] has no captions to train or validate a captioner on")
-    last_vocab = Path(run_dir) / "checkpoints" / "last" / "vocab.json"
+    last_vocab = Path(run_dir) / "checkpoints" / "last" / VOCAB_FILE
     if resume and last_vocab.exists():
         vocab = Vocabulary.load(last_vocab)
     else:

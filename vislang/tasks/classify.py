@@ -28,7 +28,7 @@ import torch
 from PIL import Image
 from torch import Tensor, nn
 
-from vislang.captioner import resolve_checkpoint
+from vislang.captioner import task_checkpoint
 from vislang.config import config_to_dict
 from vislang.data import ImageTextDataset, load_dataset
 from vislang.data.images import load_image
@@ -36,11 +36,12 @@ from vislang.data.loader import ImageTextSamples, build_loader
 from vislang.data.readers import load_json
 from vislang.data.records import Record
 from vislang.data.text import TextTokenizer, Vocabulary, tokenize
-from vislang.data.transforms import build_transform
+from vislang.data.transforms import TransformConfig, build_transform
 from vislang.errors import DataError, VislangError
 from vislang.losses import ClassificationLoss
 from vislang.metrics.classification import classification_report, save_confusion_matrix_png
 from vislang.models.registry import create_model
+from vislang.models.text_encoders import saved_tokenizer
 from vislang.tasks.common import (
     MODALITY_MODES,
     DataConfig,
@@ -50,9 +51,8 @@ from vislang.tasks.common import (
     transform_config,
 )
 from vislang.tasks.vqa import VOCAB_FILE, build_text_side
-from vislang.tasks.vqa_eval import load_tokenizer_of, transform_of
 from vislang.train import FitResult, TrainConfig, fit, seed_everything
-from vislang.train.checkpoint import load_model, read_model_json
+from vislang.train.checkpoint import load_model
 from vislang.train.loop import resolve_device
 from vislang.utils.io import atomic_write_json, format_table
 
@@ -334,13 +334,10 @@ class ClassifierRun:
 
     @classmethod
     def load(cls, run: str | os.PathLike, checkpoint: str = "best", device: str = "auto") -> ClassifierRun:
-        ckpt = resolve_checkpoint(run, checkpoint)
-        spec = read_model_json(ckpt)
-        if spec.get("task") != "classify":
-            raise VislangError(f"{ckpt}: not an image + text classifier checkpoint (task: {spec.get('task')!r}); "
-                               "train one with `vislang train classify`")
+        ckpt, spec = task_checkpoint(run, checkpoint, "classify", "an image + text classifier")
         model = load_model(ckpt, resolve_device(device))
-        return cls(model, load_tokenizer_of(ckpt, spec), ClassSpace.load(ckpt / CLASSES_FILE), transform_of(spec),
+        return cls(model, saved_tokenizer(ckpt, spec), ClassSpace.load(ckpt / CLASSES_FILE),
+                   TransformConfig.from_dict(spec["transform"]),
                    int(spec.get("max_len", 32)), ckpt)
 
     def classify(self, image: str | os.PathLike | Image.Image, text: str = "", k: int = 5

@@ -29,7 +29,7 @@ from vislang.captioner import resolve_checkpoint
 from vislang.config import config_to_dict
 from vislang.data.loader import ImageTextSamples, build_loader
 from vislang.data.records import Record
-from vislang.data.text import TextTokenizer, Vocabulary
+from vislang.data.text import VOCAB_FILE, TextTokenizer, Vocabulary
 from vislang.data.transforms import build_transform
 from vislang.errors import VislangError
 from vislang.losses import ContrastiveLoss
@@ -39,8 +39,6 @@ from vislang.models.registry import create_model, list_models
 from vislang.models.text_encoders import HF_TOWERS, text_tokenizer
 from vislang.tasks.common import DataConfig, open_split, transform_config
 from vislang.train import FitResult, TrainConfig, fit, load_weights, seed_everything
-
-VOCAB_FILE = "vocab.json"
 
 
 @dataclass

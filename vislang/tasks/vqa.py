@@ -36,7 +36,7 @@ from vislang.config import config_to_dict
 from vislang.data.loader import ImageTextSamples, build_loader
 from vislang.data.readers import load_json
 from vislang.data.records import QA, Record
-from vislang.data.text import TextTokenizer, Vocabulary
+from vislang.data.text import VOCAB_FILE, TextTokenizer, Vocabulary
 from vislang.data.transforms import build_transform
 from vislang.errors import DataError, VislangError
 from vislang.losses import VQALoss
@@ -56,7 +56,6 @@ from vislang.train import FitResult, TrainConfig, fit, seed_everything
 from vislang.utils.io import atomic_write_json
 
 ANSWERS_FILE = "answers.json"
-VOCAB_FILE = "vocab.json"
 
 
 @dataclass

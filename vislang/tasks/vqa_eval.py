@@ -13,43 +13,25 @@ import torch
 from PIL import Image
 from torch import Tensor, nn
 
-from vislang.captioner import resolve_checkpoint
+from vislang.captioner import task_checkpoint
 from vislang.data import load_dataset
 from vislang.data.images import load_image
 from vislang.data.records import QA, Record
-from vislang.data.text import HFTokenizer, TextTokenizer, Vocabulary, tokenize
+from vislang.data.text import TextTokenizer, Vocabulary, tokenize
 from vislang.data.transforms import TransformConfig, build_transform
 from vislang.errors import VislangError
 from vislang.metrics.vqa import evaluate_vqa
-from vislang.models.text_encoders import minilm_path
+from vislang.models.text_encoders import saved_tokenizer
 from vislang.tasks.vqa import (
     ANSWERS_FILE,
-    VOCAB_FILE,
     AnswerVocab,
     predict_records,
     with_metadata_questions,
     with_question_ids,
 )
-from vislang.train.checkpoint import load_model, read_model_json
+from vislang.train.checkpoint import load_model
 from vislang.train.loop import resolve_device
 from vislang.utils.io import atomic_write_json, format_table
-
-
-def load_tokenizer_of(ckpt: Path, spec: dict[str, Any]) -> TextTokenizer:
-    """The question/text tokenizer saved with (or implied by) an image + text checkpoint."""
-    if spec.get("tokenizer") == VOCAB_FILE or (ckpt / VOCAB_FILE).exists():
-        return Vocabulary.load(ckpt / VOCAB_FILE)
-    text = spec["kwargs"].get("text_encoder")
-    if text == "minilm":
-        return HFTokenizer(minilm_path())
-    path = spec["kwargs"].get("text_encoder_kwargs", {}).get("path")
-    if text == "hf_text" and path:
-        return HFTokenizer(path)
-    raise VislangError(f"{ckpt}: cannot tell which tokenizer the text encoder {text!r} reads")
-
-
-def transform_of(spec: dict[str, Any]) -> TransformConfig:
-    return TransformConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in spec["transform"].items()})
 
 
 @dataclass
@@ -88,13 +70,10 @@ class VQAModelRun:
 
     @classmethod
     def load(cls, run: str | os.PathLike, checkpoint: str = "best", device: str = "auto") -> VQAModelRun:
-        ckpt = resolve_checkpoint(run, checkpoint)
-        spec = read_model_json(ckpt)
-        if spec.get("task") != "vqa":
-            raise VislangError(f"{ckpt}: not a VQA checkpoint (task: {spec.get('task')!r}); train one with "
-                               "`vislang train vqa`")
+        ckpt, spec = task_checkpoint(run, checkpoint, "vqa", "a VQA")
         model = load_model(ckpt, resolve_device(device))
-        return cls(model, load_tokenizer_of(ckpt, spec), AnswerVocab.load(ckpt / ANSWERS_FILE), transform_of(spec),
+        return cls(model, saved_tokenizer(ckpt, spec), AnswerVocab.load(ckpt / ANSWERS_FILE),
+                   TransformConfig.from_dict(spec["transform"]),
                    int(spec.get("max_len", 24)), ckpt)
 
     def check_question(self, question: str) -> list[str]:
