@@ -40,11 +40,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     captions.set_defaults(func=run_captions)
 
     run = sub.add_parser("caption", help="caption a dataset split with a trained run and score it beside baselines")
-    run.add_argument("--model", required=True, help="run directory of `vislang train caption`")
-    run.add_argument("--data", required=True, help="dataset name (emoji, tuxpaint, ...) or manifest / COCO / Karpathy file")
-    run.add_argument("--split", help="split to evaluate (default: the dataset's default split)")
-    run.add_argument("--root", help="data root for built-in datasets")
-    run.add_argument("--image-root", help="folder image names in COCO / Karpathy files are relative to")
+    _add_split_args(run, "caption", "dataset name (emoji, tuxpaint, ...) or manifest / COCO / Karpathy file",
+                    "folder image names in COCO / Karpathy files are relative to")
     run.add_argument("--beam", type=int, default=1, help="beam size (1: greedy)")
     run.add_argument("--limit", type=int, help="evaluate only the first N images")
     run.add_argument("--skip-bad", action="store_true", help="leave out images that are missing or unreadable")
@@ -58,11 +55,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Rank a split's images for each caption (text->image) and its captions for each image "
                     "(image->text) with a run's best checkpoint; report R@1/5/10 and median/mean rank, and "
                     "zero-shot classification accuracy by prompts made from the labels.")
-    ret.add_argument("--model", required=True, help="run directory of `vislang train retrieval`")
-    ret.add_argument("--data", required=True, help="dataset name (emoji, tuxpaint, ...) or manifest / COCO / Karpathy file")
-    ret.add_argument("--split", help="split to evaluate (default: the dataset's default split)")
-    ret.add_argument("--root", help="data root for built-in datasets")
-    ret.add_argument("--image-root", help="folder image names in COCO / Karpathy files are relative to")
+    _add_split_args(ret, "retrieval", "dataset name (emoji, tuxpaint, ...) or manifest / COCO / Karpathy file",
+                    "folder image names in COCO / Karpathy files are relative to")
     ret.add_argument("--captions", choices=("all", "first"), default="all",
                      help="text queries: every caption (default) or each image's first caption")
     ret.add_argument("--gallery-key", default="vendor",
@@ -83,11 +77,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "official VQA accuracy, overall and per question type, beside the question-only (image "
                     "blanked; and the train-majority answer per question) and image-only (question blanked) "
                     "baselines.")
-    vqa.add_argument("--model", required=True, help="run directory of `vislang train vqa`")
-    vqa.add_argument("--data", required=True, help="dataset name (shapes, ...), manifest or VQA v2 questions JSON")
-    vqa.add_argument("--split", help="split to evaluate (default: the dataset's default split)")
-    vqa.add_argument("--root", help="data root for built-in datasets")
-    vqa.add_argument("--image-root", help="folder image names in VQA / COCO files are relative to")
+    _add_split_args(vqa, "vqa", "dataset name (shapes, ...), manifest or VQA v2 questions JSON",
+                    "folder image names in VQA / COCO files are relative to")
     vqa.add_argument("--limit", type=int, help="evaluate only the first N images")
     vqa.add_argument("--batch-size", type=int, default=256)
     vqa.add_argument("--skip-bad", action="store_true", help="leave out images that are missing or unreadable")
@@ -101,11 +92,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Classify every record of a split with a run's best checkpoint; report accuracy and macro-F1 "
                     "beside the text-only (image blanked), image-only (text blanked) and majority-class "
                     "baselines, and draw the confusion matrix.")
-    cls.add_argument("--model", required=True, help="run directory of `vislang train classify`")
-    cls.add_argument("--data", required=True, help="dataset name (emoji, shapes, ...) or manifest with labels")
-    cls.add_argument("--split", help="split to evaluate (default: the dataset's default split)")
-    cls.add_argument("--root", help="data root for built-in datasets")
-    cls.add_argument("--image-root", help="folder image names are relative to")
+    _add_split_args(cls, "classify", "dataset name (emoji, shapes, ...) or manifest with labels",
+                    "folder image names are relative to")
     cls.add_argument("--limit", type=int, help="evaluate only the first N images")
     cls.add_argument("--batch-size", type=int, default=256)
     cls.add_argument("--skip-bad", action="store_true", help="leave out images that are missing or unreadable")
@@ -113,6 +101,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     cls.add_argument("--device", default="auto")
     cls.add_argument("--out", type=Path, help="output folder (default: <run>/eval/<data>_<split>)")
     cls.set_defaults(func=run_classify_model)
+
+
+def _add_split_args(p: argparse.ArgumentParser, command: str, data_help: str, image_root_help: str) -> None:
+    """The arguments every ``evaluate TASK`` of a trained run takes: the run and the data split to score."""
+    p.add_argument("--model", required=True, help=f"run directory of `vislang train {command}`")
+    p.add_argument("--data", required=True, help=data_help)
+    p.add_argument("--split", help="split to evaluate (default: the dataset's default split)")
+    p.add_argument("--root", help="data root for built-in datasets")
+    p.add_argument("--image-root", help=image_root_help)
 
 
 def run_captions(args: argparse.Namespace) -> int:
