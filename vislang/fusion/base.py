@@ -138,15 +138,11 @@ def create_fusion(name: str, dims: Mapping[str, int], **options: object) -> Fusi
         VislangError: Unknown name or option.
     """
     import vislang.fusion  # noqa: F401
+    from vislang.models.encoders import override_config  # here: vislang.models imports this package
 
     if name not in _FUSIONS:
         raise VislangError(f"unknown fusion {name!r}; known: {', '.join(sorted(_FUSIONS))}")
-    fields = set(FusionConfig.__dataclass_fields__)
-    unknown = sorted(set(options) - fields)
-    if unknown:
-        raise VislangError(f"fusion {name}: unknown option(s) {', '.join(unknown)}; its options are: "
-                           f"{', '.join(sorted(fields))}")
-    return _FUSIONS[name][0](dims, FusionConfig(**options))  # type: ignore[arg-type]
+    return _FUSIONS[name][0](dims, override_config(FusionConfig(), options, f"fusion {name}"))
 
 
 def real_mask(f: ModalityFeatures) -> Tensor:
