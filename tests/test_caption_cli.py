@@ -49,6 +49,8 @@ def test_caption_command_on_real_files(run, tmp_path, capsys):
     assert (tmp_path / "att_img0.png").is_file() and (tmp_path / "att_img1.png").is_file()
     assert main(["caption", paths[0], "--model", str(run)]) == 0
     assert capsys.readouterr().out.startswith(paths[0] + "\t")
+    assert main(["caption", *paths, "--model", str(run), "--beam", "3", "--length-penalty", "1.5"]) == 0
+    assert [line.split("\t")[0] for line in capsys.readouterr().out.splitlines()] == paths
 
 
 def test_caption_command_errors(run, tmp_path, capsys):
@@ -69,11 +71,17 @@ def test_evaluate_caption_with_baselines(run, data_root, tmp_path, capsys):
     assert set(scores["corpus"]) == {"model", "nearest training image", "most frequent caption"}
     results = json.loads((out / "results_model.json").read_text())
     assert len(results) == 8 and {"image_id", "caption"} <= set(results[0])
+    assert scores["beam"] == 1 and scores["length_penalty"] == 0.0
     # the written files are valid COCO inputs for `vislang evaluate captions`
     assert main(["evaluate", "captions", "--results", str(out / "results_model.json"),
                  "--annotations", str(out / "annotations.json"), "--no-java"]) == 0
     cider = [line for line in capsys.readouterr().out.splitlines() if line.startswith("CIDEr-D")][0]
     assert float(cider.split()[-1]) == pytest.approx(scores["corpus"]["model"]["CIDEr-D"], abs=1e-4)
+    assert main(["evaluate", "caption", "--model", str(run), "--data", SHAPES, "--split", "test", "--root",
+                 str(data_root), "--out", str(out), "--beam", "2", "--length-penalty", "1", "--no-baselines"]) == 0
+    assert "beam 2, length penalty 1" in capsys.readouterr().out
+    scores = json.loads((out / "scores.json").read_text())
+    assert scores["length_penalty"] == 1.0 and set(scores["corpus"]) == {"model"}
 
 
 def test_resume_continues_a_run(data_root, tmp_path):

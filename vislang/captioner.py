@@ -92,13 +92,22 @@ class Captioner:
         return next(self.model.parameters()).device
 
     def caption(self, images: Sequence[str | os.PathLike | Image.Image], beam: int = 1,
-                max_len: int | None = None, batch_size: int = 32) -> list[Caption]:
-        """Caption images given as paths or PIL images (bad files raise :class:`vislang.errors.ImageError`)."""
+                max_len: int | None = None, batch_size: int = 32, length_penalty: float = 0.0) -> list[Caption]:
+        """Caption images given as paths or PIL images (bad files raise :class:`vislang.errors.ImageError`).
+
+        Args:
+            images: Paths or PIL images.
+            beam: Beam size (1: greedy).
+            max_len: Longest caption in tokens (default: the training length).
+            batch_size: Images decoded at once.
+            length_penalty: Beam search ranks finished captions by ``log p / length ** length_penalty``
+                (0: the plain sum of log-probabilities, which favours short captions; 1: the mean per token).
+        """
         out: list[Caption] = []
         for start in range(0, len(images), batch_size):
             chunk = [im if isinstance(im, Image.Image) else load_image(im) for im in images[start:start + batch_size]]
             x = torch.stack([self.transform(im.convert("RGB")) for im in chunk]).to(self.device)
-            dec = decode_batch(self.model, x, beam, max_len or self.max_len)
+            dec = decode_batch(self.model, x, beam, max_len or self.max_len, length_penalty)
             h, w = dec.grid_hw
             for i, toks in enumerate(dec.tokens):
                 words = [self.vocab.itos[t] for t in toks]

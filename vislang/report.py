@@ -48,14 +48,15 @@ def _metric_table(ev: CaptionEvaluation) -> str:
     return f"<table><tr><th>metric</th>{head}</tr>{''.join(rows)}</table>"
 
 
-def _gallery(ev: CaptionEvaluation, captioner: Captioner, assets: Path, slug: str, n: int, beam: int) -> str:
+def _gallery(ev: CaptionEvaluation, captioner: Captioner, assets: Path, slug: str, n: int, beam: int,
+             length_penalty: float) -> str:
     if not ev.records:
         return ""
     step = max(1, len(ev.records) // n)
     picks = list(range(0, len(ev.records), step))[:n]
     records = [ev.records[i] for i in picks]
     images = [load_image(r.image) for r in records]
-    results = captioner.caption(images, beam=beam)
+    results = captioner.caption(images, beam=beam, length_penalty=length_penalty)
     cards = []
     for k, (rec, image, cap) in enumerate(zip(records, images, results)):
         thumb = f"{slug}_{k}.png"
@@ -76,7 +77,7 @@ def _gallery(ev: CaptionEvaluation, captioner: Captioner, assets: Path, slug: st
 
 def write_report(run_dir: str | os.PathLike, evaluations: Sequence[CaptionEvaluation], captioner: Captioner,
                  *, title: str = "vislang captioning run", notes: str = "", gallery_size: int = 6,
-                 beam: int = 1) -> Path:
+                 beam: int = 1, length_penalty: float = 0.0) -> Path:
     """Write ``run_dir/report.html`` (with images in ``run_dir/report_files/``); returns its path."""
     run_dir = Path(run_dir)
     assets = run_dir / "report_files"
@@ -91,7 +92,7 @@ def write_report(run_dir: str | os.PathLike, evaluations: Sequence[CaptionEvalua
         parts.append('<h2>Training curves</h2><img class="curves" src="curves.png" alt="training curves">')
     for i, ev in enumerate(evaluations):
         parts.append(f"<h2>Gallery: {html.escape(ev.split)}</h2>")
-        parts.append(_gallery(ev, captioner, assets, f"s{i}", gallery_size, beam))
+        parts.append(_gallery(ev, captioner, assets, f"s{i}", gallery_size, beam, length_penalty))
     page = (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
             f"<style>{CSS}</style></head><body>{''.join(parts)}</body></html>\n")
     out = run_dir / "report.html"

@@ -112,6 +112,25 @@ def test_beam_search_returns_valid_hypotheses(name):
             assert out.scores[i] == pytest.approx(logp, abs=1e-4)
 
 
+def test_length_penalty_reranks_the_same_beams_towards_longer_captions():
+    """The penalty only changes which finished hypothesis wins: the caption chosen with a larger exponent is
+    never shorter (its beams are the same), and the choice follows ``log p / length ** penalty``."""
+    torch.manual_seed(8)
+    model = create_model("caption_lstm_tiny").eval()
+    with torch.no_grad():
+        model.out.bias[model.eos_id] += 4.0  # an untrained model that ends captions at varied lengths
+    images, _ = _batch(b=8, seed=9)
+    runs = {lp: beam_search(model, images, beam_size=4, max_len=10, length_penalty=lp) for lp in (0.0, 1.0, 3.0)}
+    lengths = {lp: [len(t) for t in out.tokens] for lp, out in runs.items()}
+    assert all(a <= b <= c for a, b, c in zip(lengths[0.0], lengths[1.0], lengths[3.0]))
+    assert lengths[3.0] != lengths[0.0]  # the test exercises a real re-ranking
+    for i in range(8):  # lp 0 picks the highest total log-probability, so any other pick scores no higher
+        assert runs[3.0].scores[i] <= runs[0.0].scores[i] + 1e-6
+        if lengths[0.0][i] < lengths[3.0][i] < 10:  # longer, ended by EOS (which counts), better per token**3
+            assert (runs[3.0].scores[i] / (lengths[3.0][i] + 1) ** 3
+                    >= runs[0.0].scores[i] / (lengths[0.0][i] + 1) ** 3 - 1e-6)
+
+
 @each_captioner
 def test_sampling_is_seeded(name):
     torch.manual_seed(6)

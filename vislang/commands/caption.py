@@ -13,6 +13,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", required=True, help="run directory (or one of its checkpoint directories)")
     p.add_argument("--checkpoint", default="best", choices=("best", "last"))
     p.add_argument("--beam", type=int, default=1, help="beam size (1: greedy)")
+    p.add_argument("--length-penalty", type=float, default=0.0, metavar="P",
+                   help="beam search ranks captions by log-probability / length ** P (default 0: the plain sum, "
+                        "which favours short captions; 1: the mean per token)")
     p.add_argument("--max-len", type=int, help="longest caption in tokens")
     p.add_argument("--json", action="store_true", help="print one JSON object per image")
     p.add_argument("--attention", metavar="OUT.png",
@@ -31,7 +34,7 @@ def cmd_caption(args: argparse.Namespace) -> int:
         raise VislangError(f"--beam must be at least 1, got {args.beam}")
     captioner = Captioner.load(args.model, args.checkpoint, args.device)
     images = [load_image(p) for p in args.images]  # every bad file fails here, before any work
-    results = captioner.caption(images, beam=args.beam, max_len=args.max_len)
+    results = captioner.caption(images, beam=args.beam, max_len=args.max_len, length_penalty=args.length_penalty)
     for path, image, cap in zip(args.images, images, results):
         if args.attention and cap.attention is not None:
             out = Path(args.attention)

@@ -43,6 +43,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _add_split_args(run, "caption", "dataset name (emoji, tuxpaint, ...) or manifest / COCO / Karpathy file",
                     "folder image names in COCO / Karpathy files are relative to")
     run.add_argument("--beam", type=int, default=1, help="beam size (1: greedy)")
+    run.add_argument("--length-penalty", type=float, default=0.0, metavar="P",
+                     help="beam search ranks captions by log-probability / length ** P (default 0: the plain sum, "
+                          "which favours short captions; 1: the mean per token)")
     run.add_argument("--limit", type=int, help="evaluate only the first N images")
     run.add_argument("--skip-bad", action="store_true", help="leave out images that are missing or unreadable")
     run.add_argument("--no-baselines", action="store_true", help="score only the model")
@@ -132,10 +135,12 @@ def run_caption_model(args: argparse.Namespace) -> int:
 
     slug = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in Path(args.data).name)
     out = args.out or Path(args.model) / "eval" / f"{slug}_{args.split or 'default'}"
-    ev = evaluate_captioner(args.model, args.data, args.split, beam=args.beam, root=args.root,
+    ev = evaluate_captioner(args.model, args.data, args.split, beam=args.beam,
+                            length_penalty=args.length_penalty, root=args.root,
                             image_root=args.image_root, limit=args.limit, skip_bad=args.skip_bad,
                             use_java=args.java, baselines=not args.no_baselines, out_dir=out)
-    print(f"{ev.split}: {ev.n_images} images, beam {args.beam}")
+    print(f"{ev.split}: {ev.n_images} images, beam {args.beam}"
+          + (f", length penalty {args.length_penalty:g}" if args.beam > 1 and args.length_penalty else ""))
     print(ev.table())
     for name, reason in ev.unavailable.items():
         print(f"{name} unavailable: {reason}")

@@ -33,6 +33,7 @@ class CaptionTaskConfig:
         label_smoothing: Label smoothing of the cross-entropy.
         attention_reg: Weight of the doubly stochastic attention regulariser.
         val_beam: Beam size when decoding the validation set (1 = greedy).
+        val_length_penalty: Length normalisation exponent of that beam search (see :func:`decode_batch`).
         val_batch_size: Images per validation batch.
         captions_per_image: Train on at most the first N captions of each image (None: all). References
             for validation and evaluation always keep every caption.
@@ -43,18 +44,21 @@ class CaptionTaskConfig:
     label_smoothing: float = 0.0
     attention_reg: float = 1.0
     val_beam: int = 1
+    val_length_penalty: float = 0.0
     val_batch_size: int = 64
     captions_per_image: int | None = None
 
 
-def decode_batch(model: nn.Module, images: Tensor, beam: int, max_len: int) -> Decoded:
-    """Greedy for ``beam <= 1``, else beam search."""
-    return greedy(model, images, max_len) if beam <= 1 else beam_search(model, images, beam, max_len)
+def decode_batch(model: nn.Module, images: Tensor, beam: int, max_len: int, length_penalty: float = 0.0) -> Decoded:
+    """Greedy for ``beam <= 1``, else beam search (finished beams ranked by ``score / length ** length_penalty``)."""
+    if beam <= 1:
+        return greedy(model, images, max_len)
+    return beam_search(model, images, beam, max_len, length_penalty=length_penalty)
 
 
 def caption_records(model: nn.Module, records: Sequence[Record], vocab: Vocabulary,
                     transform: Callable[[Any], Tensor], *, beam: int = 1, max_len: int = 24,
-                    batch_size: int = 64) -> tuple[list[str], list[Decoded]]:
+                    length_penalty: float = 0.0, batch_size: int = 64) -> tuple[list[str], list[Decoded]]:
     """Caption every record's image; returns the captions and the per-batch decoder outputs."""
     device = next(model.parameters()).device
     loader = build_loader(ImageTextSamples(records, transform, unit="image"), batch_size)
@@ -64,7 +68,7 @@ def caption_records(model: nn.Module, records: Sequence[Record], vocab: Vocabula
     model.eval()
     with torch.no_grad():
         for batch in loader:
-            out = decode_batch(model, batch["image"].to(device), beam, max_len)
+            out = decode_batch(model, batch["image"].to(device), beam, max_len, length_penalty)
             captions += [vocab.decode(t) for t in out.tokens]
             outputs.append(out)
     model.train(was_training)
@@ -100,6 +104,7 @@ class CaptionTask:
 
         captions, _ = caption_records(model, self.val_records, self.vocab, self.eval_transform,
                                       beam=self.cfg.val_beam, max_len=self.cfg.max_len,
+                                      length_penalty=self.cfg.val_length_penalty,
                                       batch_size=self.cfg.val_batch_size)
         refs = {r.id: r.captions for r in self.val_records}
         cands = {r.id: c for r, c in zip(self.val_records, captions)}

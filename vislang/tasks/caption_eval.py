@@ -105,6 +105,7 @@ def run_training_data(run: Path) -> tuple[str, str, str | None]:
 
 
 def evaluate_captioner(run: str | os.PathLike, data: str, split: str | None, *, beam: int = 1,
+                       length_penalty: float = 0.0,
                        root: str | None = None, image_root: str | None = None, limit: int | None = None,
                        skip_bad: bool = False, use_java: bool = False, baselines: bool = True,
                        out_dir: str | os.PathLike | None = None, captioner: Captioner | None = None,
@@ -125,7 +126,7 @@ def evaluate_captioner(run: str | os.PathLike, data: str, split: str | None, *, 
     records = ImageTextDataset(ds.name, ds.split, records).check_images(skip_bad=skip_bad).records
     ev = CaptionEvaluation(split=f"{data} [{split}]" if split else data, n_images=len(records), records=records)
     ev.captions["model"], _ = caption_records(captioner.model, records, captioner.vocab, captioner.transform,
-                                              beam=beam, max_len=captioner.max_len)
+                                              beam=beam, max_len=captioner.max_len, length_penalty=length_penalty)
     if baselines:
         run_dir = run if (run / "config.yaml").exists() else run.parent.parent  # a run or one of its checkpoints
         name, train_split, train_root = run_training_data(run_dir)
@@ -150,6 +151,7 @@ def evaluate_captioner(run: str | os.PathLike, data: str, split: str | None, *, 
             "annotations": [{"id": k, "image_id": image_id(r), "caption": c}
                             for k, (r, c) in enumerate((r, c) for r in records for c in r.captions)]})
         atomic_write_json(out / "scores.json", {"split": ev.split, "n_images": ev.n_images, "beam": beam,
+                                                "length_penalty": length_penalty,
                                                 "corpus": ev.corpus, "unavailable": ev.unavailable,
                                                 "per_image": per_image})
     return ev
