@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 from PIL import Image
 
 from vislang.cli import main
@@ -155,3 +156,29 @@ def test_the_same_seed_gives_the_same_run_whatever_ran_before(data_root, tmp_pat
     logs = [[json.loads(x)["loss"] for x in (r / "log.jsonl").read_text().splitlines() if '"train"' in x]
             for r in runs]
     assert logs[0] == logs[1]
+
+
+def test_an_encoder_starts_from_a_runs_image_encoder(run, data_root, tmp_path, capsys):
+    """Transfer learning between tasks: ``weights=RUN`` gives a registered encoder the image encoder of a
+    vislang run (its best checkpoint), here a captioner's CNN as the start of a VQA model."""
+    from vislang.captioner import Captioner
+    from vislang.errors import VislangError
+    from vislang.models import create_model
+
+    trained = Captioner.load(run).model.image_encoder.state_dict()
+    fresh = create_model("cnn_tiny").state_dict()
+    loaded = create_model("cnn_tiny", weights=str(run)).state_dict()
+    assert set(loaded) == set(trained)
+    assert all(torch.equal(loaded[k], trained[k]) for k in trained)
+    assert not all(torch.equal(fresh[k], trained[k]) for k in trained)  # training changed them
+    assert create_model("cnn_tiny", weights=str(run / "checkpoints" / "last")) is not None  # a checkpoint dir too
+    with pytest.raises(VislangError, match="does not fit SmallCNN"):  # another architecture: a clear error
+        create_model("cnn_small", weights=str(run))
+    with pytest.raises(VislangError, match="has no text_encoder"):  # the captioner has no text tower
+        create_model("text_gru_tiny", vocab_size=50, weights=str(run))
+    out = tmp_path / "vqa"
+    assert main(["train", "vqa", "--data", SHAPES, "--root", str(data_root), "--model", "vqa_tiny", "--max-steps", "2",
+                 "--batch-size", "4", "--image-size", "32", "--set", f"model_kwargs.image_encoder_kwargs.weights={run}",
+                 "--out", str(out)]) == 0
+    config = (out / "config.yaml").read_text()
+    assert str(run) in config  # the resolved config says where the encoder came from

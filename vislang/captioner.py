@@ -16,7 +16,7 @@ from vislang.data.text import VOCAB_FILE, Vocabulary
 from vislang.data.transforms import TransformConfig, build_transform
 from vislang.errors import VislangError
 from vislang.tasks.caption import decode_batch
-from vislang.train.checkpoint import find_checkpoint, load_model, read_model_json
+from vislang.train.checkpoint import load_model, read_model_json, resolve_checkpoint
 from vislang.train.loop import resolve_device
 
 
@@ -35,18 +35,6 @@ class Caption:
     words: list[str]
     score: float
     attention: Tensor | None
-
-
-def resolve_checkpoint(run: str | os.PathLike, which: str = "best") -> Path:
-    """A checkpoint directory from a run directory (its ``best``, else ``last``) or a checkpoint directory."""
-    run = Path(run)
-    if find_checkpoint(run) is not None:
-        return run
-    for name in (which, "best", "last"):
-        ckpt = run / "checkpoints" / name
-        if find_checkpoint(ckpt) is not None:
-            return ckpt
-    raise VislangError(f"{run}: not a vislang run or checkpoint directory (no checkpoints/best or /last)")
 
 
 def task_checkpoint(run: str | os.PathLike, which: str, task: str, kind: str) -> tuple[Path, dict]:

@@ -95,7 +95,7 @@ class SmallCNN(nn.Module):
 def _build(default: CNNConfig, name: str, weights: str | None, overrides: dict) -> SmallCNN:
     model = SmallCNN(override_config(default, overrides, name))
     if weights:
-        load_weights(model, weights)
+        load_weights(model, weights, submodule="image_encoder")
     return model
 
 

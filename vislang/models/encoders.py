@@ -123,16 +123,23 @@ def override_config(default: C, overrides: Mapping[str, Any], model: str) -> C:
     return dataclasses.replace(default, **values)
 
 
-def read_state_dict(path: str | os.PathLike) -> dict[str, Tensor]:
-    """Read a state dict from a ``.safetensors`` file or a ``torch.save``-d ``.pth``/``.pt``/``.bin`` file.
+def read_state_dict(path: str | os.PathLike, submodule: str | None = None) -> dict[str, Tensor]:
+    """Read a state dict from a ``.safetensors`` file, a ``torch.save``-d ``.pth``/``.pt``/``.bin`` file, or a
+    vislang run or checkpoint directory.
 
     ``.pth`` files are read with ``weights_only=True`` (no code runs). A checkpoint that wraps its state dict
-    under ``"state_dict"`` or ``"model"`` is unwrapped.
+    under ``"state_dict"`` or ``"model"`` is unwrapped. From a vislang run (its best checkpoint) or checkpoint
+    directory, ``submodule`` picks one part of the saved model, e.g. ``"image_encoder"``: its entries, with the
+    ``image_encoder.`` prefix removed. That is how an encoder trained in one task starts another (transfer
+    learning: a shapes captioner's CNN for VQA, a retrieval run's image tower for captioning).
 
     Raises:
-        VislangError: The file is missing, unreadable, or not a mapping of names to tensors.
+        VislangError: The file is missing, unreadable, or not a mapping of names to tensors; a run whose model
+            has no ``submodule``.
     """
     path = Path(path)
+    if path.is_dir():
+        return _run_state_dict(path, submodule)
     if not path.is_file():
         raise VislangError(f"{path}: weights file not found")
     try:
@@ -157,7 +164,23 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, Tensor]:
     return dict(state)
 
 
-def load_weights(model: nn.Module, path: str | os.PathLike, exclude: Sequence[str] = ()) -> None:
+def _run_state_dict(path: Path, submodule: str | None) -> dict[str, Tensor]:
+    from vislang.train.checkpoint import WEIGHTS_FILE, read_model_json, resolve_checkpoint
+
+    ckpt = resolve_checkpoint(path)
+    spec = read_model_json(ckpt)
+    state = read_state_dict(ckpt / WEIGHTS_FILE)
+    if submodule is None:
+        return state
+    prefix = f"{submodule}."
+    part = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    if not part:
+        raise VislangError(f"{ckpt}: its model ({spec.get('name')}) has no {submodule} to take weights from")
+    return part
+
+
+def load_weights(model: nn.Module, path: str | os.PathLike, exclude: Sequence[str] = (),
+                 submodule: str | None = None) -> None:
     """Load a weights file into ``model`` strictly: every name and shape must match.
 
     ``num_batches_tracked`` buffers may be absent (checkpoints saved before PyTorch 0.4.1, such as the first
@@ -165,8 +188,9 @@ def load_weights(model: nn.Module, path: str | os.PathLike, exclude: Sequence[st
 
     Args:
         model: The model to fill in place.
-        path: A file :func:`read_state_dict` reads.
+        path: A file or vislang run :func:`read_state_dict` reads.
         exclude: Name prefixes to leave out on both sides (e.g. ``("fc.",)`` to keep a new classifier).
+        submodule: The part of a vislang run's model to take (``"image_encoder"``, ``"text_encoder"``).
 
     Raises:
         VislangError: The file is unreadable, or its names or shapes differ from the model's; the message
@@ -176,7 +200,7 @@ def load_weights(model: nn.Module, path: str | os.PathLike, exclude: Sequence[st
         return not any(key.startswith(prefix) for prefix in exclude)
 
     own = model.state_dict()
-    state = {k: v for k, v in read_state_dict(path).items() if kept(k)}
+    state = {k: v for k, v in read_state_dict(path, submodule).items() if kept(k)}
     missing = [k for k in own if kept(k) and k not in state and not k.endswith("num_batches_tracked")]
     unexpected = [k for k in state if k not in own]
     mismatched = [f"{k}: file {tuple(v.shape)}, model {tuple(own[k].shape)}"

@@ -150,5 +150,5 @@ def hf_vision(path: str | None = None, weights: str | None = None) -> HFVisionEn
         raise VislangError("hf_vision needs path=<directory of a Hugging Face vision model>")
     model = HFVisionEncoder(path)
     if weights:
-        load_weights(model, weights)
+        load_weights(model, weights, submodule="image_encoder")
     return model

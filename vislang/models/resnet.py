@@ -181,7 +181,7 @@ def load_torchvision_weights(model: ResNet, path: str | os.PathLike) -> None:
     """
     if not isinstance(model, ResNet):
         raise VislangError(f"torchvision ResNet weights need a vislang ResNet, got {type(model).__name__}")
-    load_weights(model, path)
+    load_weights(model, path, submodule="image_encoder")  # a vislang run directory: its image encoder
 
 
 def _build(default: ResNetConfig, name: str, weights: str | None, overrides: dict) -> ResNet:

@@ -270,7 +270,7 @@ def saved_tokenizer(ckpt: Path, spec: dict[str, Any]) -> TextTokenizer:
 
 def _build(model: nn.Module, weights: str | None) -> nn.Module:
     if weights:
-        load_weights(model, weights)
+        load_weights(model, weights, submodule="text_encoder")
     return model
 
 

@@ -116,7 +116,7 @@ class VisionTransformer(nn.Module):
 def _build(default: ViTConfig, name: str, weights: str | None, overrides: dict) -> VisionTransformer:
     model = VisionTransformer(override_config(default, overrides, name))
     if weights:
-        load_weights(model, weights)
+        load_weights(model, weights, submodule="image_encoder")
     return model
 
 

@@ -25,7 +25,6 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
-from vislang.captioner import resolve_checkpoint
 from vislang.config import config_to_dict
 from vislang.data.loader import ImageTextSamples, build_loader
 from vislang.data.records import Record
@@ -39,6 +38,7 @@ from vislang.models.registry import create_model, list_models
 from vislang.models.text_encoders import HF_TOWERS, text_tokenizer
 from vislang.tasks.common import DataConfig, open_split, transform_config
 from vislang.train import FitResult, TrainConfig, fit, load_weights, seed_everything
+from vislang.train.checkpoint import resolve_checkpoint
 
 
 @dataclass

@@ -108,6 +108,18 @@ def find_checkpoint(directory: str | os.PathLike) -> Path | None:
     return directory if (directory / SPEC_FILE).is_file() else None
 
 
+def resolve_checkpoint(run: str | os.PathLike, which: str = "best") -> Path:
+    """A checkpoint directory from a run directory (its ``best``, else ``last``) or a checkpoint directory."""
+    run = Path(run)
+    if find_checkpoint(run) is not None:
+        return run
+    for name in (which, "best", "last"):
+        ckpt = run / "checkpoints" / name
+        if find_checkpoint(ckpt) is not None:
+            return ckpt
+    raise VislangError(f"{run}: not a vislang run or checkpoint directory (no checkpoints/best or /last)")
+
+
 def read_model_json(directory: str | os.PathLike) -> dict[str, Any]:
     """The parsed ``model.json`` of a checkpoint."""
     directory = Path(directory)
