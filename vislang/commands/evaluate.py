@@ -133,8 +133,7 @@ def run_caption_model(args: argparse.Namespace) -> int:
     """Caption a split with a run, score model and baselines, print the table, write COCO-format files."""
     from vislang.tasks.caption_eval import evaluate_captioner
 
-    slug = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in Path(args.data).name)
-    out = args.out or Path(args.model) / "eval" / f"{slug}_{args.split or 'default'}"
+    out = _eval_dir(args)
     ev = evaluate_captioner(args.model, args.data, args.split, beam=args.beam,
                             length_penalty=args.length_penalty, root=args.root,
                             image_root=args.image_root, limit=args.limit, skip_bad=args.skip_bad,
@@ -152,8 +151,7 @@ def run_retrieval_model(args: argparse.Namespace) -> int:
     """Score a retrieval run on a split, print the table, write scores.json."""
     from vislang.tasks.retrieval_eval import evaluate_retriever
 
-    slug = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in Path(args.data).name)
-    out = args.out or Path(args.model) / "eval" / f"{slug}_{args.split or 'default'}"
+    out = _eval_dir(args)
     gallery_key = None if args.gallery_key.lower() in ("", "none") else args.gallery_key
     ev = evaluate_retriever(args.model, args.data, args.split, root=args.root, image_root=args.image_root,
                             captions=args.captions, gallery_key=gallery_key, template=args.template,

@@ -168,14 +168,14 @@ def _run_state_dict(path: Path, submodule: str | None) -> dict[str, Tensor]:
     from vislang.train.checkpoint import WEIGHTS_FILE, read_model_json, resolve_checkpoint
 
     ckpt = resolve_checkpoint(path)
-    spec = read_model_json(ckpt)
     state = read_state_dict(ckpt / WEIGHTS_FILE)
     if submodule is None:
         return state
     prefix = f"{submodule}."
     part = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
     if not part:
-        raise VislangError(f"{ckpt}: its model ({spec.get('name')}) has no {submodule} to take weights from")
+        model = read_model_json(ckpt).get("name")
+        raise VislangError(f"{ckpt}: its model ({model}) has no {submodule} to take weights from")
     return part
 
 

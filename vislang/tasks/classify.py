@@ -30,7 +30,6 @@ from torch import Tensor, nn
 
 from vislang.captioner import task_checkpoint
 from vislang.config import config_to_dict
-from vislang.data import ImageTextDataset, load_dataset
 from vislang.data.images import load_image
 from vislang.data.loader import ImageTextSamples, build_loader
 from vislang.data.readers import load_json
@@ -46,6 +45,7 @@ from vislang.tasks.common import (
     MODALITY_MODES,
     DataConfig,
     blank_inputs,
+    load_split,
     modality_dropout_masks,
     open_split,
     transform_config,
@@ -385,9 +385,7 @@ def evaluate_classifier_model(run: str | os.PathLike, data: str, split: str | No
                               out_dir: str | os.PathLike | None = None) -> ClassifyEvaluation:
     """Score a classifier run on ``data [split]``; writes ``scores.json`` and ``confusion.png`` to ``out_dir``."""
     clf = ClassifierRun.load(run, device=device)
-    ds = load_dataset(data, split, root=root, image_root=image_root)
-    recs = ds.records[:limit] if limit is not None else ds.records
-    ds = ImageTextDataset(ds.name, ds.split, recs).check_images(skip_bad=skip_bad)
+    ds = load_split(data, split, root=root, image_root=image_root, limit=limit, skip_bad=skip_bad)
     records = prepare_records(ds.records, clf.space)
     name = f"{ds.name} [{ds.split}]"
     if not records:

@@ -76,12 +76,19 @@ def transform_config(cfg: DataConfig) -> TransformConfig:
                            zoom_out=cfg.zoom_out, zoom_out_scale=tuple(cfg.zoom_out_scale))
 
 
-def open_split(cfg: DataConfig, split: str, limit: int | None = None) -> ImageTextDataset:
-    """Load a split, check every image up front (all problems reported together), keep the first ``limit``."""
-    ds = load_dataset(cfg.name, split, root=cfg.root, image_root=cfg.image_root)
+def load_split(data: str, split: str | None, *, root: str | None = None, image_root: str | None = None,
+               limit: int | None = None, skip_bad: bool = False) -> ImageTextDataset:
+    """Load a split, keep its first ``limit`` records and check their images up front (all problems reported
+    together; ``skip_bad`` leaves the bad ones out with a warning)."""
+    ds = load_dataset(data, split, root=root, image_root=image_root)
     if limit is not None:
         ds = ImageTextDataset(ds.name, ds.split, ds.records[:limit])
-    return ds.check_images(skip_bad=cfg.skip_bad)
+    return ds.check_images(skip_bad=skip_bad)
+
+
+def open_split(cfg: DataConfig, split: str, limit: int | None = None) -> ImageTextDataset:
+    """:func:`load_split` with the data section of a run's config."""
+    return load_split(cfg.name, split, root=cfg.root, image_root=cfg.image_root, limit=limit, skip_bad=cfg.skip_bad)
 
 
 # ------------------------------------------------------------------- image + text tasks (VQA, classify)

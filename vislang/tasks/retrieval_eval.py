@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vislang.data import ImageTextDataset, load_dataset
 from vislang.embedder import Embedder
 from vislang.errors import VislangError
 from vislang.metrics.classification import classification_report
+from vislang.tasks.common import load_split
 from vislang.tasks.retrieval import galleries_of, gallery_retrieval_scores, query_texts
 from vislang.utils.io import atomic_write_json, format_table
 
@@ -132,8 +132,8 @@ def evaluate_retriever(run: str | os.PathLike, data: str, split: str | None, *, 
     if captions not in ("all", "first"):
         raise VislangError(f"captions must be 'all' or 'first', not {captions!r}")
     embedder = embedder or Embedder.load(run)
-    ds = load_dataset(data, split, root=root, image_root=image_root)
-    records = ImageTextDataset(ds.name, ds.split, ds.records[:limit]).check_images(skip_bad=skip_bad).records
+    ds = load_split(data, split, root=root, image_root=image_root, limit=limit, skip_bad=skip_bad)
+    records = ds.records
     captioned = [r for r in records if r.captions]
     labelled = [r for r in records if r.label is not None] if zero_shot else []
     name = f"{data} [{ds.split}]" if ds.split else str(data)

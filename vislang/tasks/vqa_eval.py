@@ -14,7 +14,6 @@ from PIL import Image
 from torch import Tensor, nn
 
 from vislang.captioner import task_checkpoint
-from vislang.data import load_dataset
 from vislang.data.images import load_image
 from vislang.data.records import QA, Record
 from vislang.data.text import TextTokenizer, Vocabulary, tokenize
@@ -22,6 +21,7 @@ from vislang.data.transforms import TransformConfig, build_transform
 from vislang.errors import VislangError
 from vislang.metrics.vqa import evaluate_vqa
 from vislang.models.text_encoders import saved_tokenizer
+from vislang.tasks.common import load_split
 from vislang.tasks.vqa import (
     ANSWERS_FILE,
     AnswerVocab,
@@ -185,11 +185,7 @@ def evaluate_vqa_model(run: str | os.PathLike, data: str, split: str | None, *, 
                        out_dir: str | os.PathLike | None = None) -> VQAEvaluation:
     """Load a run, score it on ``data [split]``, write ``scores.json`` to ``out_dir``."""
     vqa = VQAModelRun.load(run, device=device)
-    ds = load_dataset(data, split, root=root, image_root=image_root)
-    records = ds.records[:limit] if limit is not None else ds.records
-    from vislang.data import ImageTextDataset
-
-    ds = ImageTextDataset(ds.name, ds.split, records).check_images(skip_bad=skip_bad)
+    ds = load_split(data, split, root=root, image_root=image_root, limit=limit, skip_bad=skip_bad)
     ev = evaluate_vqa_run(vqa, with_metadata_questions(ds.records), f"{ds.name} [{ds.split}]",
                           batch_size=batch_size, baselines=baselines)
     if out_dir is not None:
