@@ -12,6 +12,7 @@ import torch
 from PIL import Image
 
 from vislang.cli import main
+from vislang.config import resolve_config
 from vislang.data import load_dataset
 from vislang.data.loader import ImageTextSamples, build_loader
 from vislang.data.text import HFTokenizer, Vocabulary
@@ -21,6 +22,7 @@ from vislang.errors import VislangError
 from vislang.metrics.retrieval import retrieval_scores
 from vislang.tasks.retrieval import (
     PairedSamples,
+    RetrievalRunConfig,
     gallery_retrieval_scores,
     query_texts,
 )
@@ -205,3 +207,37 @@ def test_zero_shot_classification_on_a_manifest(run: Path, tmp_path: Path):
     assert readable_label("smileys-emotion") == "smileys emotion"
     with pytest.raises(VislangError, match="no {label} placeholder"):
         evaluate_retriever(run, str(tmp_path / "m.jsonl"), None, template="an emoji")
+
+
+def test_style_augmentation_and_grouped_batches_train(data_root: Path, tmp_path: Path):
+    out = tmp_path / "styled"
+    assert main([*TRAIN, "--root", str(data_root), "--max-steps", "3", "--set", "data.outline=0.5",
+                 "--set", "task.batch_group_key=n_objects", "--set", "task.batch_group_run=3",
+                 "--set", "model_kwargs.image_encoder_kwargs.mixstyle=0.5", "--out", str(out)]) == 0
+    spec = json.loads((out / "checkpoints" / "last" / "model.json").read_text())
+    assert spec["transform"]["outline"] == 0.5 and spec["kwargs"]["image_encoder_kwargs"]["mixstyle"] == 0.5
+    model = Embedder.load(out).model
+    assert sum(type(m).__name__ == "MixStyle" for m in model.modules()) == 2
+    log = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
+    assert max(e["step"] for e in log) == 3 and all(np.isfinite(e["loss"]) for e in log if "loss" in e)
+
+def test_bad_style_options_are_named(data_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture):
+    for option, named in (("data.outline=2", "data.outline is a probability"),
+                          ("model_kwargs.image_encoder_kwargs.mixstyle=1.5", "mixstyle is a probability"),
+                          ("task.batch_group_run=0", "batch_group_run")):
+        assert main([*TRAIN, "--root", str(data_root), "--max-steps", "1", "--set", option,
+                     "--set", "task.batch_group_key=n_objects", "--out", str(tmp_path / "bad")]) != 0
+        assert named in capsys.readouterr().err
+
+
+def test_the_shipped_emoji_recipe_is_a_valid_config(data_root: Path, tmp_path: Path):
+    recipe = Path(__file__).resolve().parents[1] / "configs" / "retrieval_emoji.yaml"
+    cfg = resolve_config(RetrievalRunConfig, recipe, [])
+    assert cfg.text_encoder == "minilm" and cfg.data.name == "emoji" and cfg.data.trim
+    assert 0 < cfg.data.outline <= 1 and 0 < cfg.data.flatten <= 1 and cfg.model_kwargs["image_pool_grid"] == 4
+    out = tmp_path / "recipe"  # the same recipe on tiny data with a tiny model runs end to end
+    assert main(["train", "retrieval", "--config", str(recipe), "--data", SHAPES, "--root", str(data_root),
+                 "--model", "dual_encoder_tiny", "--text-encoder", "scratch", "--batch-size", "8",
+                 "--max-steps", "2", "--out", str(out)]) == 0
+    saved = resolve_config(RetrievalRunConfig, out / "config.yaml", [])
+    assert saved.data.outline == cfg.data.outline and saved.train.epochs == cfg.train.epochs

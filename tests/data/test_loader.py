@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from vislang.data import load_dataset
-from vislang.data.loader import ImageTextSamples, PadCollate, build_loader
+from vislang.data.loader import ImageTextSamples, PadCollate, SeededSampler, build_loader
 from vislang.data.text import Vocabulary
 from vislang.data.transforms import TransformConfig, build_transform
 from vislang.errors import ImageError
@@ -83,3 +83,58 @@ def test_bad_image_mid_epoch(manifest, tmp_path):
     lenient = ImageTextSamples(ds.records, tf, unit="image", skip_bad=True)
     (batch,) = list(build_loader(lenient, 6))
     assert batch["index"].tolist() == [0, 1, 2, 4, 5]
+
+
+def test_batch_groups_keep_related_samples_together(manifest, tmp_path):
+    rows = [json.loads(line) for line in manifest.read_text().splitlines()]
+    bases = ["a", "a", "b", "b", "b", "c"]                                  # e.g. an emoji and its tone variants
+    manifest.write_text("\n".join(json.dumps({**r, "base": b}) for r, b in zip(rows, bases)))
+    ds = load_dataset(manifest)
+    tf = build_transform(TransformConfig(image_size=16), train=True)
+    samples = ImageTextSamples(ds.records, tf, unit="caption", batch_group_key="base", batch_group_run=None)
+    assert samples.sampling_groups == [b for b in bases for _ in range(2)]  # two captions per image
+    orders = []
+    for seed in range(6):
+        order = [i for b in build_loader(samples, 4, shuffle=True, seed=seed) for i in b["index"].tolist()]
+        assert sorted(order) == sorted(i for i in range(6) for _ in range(2))   # every sample once
+        runs = [bases[i] for k, i in enumerate(order) if k == 0 or bases[order[k - 1]] != bases[i]]
+        assert sorted(runs) == ["a", "b", "c"]                               # each group in one stretch
+        orders.append(order)
+    assert len({tuple(o) for o in orders}) > 1                               # groups and members shuffled
+    plain = ImageTextSamples(ds.records, tf, unit="caption")
+    assert plain.sampling_groups is None
+    first = [i for b in build_loader(samples, 4, shuffle=True, seed=3) for i in b["index"].tolist()]
+    again = [i for b in build_loader(samples, 4, shuffle=True, seed=3) for i in b["index"].tolist()]
+    assert first == again
+
+
+def _stretches(order, key):
+    """(key, length) of the maximal stretches of equal keys in ``order``."""
+    out = []
+    for i in order:
+        if out and out[-1][0] == key[i]:
+            out[-1][1] += 1
+        else:
+            out.append([key[i], 1])
+    return [tuple(x) for x in out]
+
+
+def test_batch_group_runs_cut_large_groups():
+    key = "aaaaaabbbcdd"
+    gen = torch.Generator().manual_seed(0)
+    sampler = SeededSampler(12, True, gen, groups=list(key), group_run=2)
+    split = 0
+    for _ in range(8):
+        order = [i for i, _ in sampler]
+        assert sorted(order) == list(range(12))
+        stretches = _stretches(order, key)
+        assert all(n % 2 == 0 for k, n in stretches if k == "a")             # runs of exactly 2 (6 = 3 x 2)
+        split += sum(k == "a" for k, _ in stretches) > 1
+    assert split > 0                                                          # a group of 6 is not kept whole
+    whole = SeededSampler(12, True, gen, groups=list(key))
+    assert all(sorted(k for k, _ in _stretches([i for i, _ in whole], key)) == list("abcd") for _ in range(4))
+    assert [i for i, _ in SeededSampler(4, False, gen, groups=list("abab"), group_run=1)] == [0, 1, 2, 3]
+    with pytest.raises(ValueError, match="group_run"):
+        SeededSampler(4, True, gen, groups=list("abab"), group_run=0)
+    with pytest.raises(ValueError, match="sampling groups"):
+        SeededSampler(4, True, gen, groups=list("ab"))

@@ -144,3 +144,47 @@ def test_trim_applies_at_train_and_eval_time_zoom_out_only_in_training():
         transform_config(DataConfig(zoom_out_scale=(0.0, 1.0)))
     with pytest.raises(VislangError, match="data.zoom_out"):
         transform_config(DataConfig(zoom_out=1.5))
+
+
+def test_outline_inks_the_silhouette_and_inner_edges_only():
+    im = Image.new("RGB", (40, 40), "white")
+    im.paste((250, 200, 0), (8, 8, 32, 32))                                # a yellow square ...
+    im.paste((0, 120, 255), (16, 16, 24, 24))                              # ... with a blue patch inside
+    with T.seeded(0):
+        out = np.asarray(T.RandomOutline(1.0, max_ink=0)(im)).astype(int)
+    dark = out.max(axis=2) < 40                                            # pure black ink
+    assert dark[8, 8:32].all() and dark[31, 8:32].all() and dark[8:32, 8].all()   # the square's border
+    assert dark[16:24, 15:17].any() or dark[16:24, 15].any() or dark[15, 16:24].any()  # the patch's edge
+    assert not dark[:6].any() and not dark[:, :6].any()                    # the background stays white
+    assert (out[12, 12] == (250, 200, 0)).all() and (out[20, 20] == (0, 120, 255)).all()   # fills stay
+    assert T.RandomOutline(0.0)(im) is im
+    blank = Image.new("RGB", (8, 8), "white")
+    assert np.asarray(T.RandomOutline(1.0)(blank)).min() == 255            # nothing to ink
+
+
+def test_outline_is_a_training_augmentation_checked_in_the_data_config():
+    cfg = transform_config(DataConfig(image_size=16, trim=True, outline=0.5))
+    assert cfg.outline == 0.5
+    names = [type(t).__name__ for t in T.build_transform(cfg, train=True).transforms]
+    assert names[:3] == ["TrimBackground", "RandomOutline", "RandomResizedCrop"]
+    assert "RandomOutline" not in [type(t).__name__ for t in T.build_transform(cfg).transforms]
+    assert T.TransformConfig.from_dict({"outline": 0.3}).outline == 0.3
+    with pytest.raises(VislangError, match="data.outline"):
+        transform_config(DataConfig(outline=-0.1))
+
+
+def test_flatten_reduces_shading_to_a_few_flat_colours():
+    im = _gradient(48, 48)                                                 # a smooth gradient: many colours
+    assert len(im.getcolors(1 << 16)) > 100
+    with T.seeded(0):
+        flat = T.RandomFlatten(1.0, colors=(4, 8))(im)
+    assert flat.mode == "RGB" and flat.size == im.size and 2 <= len(flat.getcolors(1 << 16)) <= 8
+    assert np.abs(np.asarray(flat, dtype=int) - np.asarray(im, dtype=int)).mean() < 40   # same picture
+    assert T.RandomFlatten(0.0)(im) is im
+    with pytest.raises(ValueError, match="flatten colours"):
+        T.RandomFlatten(0.5, colors=(1, 8))
+    cfg = transform_config(DataConfig(image_size=16, flatten=0.5, outline=0.5))
+    names = [type(t).__name__ for t in T.build_transform(cfg, train=True).transforms]
+    assert names[:3] == ["RandomFlatten", "RandomOutline", "RandomResizedCrop"]
+    with pytest.raises(VislangError, match="data.flatten"):
+        transform_config(DataConfig(flatten=1.1))

@@ -12,6 +12,7 @@ from vislang.layers import (
     MLP,
     DropPath,
     LayerNorm2d,
+    MixStyle,
     MultiHeadAttention,
     PatchEmbed,
     TransformerDecoderBlock,
@@ -176,3 +177,26 @@ def test_resize_pos_embed() -> None:
     torch.testing.assert_close(resize_pos_embed(constant, (4, 4), (8, 8)), torch.full((1, 64, 8), 0.7))
     down_up = resize_pos_embed(resize_pos_embed(pos, (4, 4), (8, 8)), (8, 8), (4, 4), mode="bilinear")
     assert down_up.shape == pos.shape
+
+
+def test_mixstyle_swaps_feature_statistics_in_training_only() -> None:
+    torch.manual_seed(0)
+    x = torch.randn(6, 4, 5, 5) * torch.arange(1, 7.0).view(6, 1, 1, 1) + torch.arange(6.0).view(6, 1, 1, 1)
+    mix = MixStyle(p=1.0, alpha=0.1)
+    y = mix(x)
+    assert y.shape == x.shape and not torch.allclose(y, x)
+    # each map keeps its normalised content; only its per-channel mean and std change
+    def norm(t: torch.Tensor) -> torch.Tensor:
+        return (t - t.mean(dim=(2, 3), keepdim=True)) / t.std(dim=(2, 3), keepdim=True)
+    assert torch.allclose(norm(y), norm(x), atol=1e-4)
+    # the new statistics lie between the image's own and another batch member's
+    mu = y.mean(dim=(2, 3))
+    assert ((mu >= x.mean(dim=(2, 3)).min() - 1e-4) & (mu <= x.mean(dim=(2, 3)).max() + 1e-4)).all()
+    x.requires_grad_(True)
+    mix(x).sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()
+    mix.eval()
+    assert mix(x) is x
+    assert MixStyle(p=0.0).train()(x) is x
+    with pytest.raises(ValueError, match="MixStyle"):
+        MixStyle(p=1.5)

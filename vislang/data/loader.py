@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -37,6 +37,11 @@ class ImageTextSamples(Dataset):
             instead of raising.
         group_key: Add ``group``, the record's ``meta[group_key]`` (its id when absent), e.g. ``"concept"``
             so a contrastive loss can tell which other samples are not negatives.
+        batch_group_key: Shuffle the samples of records with equal ``meta[batch_group_key]`` (their id when
+            absent) into the same batches, in runs of at most ``batch_group_run`` (``sampling_groups`` and
+            ``sampling_group_run``, read by :func:`build_loader`), e.g. ``"base"``: skin-tone and gender
+            variants of an emoji together, as hard negatives of each other.
+        batch_group_run: Longest run of one group's samples (None: the whole group).
 
     Each sample is a dict with ``image`` ``(3, H, W)``, ``index`` (the record index), ``id`` and, by unit,
     ``text``/``tokens``, ``captions``, ``question``/``question_tokens``/``answers``/``question_type``,
@@ -45,7 +50,8 @@ class ImageTextSamples(Dataset):
 
     def __init__(self, records: Sequence[Record], transform: Callable[[Any], torch.Tensor], unit: Unit = "caption",
                  tokenizer: TextTokenizer | None = None, max_len: int = 32, background: Color = WHITE,
-                 skip_bad: bool = False, group_key: str | None = None):
+                 skip_bad: bool = False, group_key: str | None = None, batch_group_key: str | None = None,
+                 batch_group_run: int | None = None):
         if unit not in ("image", "caption", "image_caption", "qa"):
             raise ValueError(f"unit must be 'image', 'caption', 'image_caption' or 'qa', not {unit!r}")
         self.records, self.transform, self.unit = list(records), transform, unit
@@ -59,6 +65,11 @@ class ImageTextSamples(Dataset):
             self.index = [(i, 0) for i, r in enumerate(self.records) if r.captions]
         else:
             self.index = [(i, j) for i, r in enumerate(self.records) for j in range(len(r.qa))]
+        self.sampling_groups: list[str] | None = None
+        self.sampling_group_run = batch_group_run
+        if batch_group_key is not None:
+            self.sampling_groups = [str(self.records[i].meta.get(batch_group_key, self.records[i].id))
+                                    for i, _ in self.index]
 
     def __len__(self) -> int:
         return len(self.index)
@@ -138,20 +149,47 @@ class SeededSampler(Sampler):
     drawn from ``generator`` in the main process, so batches and augmentations do not depend on the number
     of workers, and every epoch draws new ones.
 
+    With ``groups`` (one key per sample), a shuffled order keeps related samples next to each other: each
+    key's samples are shuffled and cut into runs of at most ``group_run`` (all of them when None), and the
+    runs come in random order. A batch then holds a few samples of one key among many others (for a
+    contrastive loss: hard negatives, e.g. several skin-tone variants of one emoji, and easy ones).
+
     To resume mid-epoch, keep :meth:`state_dict` from before the epoch's pass and later give it back with
     ``start`` set to the number of samples already consumed: the next pass draws the same order and seeds
     and begins at that sample.
     """
 
-    def __init__(self, n: int, shuffle: bool, generator: torch.Generator):
-        self.n, self.shuffle, self.generator = n, shuffle, generator
+    def __init__(self, n: int, shuffle: bool, generator: torch.Generator, groups: Sequence[Hashable] | None = None,
+                 group_run: int | None = None):
+        if groups is not None and len(groups) != n:
+            raise ValueError(f"{len(groups)} sampling groups for {n} samples")
+        if group_run is not None and group_run < 1:
+            raise ValueError(f"group_run must be >= 1, got {group_run}")
+        self.n, self.shuffle, self.generator, self.group_run = n, shuffle, generator, group_run
         self.start = 0  # samples the next pass skips (then back to 0)
+        self.groups: list[list[int]] | None = None
+        if groups is not None:
+            members: dict[Hashable, list[int]] = {}
+            for i, g in enumerate(groups):
+                members.setdefault(g, []).append(i)
+            self.groups = list(members.values())
 
     def __len__(self) -> int:
         return self.n
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
-        order = torch.randperm(self.n, generator=self.generator) if self.shuffle else torch.arange(self.n)
+        if not self.shuffle:
+            order = torch.arange(self.n)
+        elif self.groups is None:
+            order = torch.randperm(self.n, generator=self.generator)
+        else:
+            runs = []
+            for members in self.groups:
+                shuffled = [members[i] for i in torch.randperm(len(members), generator=self.generator).tolist()]
+                step = self.group_run or len(shuffled)
+                runs += [shuffled[k:k + step] for k in range(0, len(shuffled), step)]
+            order = torch.tensor([i for r in torch.randperm(len(runs), generator=self.generator).tolist()
+                                  for i in runs[r]])
         seeds = torch.randint(0, 2**62, (self.n,), generator=self.generator)
         start, self.start = self.start, 0
         yield from zip(order.tolist()[start:], seeds.tolist()[start:])
@@ -179,13 +217,17 @@ def seed_worker(worker_id: int) -> None:
 def build_loader(samples: Dataset, batch_size: int, *, shuffle: bool = False, workers: int = 0, seed: int = 0,
                  drop_last: bool = False, pad_id: int = 0) -> DataLoader:
     """A DataLoader with :class:`PadCollate` and a :class:`SeededSampler`: the same seed gives the same
-    batches and the same augmentations, with any number of workers."""
+    batches and the same augmentations, with any number of workers. Samples with a ``sampling_groups``
+    attribute (one key per sample, e.g. :class:`ImageTextSamples` with ``batch_group_key``) are shuffled in
+    runs of related samples, at most ``sampling_group_run`` long (see :class:`SeededSampler`)."""
     gen = torch.Generator()
     gen.manual_seed(seed)
     # Worker base seeds come from a generator of their own, so the sampler's stream (order and augmentation
     # seeds) depends only on the seed and the number of passes, whether or not workers are persistent.
     worker_gen = torch.Generator()
     worker_gen.manual_seed((seed * 0x9E3779B97F4A7C15 + 1) % 2**63)
-    return DataLoader(samples, batch_size=batch_size, sampler=SeededSampler(len(samples), shuffle, gen),
+    return DataLoader(samples, batch_size=batch_size, sampler=SeededSampler(len(samples), shuffle, gen,
+                                                                      getattr(samples, "sampling_groups", None),
+                                                                      getattr(samples, "sampling_group_run", None)),
                       num_workers=workers, collate_fn=PadCollate(pad_id), worker_init_fn=seed_worker,
                       generator=worker_gen, drop_last=drop_last, persistent_workers=workers > 0)

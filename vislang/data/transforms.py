@@ -257,6 +257,55 @@ class RandomZoomOut:
         return f"RandomZoomOut(p={self.p}, scale={self.scale})"
 
 
+class RandomFlatten:
+    """With probability ``p``, paint the image in flat colours: reduce it to a random number of colours in
+    ``colors`` (median cut), which removes shading and gradients as flat-fill icon styles (OpenMoji) have none.
+    Randomness follows :func:`seeded`."""
+
+    def __init__(self, p: float, colors: tuple[int, int] = (6, 16)):
+        if not 2 <= colors[0] <= colors[1] <= 256:
+            raise ValueError(f"flatten colours must satisfy 2 <= low <= high <= 256, got {tuple(colors)}")
+        self.p, self.colors = p, tuple(colors)
+
+    def __call__(self, im: Image.Image) -> Image.Image:
+        if self.p <= 0 or _rand() >= self.p:
+            return im
+        im = im if im.mode == "RGB" else im.convert("RGB")
+        n = _randint(self.colors[0], self.colors[1] + 1)
+        return im.quantize(colors=n, method=Image.Quantize.MEDIANCUT).convert("RGB")
+
+    def __repr__(self) -> str:
+        return f"RandomFlatten(p={self.p}, colors={self.colors})"
+
+
+class RandomOutline:
+    """With probability ``p``, ink the image in the line-art style of icon sets such as OpenMoji: a dark line
+    along the silhouette (the pixels differing by more than ``tolerance`` from the top-left pixel's colour) and
+    along its strong inner colour edges. Line width (1-2 px) and ink grey level (0-``max_ink``) are drawn at
+    random; randomness follows :func:`seeded`."""
+
+    def __init__(self, p: float, tolerance: int = 24, edge_threshold: int = 48, max_ink: int = 60):
+        self.p, self.tolerance, self.edge_threshold, self.max_ink = p, tolerance, edge_threshold, max_ink
+
+    def __call__(self, im: Image.Image) -> Image.Image:
+        if self.p <= 0 or _rand() >= self.p:
+            return im
+        im = im if im.mode == "RGB" else im.convert("RGB")
+        width = _randint(1, 3)
+        ink = round(_uniform(0, self.max_ink))
+        diff = ImageChops.difference(im, Image.new("RGB", im.size, im.getpixel((0, 0)))).convert("L")
+        content = diff.point(lambda v: 255 if v > self.tolerance else 0)
+        border = ImageChops.subtract(content, content.filter(ImageFilter.MinFilter(2 * width + 1)))
+        edges = im.convert("L").filter(ImageFilter.FIND_EDGES).point(lambda v: 255 if v > self.edge_threshold else 0)
+        if width > 1:
+            edges = edges.filter(ImageFilter.MaxFilter(3))
+        lines = ImageChops.lighter(border, ImageChops.multiply(edges, content))
+        return Image.composite(Image.new("RGB", im.size, (ink, ink, ink)), im, lines)
+
+    def __repr__(self) -> str:
+        return f"RandomOutline(p={self.p}, tolerance={self.tolerance}, edge_threshold={self.edge_threshold})"
+
+
 class RandomHorizontalFlip:
     """Mirror with probability ``p``. Off in the default pipelines: it changes "left of"."""
 
@@ -317,6 +366,10 @@ class TransformConfig:
         zoom_out: Probability of shrinking a training image onto a canvas of its background colour, before
             the other augmentations.
         zoom_out_scale: Range of the shrunk image's side as a fraction of the canvas side.
+        outline: Probability of inking a training image's silhouette and inner edges with a dark line (line-art
+            icon styles such as OpenMoji), before the random crop.
+        flatten: Probability of reducing a training image to a few flat colours (no shading), before the
+            outline.
     """
 
     image_size: int = 64
@@ -333,6 +386,8 @@ class TransformConfig:
     trim: bool = False
     zoom_out: float = 0.0
     zoom_out_scale: tuple[float, float] = (0.6, 1.0)
+    outline: float = 0.0
+    flatten: float = 0.0
 
     @classmethod
     def from_dict(cls, d: dict) -> TransformConfig:
@@ -345,13 +400,18 @@ def build_transform(cfg: TransformConfig | None = None, train: bool = False) -> 
 
     Evaluation: resize the shorter side to ``S`` and centre-crop. Training with ``augment``: random resized
     crop, colour jitter, optional grey / blur / flip. With ``trim`` every image is first cropped to its
-    content; with ``zoom_out`` a training image may then be shrunk onto its background.
+    content; with ``zoom_out`` a training image may then be shrunk onto its background, and with
+    ``flatten`` / ``outline`` be repainted in flat colours / inked with outlines before the crop.
     """
     cfg = cfg or TransformConfig()
     steps: list[Callable] = [TrimBackground()] if cfg.trim else []
     if train and cfg.augment:
         if cfg.zoom_out > 0:
             steps.append(RandomZoomOut(cfg.zoom_out, cfg.zoom_out_scale))
+        if cfg.flatten > 0:
+            steps.append(RandomFlatten(cfg.flatten))
+        if cfg.outline > 0:
+            steps.append(RandomOutline(cfg.outline))
         steps.append(RandomResizedCrop(cfg.image_size, cfg.crop_scale,
                                        interpolation=cfg.interpolation))
         if cfg.jitter > 0 or cfg.hue > 0:

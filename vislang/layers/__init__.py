@@ -2,6 +2,7 @@
 
 from vislang.layers.attention import MultiHeadAttention
 from vislang.layers.drop import DropPath
+from vislang.layers.mixstyle import MixStyle
 from vislang.layers.mlp import MLP
 from vislang.layers.norm import LayerNorm2d
 from vislang.layers.patch import PatchEmbed, resize_pos_embed
@@ -9,6 +10,7 @@ from vislang.layers.transformer import TransformerDecoderBlock, TransformerEncod
 
 __all__ = [
     "MLP",
+    "MixStyle",
     "DropPath",
     "LayerNorm2d",
     "MultiHeadAttention",

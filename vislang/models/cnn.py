@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from torch import Tensor, nn
 
 from vislang.errors import VislangError
+from vislang.layers import MixStyle
 from vislang.models.encoders import ImageFeatures, check_images, load_weights, override_config
 from vislang.models.registry import register_model
 
@@ -26,17 +27,25 @@ class CNNConfig:
         dim: Channels of the last stage, the feature size ``D`` (``out_dim``).
         strides: Stride of each stage's first convolution; their product is the grid's downsampling.
         blocks: Residual blocks after each stage's first convolution.
+        mixstyle: Probability of MixStyle (Zhou et al. 2021) after each of the first ``mixstyle_stages`` stages
+            of a training batch: the images swap part of their feature statistics, their "style" (0: off).
+        mixstyle_stages: How many of the first stages are followed by MixStyle.
     """
 
     widths: tuple[int, ...] = (32, 64, 128)
     dim: int = 256
     strides: tuple[int, ...] = (2, 2, 2, 1)
     blocks: tuple[int, ...] = (0, 1, 1, 1)
+    mixstyle: float = 0.0
+    mixstyle_stages: int = 2
 
     def __post_init__(self) -> None:
         if not len(self.widths) + 1 == len(self.strides) == len(self.blocks):
             raise VislangError(f"CNN config: {len(self.widths)} widths + dim need as many strides and blocks, "
                                f"got {len(self.strides)} strides and {len(self.blocks)} blocks")
+        if not 0.0 <= self.mixstyle <= 1.0 or not 0 <= self.mixstyle_stages < len(self.strides):
+            raise VislangError(f"CNN config: mixstyle is a probability in [0, 1] (got {self.mixstyle}) and "
+                               f"mixstyle_stages in [0, {len(self.strides) - 1}] (got {self.mixstyle_stages})")
 
 
 class ConvBNAct(nn.Sequential):
@@ -72,9 +81,10 @@ class SmallCNN(nn.Module):
         self.cfg = cfg
         channels = (*cfg.widths, cfg.dim)
         stages, in_channels = [], 3
-        for out_channels, stride, blocks in zip(channels, cfg.strides, cfg.blocks):
+        for i, (out_channels, stride, blocks) in enumerate(zip(channels, cfg.strides, cfg.blocks)):
+            mix = [MixStyle(cfg.mixstyle)] if cfg.mixstyle > 0 and i < cfg.mixstyle_stages else []
             stages.append(nn.Sequential(ConvBNAct(in_channels, out_channels, stride),
-                                        *(ResidualBlock(out_channels) for _ in range(blocks))))
+                                        *(ResidualBlock(out_channels) for _ in range(blocks)), *mix))
             in_channels = out_channels
         self.stages = nn.Sequential(*stages)
         self.out_dim = cfg.dim

@@ -30,6 +30,9 @@ class DataConfig:
             with the checkpoint), so icons drawn with wide margins and ones filling the frame match in scale.
         zoom_out: Probability of shrinking a training image onto a canvas of its background colour.
         zoom_out_scale: Range of the shrunk image's side as a fraction of the canvas side.
+        outline: Probability of drawing a training image in line art: a dark line along its silhouette and
+            inner edges (bridges filled icon styles to outlined ones such as OpenMoji).
+        flatten: Probability of reducing a training image to a few flat colours (no shading or gradients).
         skip_bad: Leave out samples whose image is missing or unreadable (with a warning) instead of stopping.
         max_train: Use only the first N training records.
         max_val: Use only the first N validation records.
@@ -50,6 +53,8 @@ class DataConfig:
     trim: bool = False
     zoom_out: float = 0.0
     zoom_out_scale: tuple[float, float] = (0.6, 1.0)
+    outline: float = 0.0
+    flatten: float = 0.0
     skip_bad: bool = False
     max_train: int | None = None
     max_val: int | None = None
@@ -62,7 +67,7 @@ def transform_config(cfg: DataConfig) -> TransformConfig:
         VislangError: A probability is outside [0, 1], or the crop area or zoom-out range is not
             ``0 < low <= high <= 1``.
     """
-    for name in ("grayscale", "blur", "zoom_out"):
+    for name in ("grayscale", "blur", "zoom_out", "outline", "flatten"):
         if not 0.0 <= getattr(cfg, name) <= 1.0:
             raise VislangError(f"data.{name} is a probability in [0, 1], got {getattr(cfg, name)}")
     low, high = cfg.crop_scale
@@ -73,7 +78,8 @@ def transform_config(cfg: DataConfig) -> TransformConfig:
         raise VislangError(f"data.zoom_out_scale must satisfy 0 < low <= high <= 1, got {tuple(cfg.zoom_out_scale)}")
     return TransformConfig(image_size=cfg.image_size, augment=cfg.augment, crop_scale=tuple(cfg.crop_scale),
                            jitter=cfg.jitter, hue=cfg.hue, grayscale=cfg.grayscale, blur=cfg.blur, trim=cfg.trim,
-                           zoom_out=cfg.zoom_out, zoom_out_scale=tuple(cfg.zoom_out_scale))
+                           zoom_out=cfg.zoom_out, zoom_out_scale=tuple(cfg.zoom_out_scale),
+                           outline=cfg.outline, flatten=cfg.flatten)
 
 
 def load_split(data: str, split: str | None, *, root: str | None = None, image_root: str | None = None,

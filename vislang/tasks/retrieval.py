@@ -59,6 +59,11 @@ class RetrievalTaskConfig:
             image-image contrastive term pulls the two views together (weight ``pair_weight``); the images
             seen per epoch stay the same.
         pair_weight: Weight of the image-image term with ``pair_views``.
+        batch_group_key: Record metadata field whose equal values are shuffled into the same training
+            batches (``"base"`` for emoji: skin-tone and gender variants of an emoji together, so they are
+            each other's negatives and the towers must tell them apart); None: a plain shuffle.
+        batch_group_run: With ``batch_group_key``, at most this many samples of one group come together
+            (None: the whole group), so that a batch still holds many groups.
     """
 
     max_len: int = 64
@@ -69,6 +74,8 @@ class RetrievalTaskConfig:
     val_batch_size: int = 256
     pair_views: bool = False
     pair_weight: float = 1.0
+    batch_group_key: str | None = None
+    batch_group_run: int | None = 4
 
 
 @dataclass
@@ -380,6 +387,11 @@ def train_retrieval(cfg: RetrievalRunConfig, run_dir: str | os.PathLike, resume:
     run_dir = Path(run_dir)
     if cfg.task.val_captions not in ("all", "first"):
         raise VislangError(f"task.val_captions must be 'all' or 'first', not {cfg.task.val_captions!r}")
+    if cfg.task.batch_group_run is not None and cfg.task.batch_group_run < 1:
+        raise VislangError(f"task.batch_group_run must be a number >= 1 (or null), not {cfg.task.batch_group_run}")
+    if cfg.task.batch_group_key is not None and cfg.task.pair_views:
+        raise VislangError("task.batch_group_key and task.pair_views do not go together: pair_views already "
+                           "draws each training sample from a group")
     text_name, text_kwargs, text_mode = resolve_text_tower(cfg)
     train_ds = open_split(cfg.data, cfg.data.train_split, cfg.data.max_train)
     val_records: list[Record] = []
@@ -415,7 +427,8 @@ def train_retrieval(cfg: RetrievalRunConfig, run_dir: str | os.PathLike, resume:
     train_tf = build_transform(tf_cfg, train=True)
     samples = ImageTextSamples(train_records, train_tf, unit="image_caption",
                                tokenizer=tokenizer, max_len=cfg.task.max_len, skip_bad=cfg.data.skip_bad,
-                               group_key=cfg.task.group_key)
+                               group_key=cfg.task.group_key, batch_group_key=cfg.task.batch_group_key,
+                               batch_group_run=cfg.task.batch_group_run)
     if cfg.task.pair_views:
         if cfg.task.group_key is None:
             raise VislangError("task.pair_views needs task.group_key (the field whose records are views of one "
