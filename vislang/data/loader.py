@@ -20,6 +20,11 @@ from vislang.errors import ImageError
 Unit = Literal["image", "caption", "image_caption", "qa"]
 
 
+def record_key(rec: Record, key: str) -> str:
+    """``rec.meta[key]`` as a string, or the record's id when it has no such field (a group of its own)."""
+    return str(rec.meta.get(key, rec.id))
+
+
 class ImageTextSamples(Dataset):
     """Records flattened into training samples.
 
@@ -68,8 +73,7 @@ class ImageTextSamples(Dataset):
         self.sampling_groups: list[str] | None = None
         self.sampling_group_run = batch_group_run
         if batch_group_key is not None:
-            self.sampling_groups = [str(self.records[i].meta.get(batch_group_key, self.records[i].id))
-                                    for i, _ in self.index]
+            self.sampling_groups = [record_key(self.records[i], batch_group_key) for i, _ in self.index]
 
     def __len__(self) -> int:
         return len(self.index)
@@ -96,7 +100,7 @@ class ImageTextSamples(Dataset):
         if rec.label is not None:
             out["label"] = rec.label
         if self.group_key is not None:
-            out["group"] = str(rec.meta.get(self.group_key, rec.id))
+            out["group"] = record_key(rec, self.group_key)
         if self.unit == "image":
             out["captions"] = list(rec.captions)
         elif self.unit in ("caption", "image_caption"):

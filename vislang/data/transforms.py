@@ -203,6 +203,13 @@ class RandomGaussianBlur:
         return f"RandomGaussianBlur(p={self.p}, radius={self.radius})"
 
 
+def content_mask(im: Image.Image, tolerance: int) -> Image.Image:
+    """``L`` mask, 255 where a pixel differs by more than ``tolerance`` (0-255, any channel) from the
+    top-left pixel's colour (the background of icons and emoji), else 0."""
+    diff = ImageChops.difference(im, Image.new(im.mode, im.size, im.getpixel((0, 0)))).convert("L")
+    return diff.point(lambda v: 255 if v > tolerance else 0)
+
+
 class TrimBackground:
     """Crop to the square around the content: the pixels differing by more than ``tolerance`` (0-255, any
     channel) from the top-left pixel's colour, plus a ``margin`` (fraction of the content side) on each side.
@@ -213,8 +220,7 @@ class TrimBackground:
 
     def __call__(self, im: Image.Image) -> Image.Image:
         background = im.getpixel((0, 0))
-        diff = ImageChops.difference(im, Image.new(im.mode, im.size, background)).convert("L")
-        box = diff.point(lambda v: 255 if v > self.tolerance else 0).getbbox()
+        box = content_mask(im, self.tolerance).getbbox()
         if box is None:
             return im
         left, top, right, bottom = box
@@ -293,8 +299,7 @@ class RandomOutline:
         im = im if im.mode == "RGB" else im.convert("RGB")
         width = _randint(1, 3)
         ink = round(_uniform(0, self.max_ink))
-        diff = ImageChops.difference(im, Image.new("RGB", im.size, im.getpixel((0, 0)))).convert("L")
-        content = diff.point(lambda v: 255 if v > self.tolerance else 0)
+        content = content_mask(im, self.tolerance)
         border = ImageChops.subtract(content, content.filter(ImageFilter.MinFilter(2 * width + 1)))
         edges = im.convert("L").filter(ImageFilter.FIND_EDGES).point(lambda v: 255 if v > self.edge_threshold else 0)
         if width > 1:

@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from vislang.config import config_to_dict
-from vislang.data.loader import ImageTextSamples, build_loader
+from vislang.data.loader import ImageTextSamples, build_loader, record_key
 from vislang.data.records import Record
 from vislang.data.text import VOCAB_FILE, TextTokenizer, Vocabulary
 from vislang.data.transforms import build_transform
@@ -124,8 +124,7 @@ class PairedSamples(Dataset):
         self.samples = samples
         groups: dict[str, list[int]] = {}
         for k, (i, _) in enumerate(samples.index):
-            rec = samples.records[i]
-            groups.setdefault(str(rec.meta.get(samples.group_key, rec.id)), []).append(k)
+            groups.setdefault(record_key(samples.records[i], samples.group_key), []).append(k)
         self.groups = list(groups.values())
 
     def __len__(self) -> int:
