@@ -228,6 +228,10 @@ def test_bad_style_options_are_named(data_root: Path, tmp_path: Path, capsys: py
         assert main([*TRAIN, "--root", str(data_root), "--max-steps", "1", "--set", option,
                      "--set", "task.batch_group_key=n_objects", "--out", str(tmp_path / "bad")]) != 0
         assert named in capsys.readouterr().err
+    assert main([*TRAIN, "--root", str(data_root), "--max-steps", "1", "--set", "task.batch_group_key=nosuch",
+                 "--out", str(tmp_path / "bad")]) != 0
+    err = capsys.readouterr().err
+    assert "task.batch_group_key: no training record" in err and "'nosuch'" in err
 
 
 def test_the_shipped_emoji_recipe_is_a_valid_config(data_root: Path, tmp_path: Path):

@@ -400,6 +400,9 @@ def train_retrieval(cfg: RetrievalRunConfig, run_dir: str | os.PathLike, resume:
     if not train_records:
         raise VislangError(f"{cfg.data.name} [{cfg.data.train_split}] has no captions to train a retrieval "
                            "model on")
+    key = cfg.task.batch_group_key
+    if key is not None and not any(key in r.meta for r in train_records):
+        raise VislangError(f"task.batch_group_key: no training record of {cfg.data.name} has the field {key!r}")
     init = resolve_checkpoint(cfg.init_from) if cfg.init_from else None
     tokenizer = text_tokenizer(text_name, text_kwargs)
     if tokenizer is None:
