@@ -20,9 +20,11 @@ from vislang.data.transforms import TransformConfig, build_transform
 from vislang.embedder import Embedder
 from vislang.errors import VislangError
 from vislang.metrics.retrieval import retrieval_scores
+from vislang.models import create_model
 from vislang.tasks.retrieval import (
     PairedSamples,
     RetrievalRunConfig,
+    TextBank,
     gallery_retrieval_scores,
     query_texts,
 )
@@ -234,14 +236,52 @@ def test_bad_style_options_are_named(data_root: Path, tmp_path: Path, capsys: py
     assert "task.batch_group_key: no training record" in err and "'nosuch'" in err
 
 
-def test_the_shipped_emoji_recipe_is_a_valid_config(data_root: Path, tmp_path: Path):
+def test_the_shipped_emoji_recipe_is_a_valid_config(tiny_bert_dir: Path, data_root: Path, tmp_path: Path):
     recipe = Path(__file__).resolve().parents[1] / "configs" / "retrieval_emoji.yaml"
     cfg = resolve_config(RetrievalRunConfig, recipe, [])
-    assert cfg.text_encoder == "minilm" and cfg.data.name == "emoji" and cfg.data.trim
+    assert cfg.text_encoder == "minilm" and cfg.data.name == "emoji" and cfg.data.trim and cfg.task.text_bank
     assert 0 < cfg.data.outline <= 1 and 0 < cfg.data.flatten <= 1 and cfg.model_kwargs["image_pool_grid"] == 4
-    out = tmp_path / "recipe"  # the same recipe on tiny data with a tiny model runs end to end
+    out = tmp_path / "recipe"  # the same recipe on tiny data with a tiny model (a locked tiny BERT) runs end to end
     assert main(["train", "retrieval", "--config", str(recipe), "--data", SHAPES, "--root", str(data_root),
-                 "--model", "dual_encoder_tiny", "--text-encoder", "scratch", "--batch-size", "8",
+                 "--model", "dual_encoder_tiny", "--text-encoder", str(tiny_bert_dir), "--batch-size", "8",
                  "--max-steps", "2", "--out", str(out)]) == 0
     saved = resolve_config(RetrievalRunConfig, out / "config.yaml", [])
     assert saved.data.outline == cfg.data.outline and saved.train.epochs == cfg.train.epochs
+    assert saved.task.text_bank
+    scratch = ["train", "retrieval", "--config", str(recipe), "--data", SHAPES, "--root", str(data_root),
+               "--model", "dual_encoder_tiny", "--text-encoder", "scratch", "--batch-size", "8", "--max-steps", "2"]
+    assert main([*scratch, "--set", "task.text_bank=false", "--out", str(tmp_path / "scratch")]) == 0
+
+
+def test_text_bank_holds_every_training_caption_and_masks_the_group(tiny_bert_dir: Path, tmp_path: Path):
+    rows = [{"image": "0.png", "text": ["a red circle", "a red square"], "concept": "c0"},
+            {"image": "1.png", "text": ["a blue circle"], "concept": "c1"},
+            {"image": "2.png", "text": ["a red circle"], "concept": "c0"}]   # c0 drawn twice, one caption shared
+    for i in range(3):
+        Image.new("RGB", (8, 8), (60 * i, 0, 0)).save(tmp_path / f"{i}.png")
+    (tmp_path / "m.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    records = load_dataset(tmp_path / "m.jsonl").records
+    model = create_model("dual_encoder_hf_tiny", text_encoder_kwargs={"path": str(tiny_bert_dir)})
+    tokenizer = HFTokenizer(tiny_bert_dir)
+    bank = TextBank(model, tokenizer, records, "concept", max_len=16)
+    assert bank.captions == ["a blue circle", "a red circle", "a red square"] and len(bank) == 3
+    target, masked = bank.targets(["a red circle", "a blue circle"], ["c0", "c1"])
+    assert target.tolist() == [1, 0]
+    assert masked.tolist() == [[False, False, True], [False, False, False]]  # c0's other caption is no negative
+    ids = torch.tensor([tokenizer.encode("a red square", max_len=16)])
+    torch.testing.assert_close(bank.features[2], model.text_features(ids, torch.ones_like(ids))[0])
+
+
+def test_train_with_a_text_bank(tiny_bert_dir: Path, data_root: Path, tmp_path: Path,
+                                capsys: pytest.CaptureFixture):
+    out = tmp_path / "bank"
+    assert main([*TRAIN, "--root", str(data_root), "--max-steps", "3", "--text-encoder", str(tiny_bert_dir),
+                 "--set", "task.text_bank=true", "--set", "train.log_every=1", "--out", str(out)]) == 0
+    log = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
+    train = [e for e in log if e["kind"] == "train"]
+    assert len(train) == 3 and all(np.isfinite(e["loss"]) and np.isfinite(e["i2t"]) for e in train)
+    # the bank ranks each image over all 40+ training captions, not the batch's 8: a larger first i2t loss
+    assert train[0]["i2t"] > np.log(8)
+    assert main([*TRAIN, "--root", str(data_root), "--max-steps", "1", "--set", "task.text_bank=true",
+                 "--out", str(tmp_path / "bad")]) == 2                    # a scratch text tower
+    assert "task.text_bank needs a locked text tower" in capsys.readouterr().err

@@ -65,27 +65,75 @@ class ContrastiveLoss(nn.Module):
             ``loss``, ``i2t``, ``t2i``, ``logit_scale`` (detached), ``accuracy`` (mean of the in-batch top-1
             accuracies of both directions) and ``masked`` (fraction of the off-diagonal pairs masked out).
         """
-        b = image_embeds.shape[0]
-        logits = logit_scale * image_embeds.float() @ text_embeds.float().T        # (B, B) image x text
-        target = torch.arange(b, device=logits.device)                            # (B,)
-        masked_frac = logits.new_zeros(())
-        if group_ids is not None:
-            if group_ids.shape != (b,):
-                raise ValueError(f"group_ids must have shape ({b},), got {tuple(group_ids.shape)}")
-            same = group_ids[:, None] == group_ids[None, :]                         # (B, B)
-            same.fill_diagonal_(False)
-            logits = logits.masked_fill(same, float("-inf"))
-            masked_frac = same.float().sum() / max(1, b * (b - 1))
+        logits, target, masked_frac = batch_logits(image_embeds, text_embeds, logit_scale, group_ids)
         i2t = F.cross_entropy(logits, target)
         t2i = F.cross_entropy(logits.T, target)
         with torch.no_grad():
             acc = ((logits.argmax(1) == target).float().mean() + (logits.argmax(0) == target).float().mean()) / 2
-        scale = logit_scale.detach() if isinstance(logit_scale, Tensor) else torch.tensor(float(logit_scale))
-        return {"loss": (i2t + t2i) / 2, "i2t": i2t.detach(), "t2i": t2i.detach(), "logit_scale": scale,
+        return {"loss": (i2t + t2i) / 2, "i2t": i2t.detach(), "t2i": t2i.detach(), "logit_scale": _detached(logit_scale),
                 "accuracy": acc, "masked": masked_frac.detach()}
 
 
-__all__ = ["CaptionLoss", "ContrastiveLoss"]
+def batch_logits(image_embeds: Tensor, text_embeds: Tensor, logit_scale: Tensor | float,
+                 group_ids: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    """The in-batch logits ``(B, B)`` (image x text) with same-group pairs off the diagonal set to -inf, the
+    targets ``arange(B)`` and the fraction of off-diagonal pairs masked out (see :class:`ContrastiveLoss`)."""
+    b = image_embeds.shape[0]
+    logits = logit_scale * image_embeds.float() @ text_embeds.float().T            # (B, B) image x text
+    target = torch.arange(b, device=logits.device)                                # (B,)
+    masked_frac = logits.new_zeros(())
+    if group_ids is not None:
+        if group_ids.shape != (b,):
+            raise ValueError(f"group_ids must have shape ({b},), got {tuple(group_ids.shape)}")
+        same = group_ids[:, None] == group_ids[None, :]                             # (B, B)
+        same.fill_diagonal_(False)
+        logits = logits.masked_fill(same, float("-inf"))
+        masked_frac = same.float().sum() / max(1, b * (b - 1))
+    return logits, target, masked_frac
+
+
+def _detached(logit_scale: Tensor | float) -> Tensor:
+    return logit_scale.detach() if isinstance(logit_scale, Tensor) else torch.tensor(float(logit_scale))
+
+
+class TextBankContrastiveLoss(nn.Module):
+    """:class:`ContrastiveLoss` whose image->text half ranks each image's caption against a whole bank of
+    texts (every distinct training caption) instead of the batch's: a softmax over all concepts, as a
+    classifier whose class weights are text embeddings. Rare hard negatives (the other skin tones of an
+    emoji, which a random batch almost never holds) are then in every step. The text->image half stays the
+    in-batch one. Bank texts of the image's own group are masked out (``bank_masked``), like same-group
+    pairs in the batch.
+    """
+
+    def forward(self, image_embeds: Tensor, text_embeds: Tensor, logit_scale: Tensor | float,
+                group_ids: Tensor | None, bank_embeds: Tensor, bank_targets: Tensor,
+                bank_masked: Tensor) -> dict[str, Tensor]:
+        """Args:
+            image_embeds: (B, E), L2-normalised.
+            text_embeds: (B, E), L2-normalised; row ``i`` describes image ``i``.
+            logit_scale: The similarity scale ``s`` (already exponentiated), a scalar.
+            group_ids: (B,) integer ids for the in-batch half (see :class:`ContrastiveLoss`), or None.
+            bank_embeds: (N, E), L2-normalised bank texts.
+            bank_targets: (B,) index in the bank of each image's caption.
+            bank_masked: (B, N) True for bank texts that are not negatives of the image (its group's other
+                captions); never True at ``bank_targets``.
+
+        Returns:
+            ``loss`` (mean of the bank ``i2t`` and the in-batch ``t2i``), ``i2t``, ``t2i``, ``logit_scale``,
+            ``accuracy`` (top-1 of each image over the whole bank) and ``masked`` (of the in-batch half).
+        """
+        batch, target, masked_frac = batch_logits(image_embeds, text_embeds, logit_scale, group_ids)
+        t2i = F.cross_entropy(batch.T, target)
+        logits = logit_scale * image_embeds.float() @ bank_embeds.float().T        # (B, N) image x bank text
+        logits = logits.masked_fill(bank_masked, float("-inf"))
+        i2t = F.cross_entropy(logits, bank_targets)
+        with torch.no_grad():
+            acc = (logits.argmax(1) == bank_targets).float().mean()
+        return {"loss": (i2t + t2i) / 2, "i2t": i2t.detach(), "t2i": t2i.detach(), "logit_scale": _detached(logit_scale),
+                "accuracy": acc, "masked": masked_frac.detach()}
+
+
+__all__ = ["CaptionLoss", "ContrastiveLoss", "TextBankContrastiveLoss", "batch_logits"]
 
 
 class VQALoss(nn.Module):

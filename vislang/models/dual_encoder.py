@@ -138,8 +138,11 @@ class DualEncoder(nn.Module):
 
     def encode_text(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
         """L2-normalised text embeddings ``(B, E)`` of ``input_ids`` ``(B, L)`` with ``attention_mask`` ``(B, L)``."""
-        pooled = self._text_pooled(input_ids, attention_mask)                  # (B, D_txt)
-        return F.normalize(self.text_proj(pooled), dim=-1)                     # (B, E)
+        return self.project_text(self.text_features(input_ids, attention_mask))  # (B, E)
+
+    def project_text(self, features: Tensor) -> Tensor:
+        """L2-normalised embeddings ``(N, E)`` of pooled text-tower ``features`` ``(N, D_txt)``."""
+        return F.normalize(self.text_proj(features), dim=-1)
 
     def forward(self, images: Tensor, input_ids: Tensor, attention_mask: Tensor) -> DualEncoderOutput:
         """Embed a batch of images and a batch of texts (usually their captions)."""
@@ -154,7 +157,8 @@ class DualEncoder(nn.Module):
         """Forget the cached text features (needed only if the locked tower's weights are changed by hand)."""
         self._text_cache.clear()
 
-    def _text_pooled(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+    def text_features(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+        """The text tower's pooled output ``(B, D_txt)``, before the projection (cached for a locked tower)."""
         if not self.cache_text:
             return self.text_encoder(input_ids, attention_mask).pooled
         keys = [tuple(row[m.bool()].tolist()) for row, m in zip(input_ids.cpu(), attention_mask.cpu())]

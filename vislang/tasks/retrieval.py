@@ -31,7 +31,7 @@ from vislang.data.records import Record
 from vislang.data.text import VOCAB_FILE, TextTokenizer, Vocabulary
 from vislang.data.transforms import build_transform
 from vislang.errors import VislangError
-from vislang.losses import ContrastiveLoss
+from vislang.losses import ContrastiveLoss, TextBankContrastiveLoss
 from vislang.metrics.retrieval import DEFAULT_KS, RetrievalScores, retrieval_scores
 from vislang.models.dual_encoder import TEXT_MODES, dual_encoder_config
 from vislang.models.registry import create_model, list_models
@@ -64,6 +64,10 @@ class RetrievalTaskConfig:
             each other's negatives and the towers must tell them apart); None: a plain shuffle.
         batch_group_run: With ``batch_group_key``, at most this many samples of one group come together
             (None: the whole group), so that a batch still holds many groups.
+        text_bank: Locked text towers only: rank each training image's caption against every distinct
+            training caption, not only the batch's (:class:`~vislang.losses.TextBankContrastiveLoss`); the
+            captions of its own group (``group_key``) are not negatives. The other skin tones of an emoji are
+            then negatives in every step, which a random batch almost never gives.
     """
 
     max_len: int = 64
@@ -76,6 +80,7 @@ class RetrievalTaskConfig:
     pair_weight: float = 1.0
     batch_group_key: str | None = None
     batch_group_run: int | None = 4
+    text_bank: bool = False
 
 
 @dataclass
@@ -169,19 +174,63 @@ def model_device(model: nn.Module) -> torch.device:
 def embed_texts(model: nn.Module, tokenizer: TextTokenizer, texts: Sequence[str], max_len: int = 64,
                 batch_size: int = 256) -> Tensor:
     """Normalised text embeddings ``(N, E)`` (float32, CPU); texts are batched by length to pad little."""
-    device = model_device(model)
+    return _encode_texts(model.encode_text, model.embed_dim, tokenizer, texts, max_len, batch_size, model_device(model))
+
+
+def _encode_texts(encode: Callable[[Tensor, Tensor], Tensor], dim: int, tokenizer: TextTokenizer,
+                  texts: Sequence[str], max_len: int, batch_size: int, device: torch.device) -> Tensor:
+    """``encode(tokens, mask)`` of ``texts`` ``(N, dim)`` (float32, CPU), batched by length."""
     ids = [tokenizer.encode(t, max_len=max_len) for t in texts]
     order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
-    out = torch.empty(len(ids), model.embed_dim)
+    out = torch.empty(len(ids), dim)
     for start in range(0, len(order), batch_size):
         chunk = order[start:start + batch_size]
         lengths = torch.tensor([len(ids[i]) for i in chunk])
         tokens = torch.full((len(chunk), int(lengths.max())), tokenizer.pad_id, dtype=torch.long)
         for row, i in enumerate(chunk):
             tokens[row, :len(ids[i])] = torch.tensor(ids[i])
-        emb = model.encode_text(tokens.to(device), attention_mask(lengths, tokens.shape[1]).to(device))
+        emb = encode(tokens.to(device), attention_mask(lengths, tokens.shape[1]).to(device))
         out[torch.tensor(chunk)] = emb.float().cpu()
     return out
+
+
+class TextBank:
+    """Every distinct caption of the training records with its locked text-tower features, for
+    :class:`~vislang.losses.TextBankContrastiveLoss`.
+
+    Args:
+        model: A dual encoder with a locked text tower (``text_features``, ``project_text``).
+        tokenizer: Its tokenizer.
+        records: The training records.
+        group_key: Record field whose equal values share captions that are not negatives (None: the record).
+        max_len: Longest token sequence of a caption.
+        batch_size: Texts per batch while encoding.
+    """
+
+    def __init__(self, model: nn.Module, tokenizer: TextTokenizer, records: Sequence[Record],
+                 group_key: str | None, max_len: int, batch_size: int = 256):
+        self.captions = sorted({c for r in records for c in r.captions})
+        self.index = {c: i for i, c in enumerate(self.captions)}
+        members: dict[str, set[int]] = {}
+        for r in records:
+            members.setdefault(record_key(r, group_key) if group_key else r.id, set()).update(
+                self.index[c] for c in r.captions)
+        self.group_captions = {g: torch.tensor(sorted(m)) for g, m in members.items()}
+        text_dim = model.text_encoder.out_dim
+        self.features = _encode_texts(model.text_features, text_dim, tokenizer, self.captions, max_len,
+                                      batch_size, model_device(model))  # (N, D_txt)
+
+    def __len__(self) -> int:
+        return len(self.captions)
+
+    def targets(self, texts: Sequence[str], groups: Sequence[str]) -> tuple[Tensor, Tensor]:
+        """The bank index ``(B,)`` of each caption and the ``(B, N)`` mask of its group's other captions."""
+        target = torch.tensor([self.index[t] for t in texts])
+        masked = torch.zeros(len(texts), len(self), dtype=torch.bool)
+        for row, g in enumerate(groups):
+            masked[row, self.group_captions[g]] = True
+        masked[torch.arange(len(texts)), target] = False
+        return target, masked
 
 
 @torch.no_grad()
@@ -288,16 +337,20 @@ class RetrievalTask:
         val_records: Validation images with captions.
         eval_transform: Image -> tensor for validation.
         cfg: Task options.
+        text_bank: Every training caption, for the image->text half of the loss (``cfg.text_bank``);
+            None: the batch's captions.
     """
 
     monitor = "rsum"
     mode = "max"
 
     def __init__(self, tokenizer: TextTokenizer, val_records: Sequence[Record],
-                 eval_transform: Callable[[Any], Tensor], cfg: RetrievalTaskConfig | None = None):
+                 eval_transform: Callable[[Any], Tensor], cfg: RetrievalTaskConfig | None = None,
+                 text_bank: TextBank | None = None):
         self.cfg = cfg or RetrievalTaskConfig()
         self.tokenizer, self.val_records, self.eval_transform = tokenizer, list(val_records), eval_transform
         self.loss = ContrastiveLoss()
+        self.text_bank, self.bank_loss = text_bank, TextBankContrastiveLoss()
 
     def training_step(self, model: nn.Module, batch: dict[str, Any]) -> dict[str, Tensor]:
         tokens, lengths, images = batch["tokens"], batch["tokens_lengths"], batch["image"]
@@ -316,6 +369,13 @@ class RetrievalTask:
             groups = torch.cat([groups, groups]) if groups is not None else torch.arange(b).repeat(2)
         mask = attention_mask(lengths.to(tokens.device), tokens.shape[1])      # (B', L)
         out = model(images, tokens, mask)
+        if self.text_bank is not None and not paired:
+            bank = self.text_bank
+            target, masked = bank.targets(batch["text"], batch["group"] if "group" in batch else batch["id"])
+            device = out.image_embeds.device
+            bank_embeds = model.project_text(bank.features.to(device))            # (N, E)
+            return self.bank_loss(out.image_embeds, out.text_embeds, out.logit_scale, groups, bank_embeds,
+                                  target.to(device), masked.to(device))
         losses = self.loss(out.image_embeds, out.text_embeds, out.logit_scale, groups)
         if paired:
             first, second = out.image_embeds[:b], out.image_embeds[b:]          # (B, E) each
@@ -391,6 +451,8 @@ def train_retrieval(cfg: RetrievalRunConfig, run_dir: str | os.PathLike, resume:
     if cfg.task.batch_group_key is not None and cfg.task.pair_views:
         raise VislangError("task.batch_group_key and task.pair_views do not go together: pair_views already "
                            "draws each training sample from a group")
+    if cfg.task.text_bank and cfg.task.pair_views:
+        raise VislangError("task.text_bank and task.pair_views do not go together: use one of them")
     text_name, text_kwargs, text_mode = resolve_text_tower(cfg)
     train_ds = open_split(cfg.data, cfg.data.train_split, cfg.data.max_train)
     val_records: list[Record] = []
@@ -436,7 +498,14 @@ def train_retrieval(cfg: RetrievalRunConfig, run_dir: str | os.PathLike, resume:
             raise VislangError("task.pair_views needs task.group_key (the field whose records are views of one "
                                "thing, e.g. concept)")
         samples = PairedSamples(samples)
-    task = RetrievalTask(tokenizer, val_records, build_transform(tf_cfg), cfg.task)
+    bank = None
+    if cfg.task.text_bank:
+        if text_mode != "locked":
+            raise VislangError(f"task.text_bank needs a locked text tower (text_mode locked), not {text_mode!r}: "
+                               "the bank's text features are computed once; set task.text_bank=false")
+        bank = TextBank(model, tokenizer, train_records, cfg.task.group_key, cfg.task.max_len,
+                        cfg.task.val_batch_size)
+    task = RetrievalTask(tokenizer, val_records, build_transform(tf_cfg), cfg.task, bank)
     if getattr(model, "cache_text", False):  # a locked tower: encode each distinct caption once, by length
         captions = sorted({c for r in [*train_records, *val_records] for c in r.captions})
         embed_texts(model, tokenizer, captions, cfg.task.max_len, cfg.task.val_batch_size)
