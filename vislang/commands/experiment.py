@@ -27,6 +27,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     f.add_argument("--image-size", type=int, default=64)
     f.add_argument("--split", default="test", help="held-out split to score (default: test)")
     f.add_argument("--device", default="auto")
+    f.add_argument("--image-weights", metavar="RUN",
+                   help="start every image encoder from these weights: a run (e.g. `vislang train regions`, with "
+                        "the experiment's CNN) or a weights file")
+    f.add_argument("--freeze-image", action="store_true", help="keep the image encoder frozen")
     f.add_argument("--out", required=True, help="output folder")
     f.set_defaults(func=cmd_fusion)
 
@@ -46,7 +50,8 @@ def cmd_fusion(args: argparse.Namespace) -> int:
         data = f"shapes:size={args.image_size}"
     cfg = FusionExperimentConfig(data=data, root=args.root, fusions=fusions, model=args.model, epochs=args.epochs,
                                  max_steps=args.max_steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                                 image_size=args.image_size, eval_split=args.split, device=args.device)
+                                 image_size=args.image_size, eval_split=args.split, device=args.device,
+                                 image_weights=args.image_weights, freeze_image=args.freeze_image)
     if args.model != "vqa":
         cfg.model_kwargs = {}
     from pathlib import Path

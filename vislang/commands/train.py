@@ -83,6 +83,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--init-from", metavar="RUN",
                    help="start from the weights of another retrieval run (e.g. a locked one, to fine-tune)")
     r.set_defaults(func=cmd_train_retrieval)
+    g = tsub.add_parser("regions", help="region tagging: every grid cell names the object it shows (pre-training "
+                                         "an image encoder for VQA from object annotations)",
+                        description="Train an image encoder whose grid cells classify the attributes (colour, shape, "
+                                    "...) of the annotated object under them, from meta['objects'] (the shapes "
+                                    "data has them); start a VQA model from it with "
+                                    "--set model_kwargs.image_encoder_kwargs.weights=RUN.")
+    add_common_args(g)
+    g.set_defaults(func=cmd_train_regions)
     for name, helptext, func in (
             ("vqa", "visual question answering (image + question -> answer, soft VQA targets)", cmd_train_vqa),
             ("classify", "image + text classification (e.g. emoji group from image + tags)", cmd_train_classify)):
@@ -118,6 +126,14 @@ def cmd_train_retrieval(args: argparse.Namespace) -> int:
 
     cfg = run_config(RetrievalRunConfig, args)
     print_result(train_retrieval(cfg, Path(args.out), resume=args.resume), "rsum (sum of R@1/5/10 both ways)")
+    return 0
+
+
+def cmd_train_regions(args: argparse.Namespace) -> int:
+    from vislang.tasks.regions import RegionRunConfig, train_regions
+
+    cfg = run_config(RegionRunConfig, args)
+    print_result(train_regions(cfg, Path(args.out), resume=args.resume), "object-cell accuracy")
     return 0
 
 

@@ -7,6 +7,7 @@ from vislang.models import (  # noqa: F401  (registers)
     dual_encoder,
     fusion_model,
     hf_vision,
+    region_tagger,
     resnet,
     text_encoders,
     vit,

@@ -63,6 +63,9 @@ class FusionExperimentConfig:
         image_size: Model input side.
         eval_split: Held-out split scored at the end (checkpoints are picked on ``val``).
         device: Training device.
+        image_weights: Start every strategy's image encoder from these weights (a run directory, e.g. a region
+            tagger's, or a weights file); None: random.
+        freeze_image: Keep the image encoder frozen (with ``image_weights``: its features as they are).
     """
 
     data: str = "shapes"
@@ -82,14 +85,20 @@ class FusionExperimentConfig:
     image_size: int = 64
     eval_split: str = "test"
     device: str = "auto"
+    image_weights: str | None = None
+    freeze_image: bool = False
 
 
 def run_config(cfg: FusionExperimentConfig, fusion: str) -> VQARunConfig:
     """The VQA run of one strategy: everything but ``fusion`` comes from ``cfg``, the same for every strategy."""
     optim = OptimConfig(lr=cfg.lr, weight_decay=cfg.weight_decay, grad_clip=cfg.grad_clip,
-                        warmup_ratio=cfg.warmup_ratio, min_lr_ratio=cfg.min_lr_ratio)
+                        warmup_ratio=cfg.warmup_ratio, min_lr_ratio=cfg.min_lr_ratio, freeze_encoder=cfg.freeze_image)
+    model_kwargs = copy.deepcopy(cfg.model_kwargs)
+    if cfg.image_weights:
+        model_kwargs["image_encoder_kwargs"] = {**model_kwargs.get("image_encoder_kwargs", {}),
+                                                "weights": str(cfg.image_weights)}
     return VQARunConfig(
-        model=cfg.model, model_kwargs=copy.deepcopy(cfg.model_kwargs), fusion=fusion,
+        model=cfg.model, model_kwargs=model_kwargs, fusion=fusion,
         data=DataConfig(name=cfg.data, root=cfg.root, image_size=cfg.image_size, augment=False),
         task=VQATaskConfig(),
         train=TrainConfig(epochs=cfg.epochs, max_steps=cfg.max_steps, batch_size=cfg.batch_size, seed=cfg.seed,
