@@ -16,7 +16,7 @@ from vislang.errors import VislangError
 from vislang.models import create_model
 from vislang.models.encoders import read_state_dict
 from vislang.tasks.fusion_experiment import FusionExperimentConfig, run_config
-from vislang.tasks.regions import AttributeVocab, cell_targets
+from vislang.tasks.regions import AttributeVocab, cell_targets, check_attributes
 
 SHAPES = "shapes:n_train=40,n_val=8,n_test=8,size=32"
 
@@ -54,6 +54,8 @@ def test_attribute_vocab_from_records_and_bad_objects(tmp_path: Path):
     assert AttributeVocab.load(tmp_path / "attributes.json").values == vocab.values
     with pytest.raises(VislangError, match="has no 'size'"):
         AttributeVocab.build(records, attributes=["size"])
+    with pytest.raises(VislangError, match=r"record .*: an object in meta\['objects'\] has no 'size'"):
+        check_attributes(records, "objects", ["color", "size"])   # e.g. a val record the vocabulary cannot tag
     rows[0]["objects"][0].pop("r")
     (tmp_path / "bad.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
     with pytest.raises(VislangError, match="needs numbers x, y and r"):

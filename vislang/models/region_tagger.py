@@ -17,6 +17,7 @@ from typing import Any, NamedTuple
 from torch import Tensor, nn
 
 from vislang.errors import VislangError
+from vislang.models.encoders import override_config
 from vislang.models.registry import create_model, register_model
 
 
@@ -82,11 +83,7 @@ def region_tagger_config(name: str, **kwargs: Any) -> RegionTaggerConfig:
     """The config the registered tagger ``name`` is built with, given builder ``kwargs``."""
     if name not in PRESETS:
         raise VislangError(f"{name!r} is not a region tagger; known: {', '.join(sorted(PRESETS))}")
-    fields = RegionTaggerConfig.__dataclass_fields__
-    unknown = sorted(set(kwargs) - set(fields))
-    if unknown:
-        raise VislangError(f"{name}: unknown option(s) {', '.join(unknown)}; its options are: {', '.join(fields)}")
-    return RegionTaggerConfig(**{**PRESETS[name], **kwargs})
+    return override_config(RegionTaggerConfig(**PRESETS[name]), kwargs, name)
 
 
 @register_model()

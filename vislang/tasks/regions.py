@@ -15,6 +15,7 @@ a few hundred steps (see the README's fusion table).
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from collections.abc import Sequence
@@ -104,13 +105,8 @@ class AttributeVocab:
         names = list(attributes) if attributes else sorted({k for _, o in objects for k in o} - set(GEOMETRY))
         if not names:
             raise VislangError(f"the objects in meta[{objects_key!r}] have no attributes besides x, y, r")
-        values: dict[str, list[str]] = {}
-        for name in names:
-            missing = next((r for r, o in objects if name not in o), None)
-            if missing is not None:
-                raise VislangError(f"record {missing.id}: an object in meta[{objects_key!r}] has no {name!r}")
-            values[name] = [NONE, *sorted({str(o[name]) for _, o in objects} - {NONE})]
-        return cls(values)
+        check_attributes(records, objects_key, names)
+        return cls({name: [NONE, *sorted({str(o[name]) for _, o in objects} - {NONE})] for name in names})
 
     def sizes(self) -> dict[str, int]:
         """Attribute name -> number of classes (``"none"`` included)."""
@@ -121,9 +117,16 @@ class AttributeVocab:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> AttributeVocab:
-        import json
-
         return cls(json.loads(Path(path).read_text(encoding="utf-8")))
+
+
+def check_attributes(records: Sequence[Record], objects_key: str, names: Sequence[str]) -> None:
+    """Raise a :class:`VislangError` naming the first record with an object that lacks one of ``names``."""
+    for r in records:
+        for o in _objects(r, objects_key):
+            missing = next((name for name in names if name not in o), None)
+            if missing is not None:
+                raise VislangError(f"record {r.id}: an object in meta[{objects_key!r}] has no {missing!r}")
 
 
 def _objects(rec: Record, key: str) -> list[dict[str, Any]]:
@@ -225,6 +228,7 @@ def train_regions(cfg: RegionRunConfig, run_dir: str | os.PathLike, resume: bool
     if cfg.data.val_split:
         val_records = [r for r in open_split(cfg.data, cfg.data.val_split, cfg.data.max_val).records
                        if _objects(r, cfg.task.objects_key)]
+        check_attributes(val_records, cfg.task.objects_key, list(vocab.values))
     kwargs = {**cfg.model_kwargs, "attributes": vocab.sizes()}
     seed_everything(cfg.train.seed)
     model = create_model(cfg.model, **kwargs)

@@ -177,6 +177,7 @@ def embed_texts(model: nn.Module, tokenizer: TextTokenizer, texts: Sequence[str]
     return _encode_texts(model.encode_text, model.embed_dim, tokenizer, texts, max_len, batch_size, model_device(model))
 
 
+@torch.no_grad()
 def _encode_texts(encode: Callable[[Tensor, Tensor], Tensor], dim: int, tokenizer: TextTokenizer,
                   texts: Sequence[str], max_len: int, batch_size: int, device: torch.device) -> Tensor:
     """``encode(tokens, mask)`` of ``texts`` ``(N, dim)`` (float32, CPU), batched by length."""
@@ -222,6 +223,12 @@ class TextBank:
 
     def __len__(self) -> int:
         return len(self.captions)
+
+    def features_on(self, device: torch.device) -> Tensor:
+        """The bank's features ``(N, D_txt)`` on ``device`` (moved there once, not every step)."""
+        if self.features.device != device:
+            self.features = self.features.to(device)
+        return self.features
 
     def targets(self, texts: Sequence[str], groups: Sequence[str]) -> tuple[Tensor, Tensor]:
         """The bank index ``(B,)`` of each caption and the ``(B, N)`` mask of its group's other captions."""
@@ -373,7 +380,7 @@ class RetrievalTask:
             bank = self.text_bank
             target, masked = bank.targets(batch["text"], batch["group"] if "group" in batch else batch["id"])
             device = out.image_embeds.device
-            bank_embeds = model.project_text(bank.features.to(device))            # (N, E)
+            bank_embeds = model.project_text(bank.features_on(device))            # (N, E)
             return self.bank_loss(out.image_embeds, out.text_embeds, out.logit_scale, groups, bank_embeds,
                                   target.to(device), masked.to(device))
         losses = self.loss(out.image_embeds, out.text_embeds, out.logit_scale, groups)
