@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from vislang.data import get_dataset_info, list_datasets, load_dataset, prepare_dataset
@@ -36,6 +38,20 @@ def test_prepare_is_idempotent_and_resumes_interrupted_builds(tmp_path):
     assert summary.exists() and manifest.read_bytes() == content
     prepare_dataset(SPEC, tmp_path, force=True)
     assert manifest.read_bytes() == content  # deterministic rebuild
+
+
+def test_a_build_made_before_an_option_existed_is_kept_at_its_default(tmp_path):
+    out = prepare_dataset(SPEC, tmp_path)
+    summary = out / "summary.json"
+    done = json.loads(summary.read_text(encoding="utf-8"))
+    del done["options"]["seed"]  # as written by a version without that option
+    summary.write_text(json.dumps(done), encoding="utf-8")
+    stamp = summary.stat().st_mtime_ns
+    assert prepare_dataset(SPEC, tmp_path) == out and summary.stat().st_mtime_ns == stamp
+    done["options"]["seed"] = 123  # a build with another value is not the requested one
+    summary.write_text(json.dumps(done), encoding="utf-8")
+    prepare_dataset(SPEC, tmp_path)
+    assert json.loads(summary.read_text(encoding="utf-8"))["options"]["seed"] == parse_spec(SPEC)[1]["seed"]
 
 
 def test_load_by_name_reads_the_manifest_back(tmp_path):

@@ -8,6 +8,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -250,6 +251,9 @@ def test_npm_dir_without_the_packages_is_reported(tmp_path, monkeypatch):
     ("emoji:vendors=google,heldout=google", "both a training and a held-out style"),
     ("emoji:heldout=openmoji,val_fraction=0.6,test_fraction=0.5", "sum to less than 1"),
     ("emoji:background=notacolour", "unknown colour 'notacolour'"),
+    ("emoji:train_only=apple", "option 'train_only': unknown style 'apple'"),
+    ("emoji:train_only=openmoji", "style 'openmoji' is in both 'heldout' and 'train_only'"),
+    ("emoji:train_only=fluent+google", "style 'google' is in both 'vendors' and 'train_only'"),
 ])
 def test_bad_options_are_named(spec, needle, tmp_path):
     with pytest.raises(DataError, match=needle):
@@ -273,6 +277,16 @@ def make_subset(packages: Path, dest: Path) -> Path:
         (dest / "emojibase-data" / sub).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(packages / "emojibase-data" / sub, dest / "emojibase-data" / sub)
     for style in emoji.STYLES.values():
+        if style.iconify:  # the icon set cut down to the subset (Fluent has no flags: 1F1E9-1F1EA stays out)
+            source = packages / style.package / style.folder
+            icon_set = json.loads(source.read_text(encoding="utf-8"))
+            chars = json.loads(source.with_name("chars.json").read_text(encoding="utf-8"))
+            kept = {k: v for k, v in chars.items() if emoji.concept_id(k) in SUBSET}
+            icon_set["icons"] = {n: icon_set["icons"][n] for n in set(kept.values()) if n in icon_set["icons"]}
+            icon_set["aliases"] = {}
+            (dest / style.package / style.folder).write_text(json.dumps(icon_set), encoding="utf-8")
+            (dest / style.package / "chars.json").write_text(json.dumps(kept), encoding="utf-8")
+            continue
         files = emoji.style_images(packages, style)
         wanted = [c for c in SUBSET if not (style.name == "google" and c == DROPPED_FROM_GOOGLE)]
         if style.name == "openmoji":
@@ -343,3 +357,82 @@ def test_missing_image_folder_and_bad_text_are_named(subset, tmp_path, monkeypat
     with pytest.raises(DataError) as e:
         emoji.read_emojibase(broken / "emojibase-data")
     assert str(e.value) == f"{data_path}: entry {index} (1F600): field 'label': missing field"
+
+
+# --- a train-only style from an Iconify icon set (Fluent) ------------------------------------------------
+
+
+def _render(svg: str, tmp_path: Path, name: str) -> Image.Image:
+    """An SVG document rendered at 32 px (RGBA)."""
+    from vislang.data.svg import rasterize_svg
+    path = tmp_path / f"{name}.svg"
+    path.write_text(svg, encoding="utf-8")
+    return rasterize_svg(path, size=32)
+
+
+def _on_white(im: Image.Image) -> np.ndarray:
+    return np.asarray(Image.alpha_composite(Image.new("RGBA", im.size, "white"), im).convert("RGB")).astype(int)
+
+
+def test_iconify_aliases_flip_and_turn_their_parent(tmp_path):
+    # An L-shaped mark in the top-left of a 10 x 10 box, flipped and turned by aliases.
+    body = '<path fill="#000" d="M0 0h4v2H0zM0 0h2v4H0z"/>'
+    icon_set = {"width": 10, "height": 10, "icons": {"mark": {"body": body}},
+                "aliases": {"flipped": {"parent": "mark", "hFlip": True},
+                            "flipped-again": {"parent": "flipped", "hFlip": True},
+                            "upside-down": {"parent": "mark", "rotate": 2},
+                            "loop-a": {"parent": "loop-b"}, "loop-b": {"parent": "loop-a"},
+                            "orphan": {"parent": "gone"}}}
+    ink = {name: np.asarray(_render(emoji.iconify_icon_svg(icon_set, name), tmp_path, name))[..., 3] > 128
+           for name in ("mark", "flipped", "flipped-again", "upside-down")}
+    assert ink["mark"][0, 0] and not ink["mark"][0, -1] and ink["mark"].sum() > 50
+    assert np.array_equal(ink["flipped"], ink["mark"][:, ::-1])
+    assert np.array_equal(ink["flipped-again"], ink["mark"])
+    assert np.array_equal(ink["upside-down"], ink["mark"][::-1, ::-1])
+    with pytest.raises(DataError, match="alias chain of 'loop-a' is longer than"):
+        emoji.iconify_icon_svg(icon_set, "loop-a")
+    with pytest.raises(DataError, match=r"no icon 'gone' \(alias of 'orphan'\)"):
+        emoji.iconify_icon_svg(icon_set, "orphan")
+    wide = {"icons": {"bar": {"body": body, "width": 20}}, "aliases": {"turned": {"parent": "bar", "rotate": 1}}}
+    assert 'viewBox="0 0 20 16"' in emoji.iconify_icon_svg(wide, "bar")  # the set's default height: 16
+    with pytest.raises(DataError, match="quarter turn of a non-square icon"):
+        emoji.iconify_icon_svg(wide, "turned")
+
+
+@needs_npm
+def test_fluent_aliases_are_mirror_images(packages, tmp_path):
+    # The real set draws "pointing right" as an hFlip alias of "pointing left".
+    source = packages / emoji.STYLES["fluent"].package / "icons.json"
+    icon_set = json.loads(source.read_text(encoding="utf-8"))
+    parent = icon_set["aliases"]["backhand-index-pointing-right"]
+    assert parent == {"parent": "backhand-index-pointing-left", "hFlip": True}
+    left = _on_white(_render(emoji.iconify_icon_svg(icon_set, parent["parent"]), tmp_path, "l"))
+    right = _on_white(_render(emoji.iconify_icon_svg(icon_set, "backhand-index-pointing-right"), tmp_path, "r"))
+    assert np.abs(right - left[:, ::-1]).max() <= 16  # anti-aliasing differs by a few levels at the edges
+    assert np.abs(right - left).mean() > 10
+
+
+@needs_npm
+def test_train_only_style_adds_training_images_and_changes_no_other_split(subset, text, tmp_path,
+                                                                           monkeypatch, capsys):
+    monkeypatch.setenv(emoji.NPM_DIR_ENV, str(subset))
+    fractions = "val_fraction=0.3,test_fraction=0.3,seed=3"
+    plain = prepare_dataset(f"emoji:{fractions}", root=tmp_path / "a")
+    more = prepare_dataset(f"emoji:{fractions},train_only=fluent", root=tmp_path / "b")
+    err = capsys.readouterr().err
+    for split in SPLITS[1:]:
+        assert (plain / f"{split}.jsonl").read_bytes() == (more / f"{split}.jsonl").read_bytes()
+    train_plain, train_more = read_split(plain, "train"), read_split(more, "train")
+    fluent = [r for r in train_more if r["vendor"] == "fluent"]
+    assert [r for r in train_more if r["vendor"] != "fluent"] == train_plain
+    concepts = {r["concept"] for r in train_plain}
+    assert fluent and {r["concept"] for r in fluent} == concepts - {"1F1E9-1F1EA"}  # no Fluent flags
+    by_concept = {r["concept"]: r for r in train_plain if r["vendor"] == "twitter"}
+    for r in fluent:
+        assert r["id"] == f"fluent/{r['concept']}" and r["text"] == by_concept[r["concept"]]["text"]
+        with Image.open(more / r["image"]) as im:
+            assert im.size == (64, 64) and im.mode == "RGB"
+            assert len(np.unique(np.asarray(im).reshape(-1, 3), axis=0)) > 8
+    unused = sum(1 for c in SUBSET if emoji.assign_split(text.concepts[c].base, 3, 0.3, 0.3) != "train"
+                 and c != "1F1E9-1F1EA")
+    assert f"{unused} images of validation and test concepts unused (train-only style)" in err

@@ -4,13 +4,16 @@ Sources (npm packages, pinned in :data:`PACKAGES` so every build holds the same 
 
 * images: ``emoji-datasource-google`` (Noto Emoji, Apache-2.0) and ``emoji-datasource-twitter`` (Twemoji,
   CC-BY-4.0), the single 64 px PNGs under ``img/<vendor>/64/`` (not the sprite sheets); ``openmoji``
-  (CC-BY-SA-4.0), the colour SVGs under ``color/svg/`` rasterised with resvg;
+  (CC-BY-SA-4.0), the colour SVGs under ``color/svg/`` rasterised with resvg; ``@iconify-json/fluent-emoji-flat``
+  (Microsoft Fluent Emoji, flat style, MIT; style ``fluent``) and ``@iconify-json/fluent-emoji-high-contrast``
+  (its black line-art set without skin tones; ``fluent_line``), Iconify icon sets: ``icons.json`` holds each
+  drawing's SVG body and ``chars.json`` maps code points to icon names (Fluent has no flags);
 * text: ``emojibase-data`` (MIT; CLDR annotations under the Unicode licence): English label, tags, group,
   subgroup, skin tone and gender.
 
-``prepare`` installs the packages with npm into ``<data root>/_npm/emoji`` the first time (about 250 MB).
-Without npm, install Node.js (which brings npm), or set ``VISLANG_EMOJI_NPM_DIR`` to a ``node_modules``
-folder that already holds the four packages.
+``prepare`` installs the packages the chosen styles need with npm into ``<data root>/_npm/emoji`` the first
+time (about 250 MB). Without npm, install Node.js (which brings npm), or set ``VISLANG_EMOJI_NPM_DIR`` to a
+``node_modules`` folder that already holds them.
 
 Concepts
     A *concept* is one emojibase entry or one of its skin-tone variants, named by its code point sequence
@@ -48,7 +51,9 @@ Splits
     * ``test_new_concepts``: every style's images (vendors and held out) of test concepts.
 
     Held-out styles (OpenMoji by default) therefore appear only in test splits; their images of val
-    concepts are not used.
+    concepts are not used. ``train_only`` styles (none by default; the Fluent sets are meant for it) add
+    their images of train concepts to ``train`` and nothing else, so a third training style leaves the val
+    and test splits exactly as they are.
 """
 
 from __future__ import annotations
@@ -80,6 +85,8 @@ PACKAGES: dict[str, str] = {
     "emoji-datasource-google": "16.0.0",
     "emoji-datasource-twitter": "16.0.0",
     "openmoji": "17.0.0",
+    "@iconify-json/fluent-emoji-flat": "1.2.6",
+    "@iconify-json/fluent-emoji-high-contrast": "1.2.6",
 }
 """npm packages and the exact versions every build uses."""
 
@@ -89,7 +96,8 @@ NPM_DIR_ENV = "VISLANG_EMOJI_NPM_DIR"
 SPLITS = ("train", "val", "test_seen_concepts_new_style", "test_new_concepts")
 
 LICENSE = ("Google images: Noto Emoji (Apache-2.0); Twitter images: Twemoji by Twitter/X (CC-BY-4.0); "
-           "OpenMoji images (CC-BY-SA-4.0, openmoji.org); text: emojibase-data (MIT) from Unicode CLDR "
+           "OpenMoji images (CC-BY-SA-4.0, openmoji.org); Fluent images (train_only=fluent, fluent_line): Fluent "
+           "Emoji by Microsoft (MIT); text: emojibase-data (MIT) from Unicode CLDR "
            "(Unicode License v3)")
 
 
@@ -100,20 +108,25 @@ class Style:
     Attributes:
         name: Style name used in options, record ids and image folders.
         package: npm package holding the images.
-        folder: Image folder inside the package.
+        folder: Image folder inside the package, or for an Iconify set its ``icons.json``.
         suffix: Image file suffix (``.png`` or ``.svg``).
+        iconify: The images are the SVG bodies of an Iconify icon set (``folder`` names its JSON; a
+            ``chars.json`` beside it maps code points to icon names), not files in a folder.
     """
 
     name: str
     package: str
     folder: str
     suffix: str
+    iconify: bool = False
 
 
 STYLES: dict[str, Style] = {s.name: s for s in (
     Style("google", "emoji-datasource-google", "img/google/64", ".png"),
     Style("twitter", "emoji-datasource-twitter", "img/twitter/64", ".png"),
     Style("openmoji", "openmoji", "color/svg", ".svg"),
+    Style("fluent", "@iconify-json/fluent-emoji-flat", "icons.json", ".svg", iconify=True),
+    Style("fluent_line", "@iconify-json/fluent-emoji-high-contrast", "icons.json", ".svg", iconify=True),
 )}
 
 
@@ -368,9 +381,17 @@ def read_emojibase(package_dir: str | os.PathLike) -> EmojibaseText:
 _MARKER = "vislang-installed.json"
 
 
-def _missing_packages(node_modules: Path) -> list[str]:
-    """Packages of :data:`PACKAGES` absent from ``node_modules`` (a folder without package.json counts)."""
-    return [name for name in PACKAGES if not (node_modules / name / "package.json").is_file()]
+def packages_for(styles: tuple[str, ...] | list[str] | None = None) -> dict[str, str]:
+    """The pinned packages a build with these styles needs: the text and each style's images (None: all)."""
+    if styles is None:
+        return dict(PACKAGES)
+    names = {"emojibase-data", *(STYLES[s].package for s in styles)}
+    return {p: v for p, v in PACKAGES.items() if p in names}
+
+
+def _missing_packages(node_modules: Path, packages: dict[str, str]) -> list[str]:
+    """Packages absent from ``node_modules`` (a folder without package.json counts)."""
+    return [name for name in packages if not (node_modules / name / "package.json").is_file()]
 
 
 def _installed_version(node_modules: Path, name: str) -> str | None:
@@ -385,8 +406,8 @@ def npm_prefix(root: str | os.PathLike) -> Path:
     return Path(root) / "_npm" / "emoji"
 
 
-def ensure_packages(root: str | os.PathLike) -> Path:
-    """The ``node_modules`` folder holding :data:`PACKAGES`, installing them with npm when missing.
+def ensure_packages(root: str | os.PathLike, styles: tuple[str, ...] | list[str] | None = None) -> Path:
+    """The ``node_modules`` folder holding the packages of ``styles``, installing them with npm when missing.
 
     ``$VISLANG_EMOJI_NPM_DIR`` wins when set (it must already hold the packages). Otherwise the packages go
     to ``<root>/_npm/emoji``; a marker file written after npm succeeds makes later calls instant and an
@@ -394,6 +415,7 @@ def ensure_packages(root: str | os.PathLike) -> Path:
 
     Args:
         root: The data root.
+        styles: Style names whose images are needed (None: every package of :data:`PACKAGES`).
 
     Returns:
         The ``node_modules`` folder.
@@ -402,15 +424,16 @@ def ensure_packages(root: str | os.PathLike) -> Path:
         ExternalToolError: npm is needed but absent, or ``npm install`` failed, or the folder named by the
             environment variable lacks a package.
     """
+    packages = packages_for(styles)
     env = os.environ.get(NPM_DIR_ENV)
     if env:
         node_modules = Path(env).expanduser()
-        missing = _missing_packages(node_modules)
+        missing = _missing_packages(node_modules, packages)
         if missing:
             raise ExternalToolError(
                 f"{NPM_DIR_ENV}={env} lacks {', '.join(missing)}; install them there with "
-                f"`npm install {' '.join(f'{p}@{v}' for p, v in PACKAGES.items())}` or unset {NPM_DIR_ENV}")
-        for name, version in PACKAGES.items():
+                f"`npm install {' '.join(f'{p}@{packages[p]}' for p in missing)}` or unset {NPM_DIR_ENV}")
+        for name, version in packages.items():
             found = _installed_version(node_modules, name)
             if found != version:
                 print(f"warning: emoji: {name} in {NPM_DIR_ENV} is version {found}, built data expects "
@@ -424,7 +447,9 @@ def ensure_packages(root: str | os.PathLike) -> Path:
         installed = json.loads(marker.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError):
         installed = {}
-    missing = [p for p, v in PACKAGES.items()
+    if not isinstance(installed, dict):
+        installed = {}
+    missing = [p for p, v in packages.items()
                if installed.get(p) != v or _installed_version(node_modules, p) != v]
     if not missing:
         return node_modules
@@ -432,13 +457,14 @@ def ensure_packages(root: str | os.PathLike) -> Path:
     if npm is None:
         raise ExternalToolError(
             "the emoji dataset needs npm to download its images and text "
-            f"({', '.join(f'{p}@{PACKAGES[p]}' for p in missing)}), and npm is not on PATH. "
+            f"({', '.join(f'{p}@{packages[p]}' for p in missing)}), and npm is not on PATH. "
             "Install Node.js (it includes npm: https://nodejs.org, or `apt-get install npm`), or set "
             f"{NPM_DIR_ENV} to a node_modules folder that already holds these packages.")
+    # npm install --save-exact keeps what an earlier call installed (it is in the prefix's package.json)
     _npm_install(npm, prefix, missing)
     atomic_write_json(marker, {p: v for p, v in PACKAGES.items()
                                if _installed_version(node_modules, p) == v})
-    still = [p for p in PACKAGES if _installed_version(node_modules, p) != PACKAGES[p]]
+    still = [p for p in packages if _installed_version(node_modules, p) != packages[p]]
     if still:
         raise ExternalToolError(f"npm install finished but {', '.join(still)} is not in {node_modules}")
     return node_modules
@@ -447,7 +473,7 @@ def ensure_packages(root: str | os.PathLike) -> Path:
 def _npm_install(npm: str, prefix: Path, packages: list[str]) -> None:
     specs = [f"{p}@{PACKAGES[p]}" for p in packages]
     prefix.mkdir(parents=True, exist_ok=True)
-    print(f"emoji: installing {' '.join(specs)} with npm into {prefix} (once; about 250 MB)", file=sys.stderr)
+    print(f"emoji: installing {' '.join(specs)} with npm into {prefix} (once)", file=sys.stderr)
     start = time.monotonic()
     cmd = [npm, "install", "--prefix", str(prefix), "--save-exact", "--no-audit", "--no-fund",
            "--no-update-notifier", *specs]
@@ -472,12 +498,24 @@ def _npm_install(npm: str, prefix: Path, packages: list[str]) -> None:
 # --- images ----------------------------------------------------------------------------------------------
 
 
-def style_images(node_modules: str | os.PathLike, style: Style) -> dict[str, Path]:
+def style_images(node_modules: str | os.PathLike, style: Style, work_dir: str | os.PathLike | None = None
+                 ) -> dict[str, Path]:
     """The image files of a style by concept id (file names normalised with :func:`concept_id`).
 
+    Args:
+        node_modules: Folder holding the style's package.
+        style: The style.
+        work_dir: Where an Iconify style's SVGs are written (one file per concept, under ``<style name>/``);
+            needed only for those.
+
     Raises:
-        DataError: The style's image folder is missing, or two files name the same concept.
+        DataError: The style's image folder (or icon set) is missing or malformed, or two files name the
+            same concept.
     """
+    if style.iconify:
+        if work_dir is None:
+            raise ValueError(f"style {style.name!r} is an Iconify set: style_images needs a work_dir")
+        return iconify_svgs(Path(node_modules) / style.package / style.folder, Path(work_dir) / style.name)
     folder = Path(node_modules) / style.package / style.folder
     if not folder.is_dir():
         raise DataError(f"image folder of style {style.name!r} not found (incomplete {style.package} "
@@ -490,6 +528,99 @@ def style_images(node_modules: str | os.PathLike, style: Style) -> dict[str, Pat
         if concept in files:
             raise DataError(f"two {style.name} images name concept {concept}: {files[concept].name} and "
                             f"{path.name}", path=str(folder))
+        files[concept] = path
+    return files
+
+
+_MAX_ALIAS_DEPTH = 16
+
+
+def iconify_icon_svg(icon_set: dict[str, Any], name: str, where: str = "icons.json") -> str:
+    """A standalone SVG document of one icon of an Iconify icon set (the parsed ``icons.json``).
+
+    Aliases are followed to their parent icon, their flips and quarter turns combined as Iconify defines
+    them (``hFlip``/``vFlip`` toggle, ``rotate`` adds); sizes fall back from the icon to the set (16 x 16).
+
+    Raises:
+        DataError: The icon (or an alias's parent) is missing, an alias chain loops, a field has the wrong
+            type, or a non-square icon is turned by a quarter.
+    """
+    icons, aliases = icon_set.get("icons"), icon_set.get("aliases") or {}
+    if not isinstance(icons, dict) or not isinstance(aliases, dict):
+        raise DataError("expected 'icons' (and 'aliases') objects", path=where)
+    h_flip = v_flip = False
+    turns = 0
+    props: dict[str, Any] = {}
+    current = name
+    for _ in range(_MAX_ALIAS_DEPTH):
+        if current in icons:
+            break
+        alias = aliases.get(current)
+        if not isinstance(alias, dict) or not isinstance(alias.get("parent"), str):
+            raise DataError(f"no icon {current!r}" + (f" (alias of {name!r})" if current != name else ""),
+                            path=where, field=f"icons.{current}")
+        h_flip ^= bool(alias.get("hFlip", False))
+        v_flip ^= bool(alias.get("vFlip", False))
+        turns += int(alias.get("rotate", 0))
+        props = {k: alias[k] for k in ("width", "height", "left", "top") if k in alias} | props
+        current = alias["parent"]
+    else:
+        raise DataError(f"alias chain of {name!r} is longer than {_MAX_ALIAS_DEPTH} (a loop?)", path=where)
+    icon = icons[current]
+    if not isinstance(icon, dict) or not isinstance(icon.get("body"), str):
+        raise DataError("expected an object with an SVG 'body' string", path=where, field=f"icons.{current}")
+    h_flip ^= bool(icon.get("hFlip", False))
+    v_flip ^= bool(icon.get("vFlip", False))
+    turns = (turns + int(icon.get("rotate", 0))) % 4
+    box = {k: props.get(k, icon.get(k, icon_set.get(k, default)))
+           for k, default in (("width", 16), ("height", 16), ("left", 0), ("top", 0))}
+    try:
+        width, height, left, top = (float(box[k]) for k in ("width", "height", "left", "top"))
+    except (TypeError, ValueError):
+        raise DataError(f"non-numeric size {box}", path=where, field=f"icons.{current}") from None
+    if turns % 2 and width != height:
+        raise DataError(f"a quarter turn of a non-square icon ({width:g} x {height:g}) is not supported",
+                        path=where, field=f"icons.{name}")
+    body = icon["body"]
+    if h_flip or v_flip or turns:
+        cx, cy = left + width / 2, top + height / 2
+        body = (f'<g transform="translate({cx:g} {cy:g}) rotate({90 * turns}) '
+                f'scale({-1 if h_flip else 1} {-1 if v_flip else 1}) translate({-cx:g} {-cy:g})">{body}</g>')
+    return (f'<svg xmlns="http://www.w3.org/2000/svg" xmlns:xlink="http://www.w3.org/1999/xlink" '
+            f'viewBox="{left:g} {top:g} {width:g} {height:g}" width="{width:g}" height="{height:g}">{body}</svg>')
+
+
+def iconify_svgs(icons_path: Path, out_dir: Path) -> dict[str, Path]:
+    """Write each emoji of an Iconify icon set as ``<out_dir>/<concept>.svg``; returns them by concept.
+
+    ``chars.json`` next to ``icons_path`` maps code point sequences to icon names. ``out_dir`` is rewritten.
+
+    Raises:
+        DataError: A file is missing or malformed, or two code point sequences name the same concept with
+            different icons.
+    """
+    if not icons_path.is_file():
+        raise DataError("icon set not found (incomplete package? delete it to have it reinstalled)",
+                        path=str(icons_path))
+    chars_path = icons_path.with_name("chars.json")
+    icon_set, chars = _load_json(icons_path), _load_json(chars_path)
+    if not isinstance(icon_set, dict):
+        raise DataError("expected an Iconify icon set object", path=str(icons_path))
+    if not isinstance(chars, dict) or not all(isinstance(v, str) for v in chars.values()):
+        raise DataError("expected an object mapping code points to icon names", path=str(chars_path))
+    names: dict[str, str] = {}
+    for hexcode, name in sorted(chars.items()):
+        concept = concept_id(hexcode)
+        if names.setdefault(concept, name) != name:
+            raise DataError(f"concept {concept} has two icons, {names[concept]!r} and {name!r}",
+                            path=str(chars_path), field=hexcode)
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    out_dir.mkdir(parents=True)
+    files: dict[str, Path] = {}
+    for concept, name in names.items():
+        path = out_dir / f"{concept}.svg"
+        path.write_text(iconify_icon_svg(icon_set, name, str(icons_path)), encoding="utf-8")
         files[concept] = path
     return files
 
@@ -572,14 +703,15 @@ def render_all(jobs: list[RenderJob], workers: int | None = None) -> None:
 
 
 def check_options(vendors: tuple[str, ...], heldout: tuple[str, ...], size: int, background: str,
-                  val_fraction: float, test_fraction: float) -> tuple[int, int, int]:
+                  val_fraction: float, test_fraction: float, train_only: tuple[str, ...] = ()
+                  ) -> tuple[int, int, int]:
     """Validate the dataset options before anything is downloaded; returns the background as RGB.
 
     Raises:
         DataError: An option is invalid (the message names it).
     """
     known = ", ".join(STYLES)
-    for option, names in (("vendors", vendors), ("heldout", heldout)):
+    for option, names in (("vendors", vendors), ("heldout", heldout), ("train_only", train_only)):
         for name in names:
             if name not in STYLES:
                 raise DataError(f"unknown style {name!r} (known: {known})", where=f"emoji option {option!r}")
@@ -589,6 +721,11 @@ def check_options(vendors: tuple[str, ...], heldout: tuple[str, ...], size: int,
     if both:
         raise DataError(f"style {both[0]!r} is both a training and a held-out style",
                         where="emoji options 'vendors' and 'heldout'")
+    for option, names in (("vendors", vendors), ("heldout", heldout)):
+        both = sorted(set(names) & set(train_only))
+        if both:
+            raise DataError(f"style {both[0]!r} is in both {option!r} and 'train_only'",
+                            where=f"emoji options {option!r} and 'train_only'")
     if size <= 0:
         raise DataError(f"expected a positive image size, got {size}", where="emoji option 'size'")
     if val_fraction < 0 or test_fraction < 0 or val_fraction + test_fraction >= 1:
@@ -625,7 +762,8 @@ def _record(concept: Concept, style: str, image: Path) -> Record:
 def build_emoji(node_modules: str | os.PathLike, out_dir: str | os.PathLike, *,
                 vendors: tuple[str, ...] = ("google", "twitter"), heldout: tuple[str, ...] = ("openmoji",),
                 size: int = 64, background: str = "white", val_fraction: float = 0.1,
-                test_fraction: float = 0.1, seed: int = 0) -> dict[str, list[Record]]:
+                test_fraction: float = 0.1, seed: int = 0, train_only: tuple[str, ...] = ()
+                ) -> dict[str, list[Record]]:
     """Render the images and make the split records from an existing ``node_modules``.
 
     Args:
@@ -639,12 +777,13 @@ def build_emoji(node_modules: str | os.PathLike, out_dir: str | os.PathLike, *,
         val_fraction: Share of concept groups for validation.
         test_fraction: Share of concept groups for testing.
         seed: Seed of the group assignment.
+        train_only: Extra training styles: their images of train concepts join ``train``, the rest is unused.
 
     Returns:
         Records by split name (see the module docstring).
     """
-    vendors, heldout = tuple(vendors), tuple(heldout)
-    rgb = check_options(vendors, heldout, size, background, val_fraction, test_fraction)
+    vendors, heldout, train_only = tuple(vendors), tuple(heldout), tuple(train_only)
+    rgb = check_options(vendors, heldout, size, background, val_fraction, test_fraction, train_only)
     node_modules, out_dir = Path(node_modules), Path(out_dir).resolve()
     text = read_emojibase(node_modules / "emojibase-data")
     group_split = {c.base: assign_split(c.base, seed, val_fraction, test_fraction)
@@ -653,14 +792,16 @@ def build_emoji(node_modules: str | os.PathLike, out_dir: str | os.PathLike, *,
     split_of_style: dict[str, dict[str, str]] = {
         **{s: {"train": "train", "val": "val", "test": "test_new_concepts"} for s in vendors},
         **{s: {"train": "test_seen_concepts_new_style", "test": "test_new_concepts"} for s in heldout},
+        **{s: {"train": "train"} for s in train_only},
     }
-    images_dir = out_dir / "images"
-    if images_dir.exists():
-        shutil.rmtree(images_dir)
+    images_dir, sources_dir = out_dir / "images", out_dir / "sources"
+    for folder in (images_dir, sources_dir):
+        if folder.exists():
+            shutil.rmtree(folder)
     placed: list[tuple[str, int, int, Record]] = []  # (split, concept order, style index, record)
     jobs: list[RenderJob] = []
     for style_index, (style, targets) in enumerate(split_of_style.items()):
-        files = style_images(node_modules, STYLES[style])
+        files = style_images(node_modules, STYLES[style], sources_dir)
         unused = 0
         for concept in text.concepts.values():
             source = files.get(concept.concept)
@@ -673,7 +814,8 @@ def build_emoji(node_modules: str | os.PathLike, out_dir: str | os.PathLike, *,
             target = images_dir / style / f"{concept.concept}.png"
             jobs.append(RenderJob(str(source), str(target), size, rgb))
             placed.append((split, concept.order, style_index, _record(concept, style, target)))
-        _report_matching(style, files, text, unused)
+        _report_matching(style, files, text, unused,
+                         "train-only style" if style in train_only else "held-out style")
 
     render_all(jobs)
     splits: dict[str, list[Record]] = {name: [] for name in SPLITS}
@@ -686,7 +828,8 @@ def _n(count: int, noun: str) -> str:
     return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
-def _report_matching(style: str, files: dict[str, Path], text: EmojibaseText, unused: int) -> None:
+def _report_matching(style: str, files: dict[str, Path], text: EmojibaseText, unused: int,
+                     why_unused: str = "held-out style") -> None:
     """One stderr line: what matched, what had no image, what had no text; nothing is dropped uncounted."""
     matched = sum(1 for c in files if c in text.concepts)
     skipped = Counter(text.skipped[c] for c in files if c in text.skipped)
@@ -698,28 +841,32 @@ def _report_matching(style: str, files: dict[str, Path], text: EmojibaseText, un
              + (f" (e.g. {', '.join(no_text[:3])})" if no_text else "")]
     parts += [f"{_n(n, 'image')} of skipped {reason} entries" for reason, n in sorted(skipped.items())]
     if unused:
-        parts.append(f"{_n(unused, 'image')} of validation concepts unused (held-out style)")
+        which = "validation" if why_unused == "held-out style" else "validation and test"
+        parts.append(f"{_n(unused, 'image')} of {which} concepts unused ({why_unused})")
     print(f"emoji: {style}: " + "; ".join(parts), file=sys.stderr)
 
 
 @register_dataset(
     "emoji",
-    description="Emoji in Google, Twitter and OpenMoji styles with CLDR names; splits by concept group",
+    description="Emoji in Google, Twitter and OpenMoji styles (Fluent optional) with CLDR names; splits by "
+                "concept group",
     splits=SPLITS,
     default_split="train",
     license=LICENSE,
     options={"vendors": ("google", "twitter"), "heldout": ("openmoji",), "size": 64, "background": "white",
-             "val_fraction": 0.1, "test_fraction": 0.1, "seed": 0},
+             "val_fraction": 0.1, "test_fraction": 0.1, "seed": 0, "train_only": ()},
 )
 def prepare(ctx: PrepareContext, vendors: tuple[str, ...] = ("google", "twitter"),
             heldout: tuple[str, ...] = ("openmoji",), size: int = 64, background: str = "white",
-            val_fraction: float = 0.1, test_fraction: float = 0.1, seed: int = 0) -> dict[str, list[Record]]:
+            val_fraction: float = 0.1, test_fraction: float = 0.1, seed: int = 0,
+            train_only: tuple[str, ...] = ()) -> dict[str, list[Record]]:
     """Install the npm packages if needed, then build the dataset (see the module docstring)."""
-    check_options(tuple(vendors), tuple(heldout), size, background, val_fraction, test_fraction)
-    node_modules = ensure_packages(ctx.root)
+    vendors, heldout, train_only = tuple(vendors), tuple(heldout), tuple(train_only)
+    check_options(vendors, heldout, size, background, val_fraction, test_fraction, train_only)
+    node_modules = ensure_packages(ctx.root, vendors + heldout + train_only)
     return build_emoji(node_modules, ctx.out_dir, vendors=vendors, heldout=heldout, size=size,
                        background=background, val_fraction=val_fraction, test_fraction=test_fraction,
-                       seed=seed)
+                       seed=seed, train_only=train_only)
 
 
 # ------------------------------------------------------------------------------------- metadata questions

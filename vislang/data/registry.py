@@ -186,9 +186,12 @@ def prepare_dataset(spec: str, root: str | os.PathLike | None = None, force: boo
     if not force and summary_path.exists():
         try:
             done = json.loads(summary_path.read_text(encoding="utf-8"))
-            if done.get("version") == info.version and done.get("options") == json.loads(
-                    json.dumps(options, default=str)):
-                return out
+            # An option added after the build counts at its default (which keeps the earlier behaviour).
+            was = done.get("options") if isinstance(done, dict) else None
+            if isinstance(was, dict) and done.get("version") == info.version:
+                built = {**json.loads(json.dumps(info.options, default=str)), **was}
+                if built == json.loads(json.dumps(options, default=str)):
+                    return out
         except (OSError, json.JSONDecodeError):
             pass
     if summary_path.exists():
