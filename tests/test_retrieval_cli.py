@@ -27,6 +27,7 @@ from vislang.tasks.retrieval import (
     TextBank,
     gallery_retrieval_scores,
     query_texts,
+    subsampled_gallery_scores,
 )
 from vislang.tasks.retrieval_eval import evaluate_retriever, readable_label
 
@@ -194,6 +195,45 @@ def test_each_gallery_is_ranked_on_its_own():
     pooled = retrieval_scores(images, texts, [0, 1, 2, 3])               # one gallery: the twins compete
     assert pooled.text_to_image["R@1"] == 0.5
     np.testing.assert_array_equal(scores.per_gallery["openmoji"].text_ranks, [1, 1])
+
+
+def test_subsampled_galleries_match_scoring_each_cut_by_hand():
+    gen = torch.Generator().manual_seed(0)
+    images = torch.nn.functional.normalize(torch.randn(30, 8, generator=gen), dim=1)
+    owner = [i // 2 for i in range(60)]                                   # two captions per image
+    texts = torch.nn.functional.normalize(images[owner] + 0.8 * torch.randn(60, 8, generator=gen), dim=1)
+    galleries = ["a"] * 20 + ["b"] * 10
+    sub = subsampled_gallery_scores(images, texts, owner, galleries, size=12, draws=3, seed=5)
+    assert sub["gallery_size"] == 12 and sub["draws"] == 3
+    rng, r1 = np.random.default_rng(5), []
+    for _ in range(3):  # the same cuts: 12 of gallery "a", all 10 of the smaller gallery "b"
+        keep = np.sort(np.concatenate([rng.permutation(np.arange(20))[:12], rng.permutation(np.arange(20, 30))]))
+        q = [t for t in range(60) if owner[t] in set(keep.tolist())]
+        local = {int(i): k for k, i in enumerate(keep)}
+        ref = gallery_retrieval_scores(images[keep], texts[q], [local[owner[t]] for t in q],
+                                       [galleries[i] for i in keep])
+        r1.append(ref.overall.text_to_image["R@1"])
+    assert sub["text_to_image"]["R@1"] == pytest.approx(np.mean(r1))
+    assert sub["text_to_image_std"]["R@1"] == pytest.approx(np.std(r1))
+    full = gallery_retrieval_scores(images, texts, owner, galleries)
+    whole = subsampled_gallery_scores(images, texts, owner, galleries, size=100, draws=2)
+    assert whole["text_to_image"] == pytest.approx(full.overall.text_to_image)  # a cut as big as the gallery
+    with pytest.raises(VislangError, match="must be >= 1"):
+        subsampled_gallery_scores(images, texts, owner, galleries, size=0)
+
+
+def test_evaluate_retrieval_on_smaller_galleries(run: Path, data_root: Path, tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture):
+    out = tmp_path / "eval"
+    assert main(["evaluate", "retrieval", "--model", str(run), "--data", SHAPES, "--split", "test",
+                 "--root", str(data_root), "--gallery-size", "4", "--gallery-draws", "3", "--out", str(out)]) == 0
+    assert "R@1 (galleries of 4, 3 draws)" in capsys.readouterr().out
+    scores = json.loads((out / "scores.json").read_text())
+    assert scores["subsampled"]["gallery_size"] == 4 and scores["subsampled"]["draws"] == 3
+    assert scores["text_to_image"]["R@1"] <= scores["subsampled"]["text_to_image"]["R@5"] + 1e-9
+    assert main(["evaluate", "retrieval", "--model", str(run), "--data", SHAPES, "--split", "test",
+                 "--root", str(data_root), "--gallery-size", "0"]) == 2
+    assert "--gallery-size and --gallery-draws must be >= 1" in capsys.readouterr().err
 
 
 def test_zero_shot_classification_on_a_manifest(run: Path, tmp_path: Path):

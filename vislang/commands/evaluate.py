@@ -68,6 +68,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ret.add_argument("--template", default="a {label} emoji",
                      help="zero-shot prompt with a {label} placeholder (default: 'a {label} emoji')")
     ret.add_argument("--no-zero-shot", action="store_true", help="skip zero-shot classification")
+    ret.add_argument("--gallery-size", type=int, metavar="N",
+                     help="also score every gallery cut to N random candidates (to compare with numbers measured "
+                          "on a smaller gallery, like COCO's 1K test), averaged over --gallery-draws cuts")
+    ret.add_argument("--gallery-draws", type=int, default=10, metavar="D",
+                     help="random cuts averaged for --gallery-size (default: 10)")
     ret.add_argument("--limit", type=int, help="evaluate only the first N images")
     ret.add_argument("--batch-size", type=int, default=128, help="images per embedding batch")
     ret.add_argument("--skip-bad", action="store_true", help="leave out images that are missing or unreadable")
@@ -156,7 +161,8 @@ def run_retrieval_model(args: argparse.Namespace) -> int:
     ev = evaluate_retriever(args.model, args.data, args.split, root=args.root, image_root=args.image_root,
                             captions=args.captions, gallery_key=gallery_key, template=args.template,
                             zero_shot=not args.no_zero_shot, limit=args.limit, skip_bad=args.skip_bad,
-                            batch_size=args.batch_size, out_dir=out)
+                            batch_size=args.batch_size, out_dir=out, gallery_size=args.gallery_size,
+                            gallery_draws=args.gallery_draws)
     galleries = ", ".join(f"{g} {n}" for g, n in ev.galleries.items())
     which = "every caption" if args.captions == "all" else "first captions"
     print(f"{ev.split}: {ev.n_images} images, {ev.n_queries} text queries ({which}); "

@@ -318,6 +318,59 @@ def gallery_retrieval_scores(image_embeds: Tensor, text_embeds: Tensor, text_ima
     return GalleryScores(overall, per, sizes)
 
 
+def subsampled_gallery_scores(image_embeds: Tensor, text_embeds: Tensor, text_image: Sequence[int],
+                              galleries: Sequence[str], size: int, draws: int = 10, seed: int = 0,
+                              ks: Sequence[int] = DEFAULT_KS) -> dict[str, Any]:
+    """Recall at K with every gallery cut down to ``size`` random candidates, averaged over ``draws`` cuts.
+
+    The protocol for comparing with numbers measured on a smaller gallery (COCO's "1K test" beside its 5K
+    one): each draw keeps ``size`` images of each gallery (all of a smaller gallery) and their captions as
+    the queries; recalls and ranks are pooled over the galleries of a draw, then averaged over the draws.
+
+    Args:
+        image_embeds: ``(N_img, E)``.
+        text_embeds: ``(N_txt, E)``.
+        text_image: ``(N_txt,)`` index of the image each text describes.
+        galleries: ``(N_img,)`` gallery name of each image.
+        size: Candidates per gallery in each draw.
+        draws: Number of random cuts (seeded by ``seed``, the same on every machine).
+        seed: Seed of the cuts.
+        ks: The K of the recalls.
+
+    Returns:
+        ``{"gallery_size", "draws", "text_to_image", "image_to_text"}``, the last two averaged over the draws,
+        plus ``"text_to_image_std"`` (standard deviation of each recall over the draws).
+
+    Raises:
+        VislangError: ``size`` or ``draws`` is below 1.
+    """
+    if size < 1 or draws < 1:
+        raise VislangError(f"gallery size and draws must be >= 1, got {size} and {draws}")
+    owner = np.asarray(text_image, dtype=np.int64)
+    names = np.asarray(list(galleries))
+    rng = np.random.default_rng(seed)
+    per_draw: list[GalleryScores] = []
+    for _ in range(draws):
+        keep = np.concatenate([rng.permutation(np.flatnonzero(names == g))[:size]
+                               for g in sorted(set(names.tolist()))])
+        keep.sort()
+        local = -np.ones(len(names), dtype=np.int64)
+        local[keep] = np.arange(len(keep))
+        texts = np.flatnonzero(local[owner] >= 0)
+        per_draw.append(gallery_retrieval_scores(image_embeds[torch.from_numpy(keep)],
+                                                 text_embeds[torch.from_numpy(texts)], local[owner[texts]],
+                                                 names[keep].tolist(), ks))
+
+    def mean(direction: str) -> dict[str, float]:
+        rows = [getattr(d.overall, direction) for d in per_draw]
+        return {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
+
+    spread = {k: float(np.std([d.overall.text_to_image[k] for d in per_draw]))
+              for k in per_draw[0].overall.text_to_image if k.startswith("R@")}
+    return {"gallery_size": size, "draws": draws, "text_to_image": mean("text_to_image"),
+            "image_to_text": mean("image_to_text"), "text_to_image_std": spread}
+
+
 def _summary(ranks: np.ndarray, ks: Sequence[int]) -> dict[str, float]:
     out = {f"R@{k}": float(np.mean(ranks <= k)) for k in ks}
     out["median_rank"] = float(np.median(ranks))

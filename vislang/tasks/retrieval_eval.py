@@ -23,7 +23,12 @@ from vislang.embedder import Embedder
 from vislang.errors import VislangError
 from vislang.metrics.classification import classification_report
 from vislang.tasks.common import load_split
-from vislang.tasks.retrieval import galleries_of, gallery_retrieval_scores, query_texts
+from vislang.tasks.retrieval import (
+    galleries_of,
+    gallery_retrieval_scores,
+    query_texts,
+    subsampled_gallery_scores,
+)
 from vislang.utils.io import atomic_write_json, format_table
 
 DEFAULT_TEMPLATE = "a {label} emoji"
@@ -46,6 +51,8 @@ class RetrievalEvaluation:
         per_gallery: ``{gallery: {"text_to_image": ..., "image_to_text": ...}}``.
         zero_shot: Zero-shot classification (accuracy, macro F1, classes, prompts, chance and majority-class
             accuracy), or None when the split has no labels.
+        subsampled: Recalls with every gallery cut to ``gallery_size`` random candidates, averaged over
+            ``draws`` cuts (see :func:`~vislang.tasks.retrieval.subsampled_gallery_scores`), or None.
     """
 
     split: str
@@ -58,10 +65,16 @@ class RetrievalEvaluation:
     image_to_text: dict[str, float] = field(default_factory=dict)
     per_gallery: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
     zero_shot: dict[str, Any] | None = None
+    subsampled: dict[str, Any] | None = None
 
     def table(self) -> str:
         rows: list[list[Any]] = [[k, self.text_to_image[k], self.image_to_text[k]] for k in RANK_KEYS
                                  if k in self.text_to_image]
+        if self.subsampled is not None:
+            sub = self.subsampled
+            tag = f"galleries of {sub['gallery_size']}, {sub['draws']} draws"
+            rows += [[f"{k} ({tag})", sub["text_to_image"][k], sub["image_to_text"][k]]
+                     for k in RANK_KEYS if k.startswith("R@") and k in sub["text_to_image"]]
         if self.zero_shot is not None:
             rows.append(["zero-shot accuracy", self.zero_shot["accuracy"], ""])
             rows.append(["zero-shot macro F1", self.zero_shot["macro_f1"], ""])
@@ -107,7 +120,8 @@ def evaluate_retriever(run: str | os.PathLike, data: str, split: str | None, *, 
                        image_root: str | None = None, captions: str = "all", gallery_key: str | None = "vendor",
                        template: str = DEFAULT_TEMPLATE, zero_shot: bool = True, limit: int | None = None,
                        skip_bad: bool = False, batch_size: int = 128, out_dir: str | os.PathLike | None = None,
-                       embedder: Embedder | None = None) -> RetrievalEvaluation:
+                       embedder: Embedder | None = None, gallery_size: int | None = None,
+                       gallery_draws: int = 10) -> RetrievalEvaluation:
     """Score a run's best checkpoint on a split: retrieval both ways and zero-shot classification.
 
     Args:
@@ -125,12 +139,18 @@ def evaluate_retriever(run: str | os.PathLike, data: str, split: str | None, *, 
         batch_size: Images per embedding batch.
         out_dir: Write ``scores.json`` there (atomically) when given.
         embedder: An already loaded embedder (default: loaded from ``run``).
+        gallery_size: Also score every gallery cut to this many random candidates (for comparing with
+            numbers measured on a smaller gallery), averaged over ``gallery_draws`` cuts.
+        gallery_draws: Random cuts to average over.
 
     Raises:
         VislangError: The split has no captioned images (and no labels for zero-shot), or bad options.
     """
     if captions not in ("all", "first"):
         raise VislangError(f"captions must be 'all' or 'first', not {captions!r}")
+    if gallery_size is not None and (gallery_size < 1 or gallery_draws < 1):
+        raise VislangError(f"--gallery-size and --gallery-draws must be >= 1, got {gallery_size} and "
+                           f"{gallery_draws}")
     embedder = embedder or Embedder.load(run)
     ds = load_split(data, split, root=root, image_root=image_root, limit=limit, skip_bad=skip_bad)
     records = ds.records
@@ -147,7 +167,11 @@ def evaluate_retriever(run: str | os.PathLike, data: str, split: str | None, *, 
         texts, owner = query_texts(captioned, captions)
         text_emb = embedder.embed_texts(texts)
         cap_images = images[[row[id(r)] for r in captioned]]
-        scores = gallery_retrieval_scores(cap_images, text_emb, owner, galleries_of(captioned, gallery_key))
+        gallery_names = galleries_of(captioned, gallery_key)
+        scores = gallery_retrieval_scores(cap_images, text_emb, owner, gallery_names)
+        if gallery_size is not None:
+            ev.subsampled = subsampled_gallery_scores(cap_images, text_emb, owner, gallery_names, gallery_size,
+                                                      gallery_draws)
         ev.n_queries = len(texts)
         ev.galleries = scores.sizes
         ev.text_to_image = scores.overall.text_to_image
