@@ -15,6 +15,7 @@ from vislang.cli import main
 from vislang.config import resolve_config
 from vislang.data import load_dataset
 from vislang.data.loader import ImageTextSamples, build_loader
+from vislang.data.registry import parse_spec
 from vislang.data.text import HFTokenizer, Vocabulary
 from vislang.data.transforms import TransformConfig, build_transform
 from vislang.embedder import Embedder
@@ -279,8 +280,12 @@ def test_bad_style_options_are_named(data_root: Path, tmp_path: Path, capsys: py
 def test_the_shipped_emoji_recipe_is_a_valid_config(tiny_bert_dir: Path, data_root: Path, tmp_path: Path):
     recipe = Path(__file__).resolve().parents[1] / "configs" / "retrieval_emoji.yaml"
     cfg = resolve_config(RetrievalRunConfig, recipe, [])
-    assert cfg.text_encoder == "minilm" and cfg.data.name == "emoji" and cfg.data.trim and cfg.task.text_bank
+    assert cfg.text_encoder == "minilm" and cfg.data.name.startswith("emoji:") and cfg.data.trim and cfg.task.text_bank
     assert 0 < cfg.data.outline <= 1 and 0 < cfg.data.flatten <= 1 and cfg.model_kwargs["image_pool_grid"] == 4
+    name, options = parse_spec(cfg.data.name)  # extra training styles only: the test splits stay the default ones
+    assert name == "emoji" and set(options["train_only"]) == {"fluent", "fluent_line"}
+    assert {k: v for k, v in options.items() if k != "train_only"} == {
+        k: v for k, v in parse_spec("emoji")[1].items() if k != "train_only"}
     out = tmp_path / "recipe"  # the same recipe on tiny data with a tiny model (a locked tiny BERT) runs end to end
     assert main(["train", "retrieval", "--config", str(recipe), "--data", SHAPES, "--root", str(data_root),
                  "--model", "dual_encoder_tiny", "--text-encoder", str(tiny_bert_dir), "--batch-size", "8",
