@@ -815,7 +815,8 @@ def build_emoji(node_modules: str | os.PathLike, out_dir: str | os.PathLike, *,
             jobs.append(RenderJob(str(source), str(target), size, rgb))
             placed.append((split, concept.order, style_index, _record(concept, style, target)))
         _report_matching(style, files, text, unused,
-                         "train-only style" if style in train_only else "held-out style")
+                         "validation and test concepts unused (train-only style)" if style in train_only
+                         else "validation concepts unused (held-out style)")
 
     render_all(jobs)
     splits: dict[str, list[Record]] = {name: [] for name in SPLITS}
@@ -829,7 +830,7 @@ def _n(count: int, noun: str) -> str:
 
 
 def _report_matching(style: str, files: dict[str, Path], text: EmojibaseText, unused: int,
-                     why_unused: str = "held-out style") -> None:
+                     unused_what: str = "") -> None:
     """One stderr line: what matched, what had no image, what had no text; nothing is dropped uncounted."""
     matched = sum(1 for c in files if c in text.concepts)
     skipped = Counter(text.skipped[c] for c in files if c in text.skipped)
@@ -841,8 +842,7 @@ def _report_matching(style: str, files: dict[str, Path], text: EmojibaseText, un
              + (f" (e.g. {', '.join(no_text[:3])})" if no_text else "")]
     parts += [f"{_n(n, 'image')} of skipped {reason} entries" for reason, n in sorted(skipped.items())]
     if unused:
-        which = "validation" if why_unused == "held-out style" else "validation and test"
-        parts.append(f"{_n(unused, 'image')} of {which} concepts unused ({why_unused})")
+        parts.append(f"{_n(unused, 'image')} of {unused_what}")
     print(f"emoji: {style}: " + "; ".join(parts), file=sys.stderr)
 
 
