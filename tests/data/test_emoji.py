@@ -397,6 +397,9 @@ def test_iconify_aliases_flip_and_turn_their_parent(tmp_path):
     assert 'viewBox="0 0 20 16"' in emoji.iconify_icon_svg(wide, "bar")  # the set's default height: 16
     with pytest.raises(DataError, match="quarter turn of a non-square icon"):
         emoji.iconify_icon_svg(wide, "turned")
+    wide["aliases"]["odd"] = {"parent": "bar", "rotate": "half"}
+    with pytest.raises(DataError, match=r"field 'icons.odd.rotate': expected a whole number of quarter turns, got 'half'"):
+        emoji.iconify_icon_svg(wide, "odd")
 
 
 @needs_npm

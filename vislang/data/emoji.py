@@ -535,6 +535,15 @@ def style_images(node_modules: str | os.PathLike, style: Style, work_dir: str | 
 _MAX_ALIAS_DEPTH = 16
 
 
+def _quarter_turns(entry: dict[str, Any], where: str, name: str) -> int:
+    """The ``rotate`` field of an Iconify icon or alias: a whole number of quarter turns (0 when absent)."""
+    turns = entry.get("rotate", 0)
+    if not isinstance(turns, int) or isinstance(turns, bool):
+        raise DataError(f"expected a whole number of quarter turns, got {turns!r}", path=where,
+                        field=f"icons.{name}.rotate")
+    return turns
+
+
 def iconify_icon_svg(icon_set: dict[str, Any], name: str, where: str = "icons.json") -> str:
     """A standalone SVG document of one icon of an Iconify icon set (the parsed ``icons.json``).
 
@@ -561,7 +570,7 @@ def iconify_icon_svg(icon_set: dict[str, Any], name: str, where: str = "icons.js
                             path=where, field=f"icons.{current}")
         h_flip ^= bool(alias.get("hFlip", False))
         v_flip ^= bool(alias.get("vFlip", False))
-        turns += int(alias.get("rotate", 0))
+        turns += _quarter_turns(alias, where, current)
         props = {k: alias[k] for k in ("width", "height", "left", "top") if k in alias} | props
         current = alias["parent"]
     else:
@@ -571,7 +580,7 @@ def iconify_icon_svg(icon_set: dict[str, Any], name: str, where: str = "icons.js
         raise DataError("expected an object with an SVG 'body' string", path=where, field=f"icons.{current}")
     h_flip ^= bool(icon.get("hFlip", False))
     v_flip ^= bool(icon.get("vFlip", False))
-    turns = (turns + int(icon.get("rotate", 0))) % 4
+    turns = (turns + _quarter_turns(icon, where, current)) % 4
     box = {k: props.get(k, icon.get(k, icon_set.get(k, default)))
            for k, default in (("width", 16), ("height", 16), ("left", 0), ("top", 0))}
     try:
