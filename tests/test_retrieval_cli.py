@@ -283,7 +283,8 @@ def test_the_shipped_emoji_recipe_is_a_valid_config(tiny_bert_dir: Path, data_ro
     assert cfg.text_encoder == "minilm" and cfg.data.name.startswith("emoji:") and cfg.data.trim and cfg.task.text_bank
     assert 0 < cfg.data.outline <= 1 and 0 < cfg.data.flatten <= 1 and cfg.model_kwargs["image_pool_grid"] == 4
     name, options = parse_spec(cfg.data.name)  # extra training styles only: the test splits stay the default ones
-    assert name == "emoji" and set(options["train_only"]) == {"fluent", "fluent_line"}
+    assert name == "emoji" and set(options["train_only"]) == {"fluent", "fluent_line", "emojione", "emojione_line",
+                                                              "noto_v1"}
     assert {k: v for k, v in options.items() if k != "train_only"} == {
         k: v for k, v in parse_spec("emoji")[1].items() if k != "train_only"}
     out = tmp_path / "recipe"  # the same recipe on tiny data with a tiny model (a locked tiny BERT) runs end to end

@@ -276,13 +276,22 @@ def make_subset(packages: Path, dest: Path) -> Path:
     for sub in ("en/data.json", "meta/groups.json"):
         (dest / "emojibase-data" / sub).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(packages / "emojibase-data" / sub, dest / "emojibase-data" / sub)
+    text = emoji.read_emojibase(packages / "emojibase-data")
+    subset_names = {name for name, c in emoji.label_names({c: text.concepts[c].label for c in SUBSET}).items()}
     for style in emoji.STYLES.values():
         if style.iconify:  # the icon set cut down to the subset (Fluent has no flags: 1F1E9-1F1EA stays out)
             source = packages / style.package / style.folder
             icon_set = json.loads(source.read_text(encoding="utf-8"))
             chars = json.loads(source.with_name("chars.json").read_text(encoding="utf-8"))
-            kept = {k: v for k, v in chars.items() if emoji.concept_id(k) in SUBSET}
-            icon_set["icons"] = {n: icon_set["icons"][n] for n in set(kept.values()) if n in icon_set["icons"]}
+            if style.by_label:  # named by label: keep the subset's names and one old CLDR name
+                assert chars == {}
+                kept = {}
+                icon_set["icons"] = {n: b for n, b in icon_set["icons"].items()
+                                     if n in subset_names or n == "bear-face"}
+            else:
+                kept = {k: v for k, v in chars.items() if emoji.concept_id(k) in SUBSET}
+                icon_set["icons"] = {n: icon_set["icons"][n] for n in set(kept.values())
+                                     if n in icon_set["icons"]}
             icon_set["aliases"] = {}
             (dest / style.package / style.folder).write_text(json.dumps(icon_set), encoding="utf-8")
             (dest / style.package / "chars.json").write_text(json.dumps(kept), encoding="utf-8")
@@ -402,6 +411,45 @@ def test_iconify_aliases_flip_and_turn_their_parent(tmp_path):
         emoji.iconify_icon_svg(wide, "odd")
 
 
+def test_label_slug_is_the_iconify_icon_name():
+    assert emoji.label_slug("waving hand: medium-dark skin tone") == "waving-hand-medium-dark-skin-tone"
+    assert emoji.label_slug("one o’clock") == "one-oclock"
+    assert emoji.label_slug("Mrs. Claus") == "mrs-claus"
+    assert emoji.label_slug("piñata") == "pinata"
+    assert emoji.label_slug("flag: Bosnia & Herzegovina") == "flag-bosnia-and-herzegovina"
+    assert emoji.label_slug("flag: Côte d’Ivoire") == "flag-cote-divoire"
+
+
+def test_label_names_answer_flag_for_and_leave_shared_names_out():
+    names = emoji.label_names({"1F1EB-1F1F7": "flag: France", "1F44B": "waving hand",
+                               "A": "twin", "B": "Twin"})
+    assert names == {"flag-france": "1F1EB-1F1F7", "flag-for-france": "1F1EB-1F1F7", "waving-hand": "1F44B"}
+
+
+def test_iconify_set_named_by_label(tmp_path, capsys):
+    square = '<path fill="#000" d="M0 0h10v10H0z"/>'
+    icon_set = {"width": 10, "height": 10,
+                "icons": {"waving-hand": {"body": square}, "bear-face": {"body": square},
+                          "grinning-face": {"body": square.replace("#000", "#f00")}},
+                "aliases": {"waving-hand-light-skin-tone": {"parent": "waving-hand", "hFlip": True},
+                            "grinning": {"parent": "bear-face"}}}
+    icons_path = tmp_path / "set" / "icons.json"
+    icons_path.parent.mkdir()
+    icons_path.write_text(json.dumps(icon_set), encoding="utf-8")
+    (tmp_path / "set" / "chars.json").write_text("{}", encoding="utf-8")
+    labels = {"1F44B": "waving hand", "1F44B-1F3FB": "waving hand: light skin tone", "1F600": "grinning face",
+              "1F43B": "bear"}
+    by_name = emoji.label_names(labels) | {"grinning": "1F600"}  # an alias naming a concept an icon names too
+    files = emoji.iconify_svgs(icons_path, tmp_path / "mystyle", by_name)
+    assert sorted(files) == ["1F44B", "1F44B-1F3FB", "1F600"]
+    assert files["1F600"].read_text(encoding="utf-8") == emoji.iconify_icon_svg(icon_set, "grinning-face")
+    assert files["1F44B-1F3FB"].read_text(encoding="utf-8") == \
+        emoji.iconify_icon_svg(icon_set, "waving-hand-light-skin-tone")
+    assert "emoji: mystyle: 1 icon name match no CLDR label (e.g. bear-face)" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="matched by label: style_images needs the labels"):
+        emoji.style_images(tmp_path, emoji.STYLES["noto_v1"], tmp_path / "work")
+
+
 @needs_npm
 def test_fluent_aliases_are_mirror_images(packages, tmp_path):
     # The real set draws "pointing right" as an hFlip alias of "pointing left".
@@ -439,3 +487,34 @@ def test_train_only_style_adds_training_images_and_changes_no_other_split(subset
     unused = sum(1 for c in SUBSET if emoji.assign_split(text.concepts[c].base, 3, 0.3, 0.3) != "train"
                  and c != "1F1E9-1F1EA")
     assert f"{unused} images of validation and test concepts unused (train-only style)" in err
+
+
+@needs_npm
+def test_styles_named_by_label_match_real_icons(subset, packages, text, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv(emoji.NPM_DIR_ENV, str(subset))
+    fractions = "val_fraction=0,test_fraction=0"
+    plain = prepare_dataset(f"emoji:{fractions}", root=tmp_path / "a")
+    more = prepare_dataset(f"emoji:{fractions},train_only=emojione+emojione_line+noto_v1", root=tmp_path / "b")
+    err = capsys.readouterr().err
+    train = read_split(more, "train")
+    assert [r for r in train if r["vendor"] in ("google", "twitter")] == read_split(plain, "train")
+    by_style = {s: {r["concept"] for r in train if r["vendor"] == s} for s in ("emojione", "emojione_line", "noto_v1")}
+    tones = {c for c in SUBSET if "-1F3F" in c}
+    assert tones <= by_style["noto_v1"] and tones <= by_style["emojione"]  # EmojiOne and Noto v1 draw skin tones
+    assert not tones & by_style["emojione_line"]  # the monotone set has none
+    assert {"1F600", "1F44B", "1F1E9-1F1EA", "2764"} <= by_style["emojione_line"]
+    # Counted, not used: an old CLDR name (now "bear"), and a name that "keycap: #" and "keycap: *" share.
+    for style, name in (("emojione", "bear-face"), ("emojione_line", "bear-face"), ("noto_v1", "keycap")):
+        assert f"emoji: {style}: 1 icon name match no CLDR label (e.g. {name})" in err
+    # The drawing is the real icon of that name: "waving hand: medium-dark skin tone" in Noto v1.
+    icon_set = json.loads((packages / emoji.STYLES["noto_v1"].package / "icons.json").read_text(encoding="utf-8"))
+    from vislang.data.svg import rasterize_svg
+    (tmp_path / "w.svg").write_text(emoji.iconify_icon_svg(icon_set, "waving-hand-medium-dark-skin-tone"),
+                                    encoding="utf-8")
+    expected = _on_white(rasterize_svg(tmp_path / "w.svg", size=64))
+    with Image.open(more / "images" / "noto_v1" / "1F44B-1F3FE.png") as im:
+        got = np.asarray(im.convert("RGB")).astype(int)
+    assert got.shape == expected.shape == (64, 64, 3) and np.abs(got - expected).max() <= 2
+    with Image.open(more / "images" / "emojione_line" / "1F600.png") as im:  # line art: black and white
+        grey = np.asarray(im.convert("L")).astype(int)
+    assert ((grey < 64) | (grey > 192)).mean() > 0.9 and (grey < 64).mean() > 0.05

@@ -8,6 +8,11 @@ Sources (npm packages, pinned in :data:`PACKAGES` so every build holds the same 
   (Microsoft Fluent Emoji, flat style, MIT; style ``fluent``) and ``@iconify-json/fluent-emoji-high-contrast``
   (its black line-art set without skin tones; ``fluent_line``), Iconify icon sets: ``icons.json`` holds each
   drawing's SVG body and ``chars.json`` maps code points to icon names (Fluent has no flags);
+  ``@iconify-json/emojione`` (EmojiOne 2 / EmojiTwo, CC-BY-4.0; ``emojione``), ``@iconify-json/emojione-monotone``
+  (its black line art, no skin tones; ``emojione_line``) and ``@iconify-json/noto-v1`` (Google's Noto Emoji
+  before 2017, Apache-2.0; ``noto_v1``), Iconify sets whose ``chars.json`` is empty: their icon names are
+  matched to the CLDR labels (``waving-hand-light-skin-tone``); names from older CLDR releases match nothing
+  and are counted;
 * text: ``emojibase-data`` (MIT; CLDR annotations under the Unicode licence): English label, tags, group,
   subgroup, skin tone and gender.
 
@@ -51,9 +56,9 @@ Splits
     * ``test_new_concepts``: every style's images (vendors and held out) of test concepts.
 
     Held-out styles (OpenMoji by default) therefore appear only in test splits; their images of val
-    concepts are not used. ``train_only`` styles (none by default; the Fluent sets are meant for it) add
-    their images of train concepts to ``train`` and nothing else, so a third training style leaves the val
-    and test splits exactly as they are.
+    concepts are not used. ``train_only`` styles (none by default; the Fluent, EmojiOne and Noto v1 sets are
+    meant for it) add their images of train concepts to ``train`` and nothing else, so more training styles
+    leave the val and test splits exactly as they are.
 """
 
 from __future__ import annotations
@@ -66,6 +71,7 @@ import shutil
 import subprocess
 import sys
 import time
+import unicodedata
 from collections import Counter, deque
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -87,6 +93,9 @@ PACKAGES: dict[str, str] = {
     "openmoji": "17.0.0",
     "@iconify-json/fluent-emoji-flat": "1.2.6",
     "@iconify-json/fluent-emoji-high-contrast": "1.2.6",
+    "@iconify-json/emojione": "1.2.3",
+    "@iconify-json/emojione-monotone": "1.2.1",
+    "@iconify-json/noto-v1": "1.2.5",
 }
 """npm packages and the exact versions every build uses."""
 
@@ -97,8 +106,9 @@ SPLITS = ("train", "val", "test_seen_concepts_new_style", "test_new_concepts")
 
 LICENSE = ("Google images: Noto Emoji (Apache-2.0); Twitter images: Twemoji by Twitter/X (CC-BY-4.0); "
            "OpenMoji images (CC-BY-SA-4.0, openmoji.org); Fluent images (train_only=fluent, fluent_line): Fluent "
-           "Emoji by Microsoft (MIT); text: emojibase-data (MIT) from Unicode CLDR "
-           "(Unicode License v3)")
+           "Emoji by Microsoft (MIT); EmojiOne images (train_only=emojione, emojione_line): EmojiOne 2 / "
+           "EmojiTwo (CC-BY-4.0); Noto v1 images (train_only=noto_v1): Noto Emoji by Google (Apache-2.0); "
+           "text: emojibase-data (MIT) from Unicode CLDR (Unicode License v3)")
 
 
 @dataclass(frozen=True)
@@ -112,6 +122,8 @@ class Style:
         suffix: Image file suffix (``.png`` or ``.svg``).
         iconify: The images are the SVG bodies of an Iconify icon set (``folder`` names its JSON; a
             ``chars.json`` beside it maps code points to icon names), not files in a folder.
+        by_label: The Iconify set's ``chars.json`` is empty: its icon names are matched to the concepts'
+            CLDR labels instead (:func:`label_slug`).
     """
 
     name: str
@@ -119,6 +131,7 @@ class Style:
     folder: str
     suffix: str
     iconify: bool = False
+    by_label: bool = False
 
 
 STYLES: dict[str, Style] = {s.name: s for s in (
@@ -127,6 +140,10 @@ STYLES: dict[str, Style] = {s.name: s for s in (
     Style("openmoji", "openmoji", "color/svg", ".svg"),
     Style("fluent", "@iconify-json/fluent-emoji-flat", "icons.json", ".svg", iconify=True),
     Style("fluent_line", "@iconify-json/fluent-emoji-high-contrast", "icons.json", ".svg", iconify=True),
+    Style("emojione", "@iconify-json/emojione", "icons.json", ".svg", iconify=True, by_label=True),
+    Style("emojione_line", "@iconify-json/emojione-monotone", "icons.json", ".svg", iconify=True,
+          by_label=True),
+    Style("noto_v1", "@iconify-json/noto-v1", "icons.json", ".svg", iconify=True, by_label=True),
 )}
 
 
@@ -498,8 +515,8 @@ def _npm_install(npm: str, prefix: Path, packages: list[str]) -> None:
 # --- images ----------------------------------------------------------------------------------------------
 
 
-def style_images(node_modules: str | os.PathLike, style: Style, work_dir: str | os.PathLike | None = None
-                 ) -> dict[str, Path]:
+def style_images(node_modules: str | os.PathLike, style: Style, work_dir: str | os.PathLike | None = None,
+                 labels: dict[str, str] | None = None) -> dict[str, Path]:
     """The image files of a style by concept id (file names normalised with :func:`concept_id`).
 
     Args:
@@ -507,6 +524,7 @@ def style_images(node_modules: str | os.PathLike, style: Style, work_dir: str | 
         style: The style.
         work_dir: Where an Iconify style's SVGs are written (one file per concept, under ``<style name>/``);
             needed only for those.
+        labels: CLDR label by concept id; needed only for a style matched by label (``Style.by_label``).
 
     Raises:
         DataError: The style's image folder (or icon set) is missing or malformed, or two files name the
@@ -515,7 +533,10 @@ def style_images(node_modules: str | os.PathLike, style: Style, work_dir: str | 
     if style.iconify:
         if work_dir is None:
             raise ValueError(f"style {style.name!r} is an Iconify set: style_images needs a work_dir")
-        return iconify_svgs(Path(node_modules) / style.package / style.folder, Path(work_dir) / style.name)
+        if style.by_label and labels is None:
+            raise ValueError(f"style {style.name!r} is matched by label: style_images needs the labels")
+        return iconify_svgs(Path(node_modules) / style.package / style.folder, Path(work_dir) / style.name,
+                            label_names(labels) if style.by_label and labels is not None else None)
     folder = Path(node_modules) / style.package / style.folder
     if not folder.is_dir():
         raise DataError(f"image folder of style {style.name!r} not found (incomplete {style.package} "
@@ -599,22 +620,39 @@ def iconify_icon_svg(icon_set: dict[str, Any], name: str, where: str = "icons.js
             f'viewBox="{left:g} {top:g} {width:g} {height:g}" width="{width:g}" height="{height:g}">{body}</svg>')
 
 
-def iconify_svgs(icons_path: Path, out_dir: Path) -> dict[str, Path]:
-    """Write each emoji of an Iconify icon set as ``<out_dir>/<concept>.svg``; returns them by concept.
+def label_slug(label: str) -> str:
+    """The Iconify icon name of a CLDR label: ASCII letters and digits, lower case, joined by ``-``.
 
-    ``chars.json`` next to ``icons_path`` maps code point sequences to icon names. ``out_dir`` is rewritten.
-
-    Raises:
-        DataError: A file is missing or malformed, or two code point sequences name the same concept with
-            different icons.
+    Accents are dropped and apostrophes and full stops removed, as Iconify's emoji sets name their icons:
+    ``"waving hand: medium-dark skin tone"`` -> ``"waving-hand-medium-dark-skin-tone"``, ``"one o’clock"``
+    -> ``"one-oclock"``, ``"piñata"`` -> ``"pinata"``.
     """
-    if not icons_path.is_file():
-        raise DataError("icon set not found (incomplete package? delete it to have it reinstalled)",
-                        path=str(icons_path))
-    chars_path = icons_path.with_name("chars.json")
-    icon_set, chars = _load_json(icons_path), _load_json(chars_path)
-    if not isinstance(icon_set, dict):
-        raise DataError("expected an Iconify icon set object", path=str(icons_path))
+    text = unicodedata.normalize("NFKD", label).encode("ascii", "ignore").decode("ascii").lower()
+    text = re.sub(r"['.]", "", text.replace("&", " and "))
+    return re.sub(r"[^a-z0-9]+", "-", text).strip("-")
+
+
+def label_names(labels: dict[str, str]) -> dict[str, str]:
+    """Concept id by Iconify icon name, for an icon set named by CLDR label (see :func:`label_slug`).
+
+    Flags also answer to ``flag-for-<place>`` (``"flag: France"`` -> ``flag-france``, ``flag-for-france``).
+    A name that two concepts' labels share is left out: it could be either.
+
+    Args:
+        labels: CLDR label by concept id.
+    """
+    names: dict[str, set[str]] = {}
+    for concept, label in labels.items():
+        slug = label_slug(label)
+        names.setdefault(slug, set()).add(concept)
+        if slug.startswith("flag-"):
+            names.setdefault("flag-for-" + slug[len("flag-"):], set()).add(concept)
+    return {name: next(iter(concepts)) for name, concepts in names.items() if len(concepts) == 1}
+
+
+def _icon_names_from_chars(chars_path: Path) -> dict[str, str]:
+    """Icon name by concept id from an Iconify ``chars.json`` (code point sequence -> icon name)."""
+    chars = _load_json(chars_path)
     if not isinstance(chars, dict) or not all(isinstance(v, str) for v in chars.values()):
         raise DataError("expected an object mapping code points to icon names", path=str(chars_path))
     names: dict[str, str] = {}
@@ -623,6 +661,53 @@ def iconify_svgs(icons_path: Path, out_dir: Path) -> dict[str, Path]:
         if names.setdefault(concept, name) != name:
             raise DataError(f"concept {concept} has two icons, {names[concept]!r} and {name!r}",
                             path=str(chars_path), field=hexcode)
+    return names
+
+
+def _icon_names_from_labels(icon_set: dict[str, Any], by_name: dict[str, str], where: str, style: str
+                            ) -> dict[str, str]:
+    """Icon name by concept id for a set named by label: icons before aliases, each in name order."""
+    icons, aliases = icon_set.get("icons"), icon_set.get("aliases") or {}
+    if not isinstance(icons, dict) or not isinstance(aliases, dict):
+        raise DataError("expected 'icons' (and 'aliases') objects", path=where)
+    names: dict[str, str] = {}
+    unmatched: list[str] = []
+    for name in [*sorted(icons), *sorted(aliases)]:
+        if name in by_name:
+            names.setdefault(by_name[name], name)
+        else:
+            unmatched.append(name)
+    if unmatched:  # older CLDR names (``bear-face`` is now ``bear``), letters, keycaps: counted, not used
+        print(f"emoji: {style}: {_n(len(unmatched), 'icon name')} match no CLDR label "
+              f"(e.g. {', '.join(unmatched[:3])})", file=sys.stderr)
+    return names
+
+
+def iconify_svgs(icons_path: Path, out_dir: Path, by_name: dict[str, str] | None = None) -> dict[str, Path]:
+    """Write each emoji of an Iconify icon set as ``<out_dir>/<concept>.svg``; returns them by concept.
+
+    ``chars.json`` next to ``icons_path`` maps code point sequences to icon names, unless ``by_name`` is
+    given. ``out_dir`` is rewritten.
+
+    Args:
+        icons_path: The set's ``icons.json``.
+        out_dir: Folder for the SVG files, named after the style (messages name it).
+        by_name: Concept id by icon name (:func:`label_names`), for a set whose ``chars.json`` is empty. An
+            icon that names no concept is not used; where an icon and an alias name one concept, the icon
+            wins.
+
+    Raises:
+        DataError: A file is missing or malformed, or two code point sequences name the same concept with
+            different icons.
+    """
+    if not icons_path.is_file():
+        raise DataError("icon set not found (incomplete package? delete it to have it reinstalled)",
+                        path=str(icons_path))
+    icon_set = _load_json(icons_path)
+    if not isinstance(icon_set, dict):
+        raise DataError("expected an Iconify icon set object", path=str(icons_path))
+    names = (_icon_names_from_chars(icons_path.with_name("chars.json")) if by_name is None
+             else _icon_names_from_labels(icon_set, by_name, str(icons_path), out_dir.name))
     if out_dir.exists():
         shutil.rmtree(out_dir)
     out_dir.mkdir(parents=True)
@@ -810,7 +895,8 @@ def build_emoji(node_modules: str | os.PathLike, out_dir: str | os.PathLike, *,
     placed: list[tuple[str, int, int, Record]] = []  # (split, concept order, style index, record)
     jobs: list[RenderJob] = []
     for style_index, (style, targets) in enumerate(split_of_style.items()):
-        files = style_images(node_modules, STYLES[style], sources_dir)
+        files = style_images(node_modules, STYLES[style], sources_dir,
+                             {c.concept: c.label for c in text.concepts.values()})
         unused = 0
         for concept in text.concepts.values():
             source = files.get(concept.concept)
@@ -857,8 +943,8 @@ def _report_matching(style: str, files: dict[str, Path], text: EmojibaseText, un
 
 @register_dataset(
     "emoji",
-    description="Emoji in Google, Twitter and OpenMoji styles (Fluent optional) with CLDR names; splits by "
-                "concept group",
+    description="Emoji in Google, Twitter and OpenMoji styles (Fluent, EmojiOne, Noto v1 optional) with CLDR "
+                "names; splits by concept group",
     splits=SPLITS,
     default_split="train",
     license=LICENSE,
