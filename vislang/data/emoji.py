@@ -565,6 +565,14 @@ def _quarter_turns(entry: dict[str, Any], where: str, name: str) -> int:
     return turns
 
 
+def _icons_and_aliases(icon_set: dict[str, Any], where: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The ``icons`` and ``aliases`` objects of an Iconify icon set (no aliases: empty)."""
+    icons, aliases = icon_set.get("icons"), icon_set.get("aliases") or {}
+    if not isinstance(icons, dict) or not isinstance(aliases, dict):
+        raise DataError("expected 'icons' (and 'aliases') objects", path=where)
+    return icons, aliases
+
+
 def iconify_icon_svg(icon_set: dict[str, Any], name: str, where: str = "icons.json") -> str:
     """A standalone SVG document of one icon of an Iconify icon set (the parsed ``icons.json``).
 
@@ -575,9 +583,7 @@ def iconify_icon_svg(icon_set: dict[str, Any], name: str, where: str = "icons.js
         DataError: The icon (or an alias's parent) is missing, an alias chain loops, a field has the wrong
             type, or a non-square icon is turned by a quarter.
     """
-    icons, aliases = icon_set.get("icons"), icon_set.get("aliases") or {}
-    if not isinstance(icons, dict) or not isinstance(aliases, dict):
-        raise DataError("expected 'icons' (and 'aliases') objects", path=where)
+    icons, aliases = _icons_and_aliases(icon_set, where)
     h_flip = v_flip = False
     turns = 0
     props: dict[str, Any] = {}
@@ -667,9 +673,7 @@ def _icon_names_from_chars(chars_path: Path) -> dict[str, str]:
 def _icon_names_from_labels(icon_set: dict[str, Any], by_name: dict[str, str], where: str, style: str
                             ) -> dict[str, str]:
     """Icon name by concept id for a set named by label: icons before aliases, each in name order."""
-    icons, aliases = icon_set.get("icons"), icon_set.get("aliases") or {}
-    if not isinstance(icons, dict) or not isinstance(aliases, dict):
-        raise DataError("expected 'icons' (and 'aliases') objects", path=where)
+    icons, aliases = _icons_and_aliases(icon_set, where)
     names: dict[str, str] = {}
     unmatched: list[str] = []
     for name in [*sorted(icons), *sorted(aliases)]:
@@ -894,9 +898,9 @@ def build_emoji(node_modules: str | os.PathLike, out_dir: str | os.PathLike, *,
             shutil.rmtree(folder)
     placed: list[tuple[str, int, int, Record]] = []  # (split, concept order, style index, record)
     jobs: list[RenderJob] = []
+    labels = {c.concept: c.label for c in text.concepts.values()}
     for style_index, (style, targets) in enumerate(split_of_style.items()):
-        files = style_images(node_modules, STYLES[style], sources_dir,
-                             {c.concept: c.label for c in text.concepts.values()})
+        files = style_images(node_modules, STYLES[style], sources_dir, labels)
         unused = 0
         for concept in text.concepts.values():
             source = files.get(concept.concept)
