@@ -1,7 +1,7 @@
 """Retrieval index speed: embedding images, exact search against a torch peer, and IVF / HNSW recall.
 
 (a) Images/s to embed real image files (decode + transform + image tower): with ``--model RUN`` through
-    ``vislang.embedder.Embedder``; otherwise an *untrained* ``dual_encoder`` from the registry (small CNN
+    ``vislang.load`` (a ``RetrievalPredictor``); otherwise an *untrained* ``dual_encoder`` from the registry (small CNN
     image tower, 64 px, E=256; the speed does not depend on the weights).
 (b) Search latency of 1,000 queries (k=10) over 100k and 1M random L2-normalised vectors (d=256): vislang's
     flat index (``Index.search_vectors``: FAISS ``IndexFlatIP`` plus building the hit lists) against a plain
@@ -87,11 +87,11 @@ def bench_embed(args: argparse.Namespace) -> list[list]:
     paths = [r.image for r in ds.records[: args.images]]
     rows = []
     if args.model:
-        from vislang.embedder import Embedder
+        from vislang.inference.retrieval import RetrievalPredictor
 
-        emb = Embedder.load(args.model)
+        emb = RetrievalPredictor.load(args.model)
         s = median_time(lambda: emb.embed_images(paths, batch_size=64), args.runs)
-        rows.append([f"Embedder.embed_images ({args.model}), paths -> vectors", len(paths),
+        rows.append([f"RetrievalPredictor.embed_images ({args.model}), paths -> vectors", len(paths),
                      f"{len(paths) / s:,.1f}"])
         s_pil = median_time(lambda: [load_image(p) for p in paths], args.runs)
         rows.append(["  of which decoding (load_image)", len(paths), f"{len(paths) / s_pil:,.1f}"])

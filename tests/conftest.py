@@ -121,7 +121,7 @@ def retrieval_run(data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     """A real ``dual_encoder_tiny`` trained in-process for two steps on the shapes images (a few seconds).
 
     Its rankings mean little; tests check what indexes and searches report against exact computations
-    with its :class:`vislang.embedder.Embedder` (the ``exact`` fixture)."""
+    with its :class:`vislang.inference.retrieval.RetrievalPredictor` (the ``exact`` fixture)."""
     from vislang.cli import main
 
     out = tmp_path_factory.mktemp("retrieval-run") / "run"
@@ -134,15 +134,17 @@ def retrieval_run(data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> 
 
 @pytest.fixture(scope="session")
 def embedder(retrieval_run: Path):
-    """``Embedder.load(retrieval_run)``."""
-    from vislang.embedder import Embedder
+    """``RetrievalPredictor.load(retrieval_run)``."""
+    from vislang.inference.retrieval import RetrievalPredictor
 
-    return Embedder.load(retrieval_run)
+    return RetrievalPredictor.load(retrieval_run)
 
 
 @pytest.fixture(scope="session")
 def other_run(retrieval_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Another model: a copy of ``retrieval_run`` with one weight changed and re-saved (so another model_id)."""
+    import hashlib
+    import json
     import shutil
 
     import safetensors.torch
@@ -155,6 +157,10 @@ def other_run(retrieval_run: Path, tmp_path_factory: pytest.TempPathFactory) -> 
         name = sorted(state)[0]
         state[name] = state[name] + 0.5
         safetensors.torch.save_file(state, str(weights))
+        config = weights.with_name("config.json")  # re-saved: config.json records the new weights' digest
+        body = json.loads(config.read_text())
+        body["weights_sha256"] = hashlib.sha256(weights.read_bytes()).hexdigest()
+        config.write_text(json.dumps(body))
     return out
 
 

@@ -27,10 +27,12 @@ def test_train_writes_a_complete_run(run):
     for name in ("config.yaml", "log.jsonl", "curves.png"):
         assert (run / name).is_file(), name
     for ckpt in ("best", "last"):
-        for name in ("model.safetensors", "model.json", "vocab.json", "train_state.pt"):
+        for name in ("model.safetensors", "config.json", "preprocessor.json", "README.md", "vocab.json",
+                     "train_state.pt"):
             assert (run / "checkpoints" / ckpt / name).is_file(), (ckpt, name)
-    spec = json.loads((run / "checkpoints" / "last" / "model.json").read_text())
-    assert spec["task"] == "caption" and spec["transform"]["image_size"] == 32
+    spec = json.loads((run / "checkpoints" / "last" / "config.json").read_text())
+    pre = json.loads((run / "checkpoints" / "last" / "preprocessor.json").read_text())
+    assert spec["task"] == "caption" and pre["image_size"] == 32
     config = (run / "config.yaml").read_text()
     assert "caption_lstm_tiny" in config and "max_len: 12" in config
     log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
@@ -161,11 +163,11 @@ def test_the_same_seed_gives_the_same_run_whatever_ran_before(data_root, tmp_pat
 def test_an_encoder_starts_from_a_runs_image_encoder(run, data_root, tmp_path, capsys):
     """Transfer learning between tasks: ``weights=RUN`` gives a registered encoder the image encoder of a
     vislang run (its best checkpoint), here a captioner's CNN as the start of a VQA model."""
-    from vislang.captioner import Captioner
+    import vislang
     from vislang.errors import VislangError
     from vislang.models import create_model
 
-    trained = Captioner.load(run).model.image_encoder.state_dict()
+    trained = vislang.load(run).model.image_encoder.state_dict()
     fresh = create_model("cnn_tiny").state_dict()
     loaded = create_model("cnn_tiny", weights=str(run)).state_dict()
     assert set(loaded) == set(trained)

@@ -11,6 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
+import vislang
 from vislang.cli import main
 from vislang.data.records import Record
 from vislang.losses import ClassificationLoss
@@ -66,6 +67,8 @@ def test_classify_an_image_file_with_text(run: Path, tmp_path: Path, draw_pictur
     assert abs(sum(t["p"] for t in out["top"]) - 1) < 1e-3
     assert "'a large red'" in captured.err                               # the class name was removed
     assert main(["classify", str(path), "--model", str(run)]) == 0       # no text at all
+    top, seen = vislang.load(run).classify(path, "a large red circle", k=4)      # the predictor, as the CLI
+    assert seen == "a large red" and top[0] == (out["label"], pytest.approx(out["confidence"], abs=1e-4))
     assert main(["classify", str(path), "--model", str(tmp_path)]) == 2
     assert "not a vislang run" in capsys.readouterr().err
 

@@ -7,7 +7,7 @@ import pytest
 from vislang.cli import main
 
 TINY = ["--set", "model=caption_lstm_tiny", "--set", "model_kwargs={}", "--set", "train.max_steps=3",
-        "--set", "data.max_val=16", "--set", "data.image_size=32", "--limit", "12"]
+        "--set", "data.max_val=16", "--set", "data.transform.image_size=32", "--limit", "12"]
 
 
 def test_demo_data_only(data_root, capsys):

@@ -18,15 +18,8 @@ import pytest
 from PIL import Image
 
 from vislang.errors import MissingImagesError, VislangError
-from vislang.index import (
-    Index,
-    VectorIndexError,
-    build_image_index,
-    build_text_index,
-    contact_sheet,
-    save_contact_sheet,
-    sheet_size,
-)
+from vislang.index import Index, VectorIndexError, build_image_index, build_text_index
+from vislang.viz import contact_sheet, save_contact_sheet, sheet_size
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")  # tiny models: one thread is fastest
 
@@ -272,9 +265,9 @@ def test_search_by_text_and_image_with_a_real_model(embedder, exact, retrieval_r
 
 
 def test_an_embedder_of_another_model_is_refused(embedder, other_run, retrieval_run, tmp_path):
-    from vislang.embedder import Embedder
+    from vislang.inference.retrieval import RetrievalPredictor
 
-    other = Embedder.load(other_run)
+    other = RetrievalPredictor.load(other_run)
     assert other.model_id != embedder.model_id and other.dim == embedder.dim
     index = Index.create(embedder.model_id, embedder.dim, model_path=retrieval_run)
     index.add(unit_vectors(3), ["a", "b", "c"], ["a.png", "b.png", "c.png"])

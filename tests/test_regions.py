@@ -1,5 +1,5 @@
 """Region tagging: per-cell targets from object annotations, the tagger trained in-process on real shapes
-images, and a VQA model and the fusion experiment started from it."""
+images, its predictor, and a VQA model and the fusion experiment started from it."""
 
 from __future__ import annotations
 
@@ -10,12 +10,13 @@ import pytest
 import torch
 from PIL import Image
 
+import vislang
 from vislang.cli import main
 from vislang.data import load_dataset
 from vislang.errors import VislangError
+from vislang.inference.regions import RegionPredictor
 from vislang.models import create_model
 from vislang.models.encoders import read_state_dict
-from vislang.tasks.fusion_experiment import FusionExperimentConfig, run_config
 from vislang.tasks.regions import AttributeVocab, cell_targets, check_attributes
 
 SHAPES = "shapes:n_train=40,n_val=8,n_test=8,size=32"
@@ -65,11 +66,18 @@ def test_attribute_vocab_from_records_and_bad_objects(tmp_path: Path):
         AttributeVocab.build(load_dataset(tmp_path / "none.jsonl").records)
 
 
-def test_train_regions_then_vqa_from_its_image_encoder(data_root: Path, tmp_path: Path):
-    run = tmp_path / "regions"
+@pytest.fixture(scope="module")
+def regions_run(data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A region_tagger_tiny trained in-process for six steps on real shapes images."""
+    run = tmp_path_factory.mktemp("regions") / "run"
     assert main(["train", "regions", "--data", SHAPES, "--root", str(data_root), "--model", "region_tagger_tiny",
                  "--image-size", "32", "--batch-size", "8", "--max-steps", "6", "--lr", "3e-3",
                  "--set", "train.log_every=1", "--out", str(run)]) == 0
+    return run
+
+
+def test_train_regions(regions_run: Path):
+    run = regions_run
     log = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines()]
     train = [e for e in log if e["kind"] == "train"]
     assert len(train) == 6 and {"loss_color", "loss_shape", "loss_size"} <= set(train[0])
@@ -78,7 +86,37 @@ def test_train_regions_then_vqa_from_its_image_encoder(data_root: Path, tmp_path
     assert val and 0.0 <= val[-1]["accuracy"] <= 1.0 and "acc_color" in val[-1]
     attrs = json.loads((run / "checkpoints" / "last" / "attributes.json").read_text())
     assert attrs["color"][0] == "none" and "red" in attrs["color"] and attrs["size"] == ["none", "large", "small"]
+    config = json.loads((run / "checkpoints" / "last" / "config.json").read_text())
+    assert config["task"] == "regions" and config["model"] == "region_tagger_tiny"
+    assert config["model_config"]["attributes"] == {name: len(values) for name, values in attrs.items()}
+    preprocessor = json.loads((run / "checkpoints" / "last" / "preprocessor.json").read_text())
+    assert preprocessor["image_size"] == 32 and preprocessor["augment"] is False
+    assert (run / "checkpoints" / "last" / "README.md").read_text().startswith("---")
 
+
+def test_region_predictor_tags_every_cell(regions_run: Path, data_root: Path):
+    tagger = vislang.load(regions_run, device="cpu")
+    assert isinstance(tagger, RegionPredictor) and tagger.checkpoint == regions_run / "checkpoints" / "best"
+    records = load_dataset(SHAPES, "val", root=data_root).records[:3]
+    tags = tagger.tag([r.image for r in records[:2]] + [Image.open(records[2].image)], batch_size=2)
+    assert len(tags) == 3
+    images = tagger.images_tensor([r.image for r in records])
+    with torch.no_grad():
+        out = tagger.model(images)                                         # the model itself, by hand
+    h, w = out.grid_hw
+    for i, t in enumerate(tags):
+        assert t.grid_hw == (h, w) and set(t.classes) == {"color", "shape", "size"}
+        for name, logits in out.logits.items():
+            assert torch.equal(t.classes[name], logits[i].argmax(-1).view(h, w))
+            assert t.probs[name].shape == (h, w, len(tagger.attributes[name]))
+            torch.testing.assert_close(t.probs[name].sum(-1), torch.ones(h, w))
+        labels = t.labels("color")
+        assert len(labels) == h and all(len(row) == w for row in labels)
+        assert {x for row in labels for x in row} <= set(tagger.attributes["color"])
+
+
+def test_vqa_from_the_taggers_image_encoder(regions_run: Path, data_root: Path, tmp_path: Path):
+    run = regions_run
     vqa = tmp_path / "vqa"                       # transfer: the tagger's CNN, frozen, under a VQA model
     assert main(["train", "vqa", "--data", SHAPES, "--root", str(data_root), "--model", "vqa_tiny", "--image-size",
                  "32", "--batch-size", "8", "--max-steps", "2", "--set",
@@ -103,6 +141,8 @@ def test_bad_region_options(data_root: Path, tmp_path: Path, capsys: pytest.Capt
 
 
 def test_fusion_experiment_starts_from_image_weights():
+    from vislang.tasks.fusion_experiment import FusionExperimentConfig, run_config
+
     cfg = FusionExperimentConfig(image_weights="runs/regions", freeze_image=True)
     rc = run_config(cfg, "attention")
     assert rc.model_kwargs["image_encoder_kwargs"]["weights"] == "runs/regions"

@@ -3,6 +3,7 @@ per-gallery protocol, caption sampling and zero-shot classification."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -18,19 +19,14 @@ from vislang.data.loader import ImageTextSamples, build_loader
 from vislang.data.registry import parse_spec
 from vislang.data.text import HFTokenizer, Vocabulary
 from vislang.data.transforms import TransformConfig, build_transform
-from vislang.embedder import Embedder
 from vislang.errors import VislangError
+from vislang.inference.retrieval import RetrievalPredictor
 from vislang.metrics.retrieval import retrieval_scores
 from vislang.models import create_model
-from vislang.tasks.retrieval import (
-    PairedSamples,
-    RetrievalRunConfig,
-    TextBank,
-    gallery_retrieval_scores,
-    query_texts,
-    subsampled_gallery_scores,
-)
+from vislang.tasks.retrieval import PairedSamples, RetrievalRunConfig
+from vislang.tasks.retrieval_embed import TextBank
 from vislang.tasks.retrieval_eval import evaluate_retriever, readable_label
+from vislang.tasks.retrieval_galleries import gallery_retrieval_scores, query_texts, subsampled_gallery_scores
 
 SHAPES = "shapes:n_train=40,n_val=8,n_test=8,size=32"
 TRAIN = ["train", "retrieval", "--data", SHAPES, "--model", "dual_encoder_tiny", "--batch-size", "8",
@@ -40,8 +36,8 @@ TRAIN = ["train", "retrieval", "--data", SHAPES, "--model", "dual_encoder_tiny",
 @pytest.fixture(scope="module")
 def run(data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("retrieval-run") / "run"
-    assert main([*TRAIN, "--root", str(data_root), "--max-steps", "2", "--set", "data.trim=true",
-                 "--set", "data.zoom_out=0.5", "--out", str(out)]) == 0
+    assert main([*TRAIN, "--root", str(data_root), "--max-steps", "2", "--set", "data.transform.trim=true",
+                 "--set", "data.transform.zoom_out=0.5", "--out", str(out)]) == 0
     return out
 
 
@@ -57,12 +53,15 @@ def _pngs(directory: Path, colors: list[str]) -> list[str]:
 def test_train_writes_a_complete_run(run: Path):
     for name in ("config.yaml", "log.jsonl", "curves.png"):
         assert (run / name).is_file(), name
-    for name in ("model.safetensors", "model.json", "vocab.json", "train_state.pt"):
+    for name in ("model.safetensors", "config.json", "preprocessor.json", "README.md", "vocab.json",
+                 "train_state.pt"):
         assert (run / "checkpoints" / "best" / name).is_file(), name
-    spec = json.loads((run / "checkpoints" / "best" / "model.json").read_text())
+    spec = json.loads((run / "checkpoints" / "best" / "config.json").read_text())
+    pre = json.loads((run / "checkpoints" / "best" / "preprocessor.json").read_text())
     assert spec["task"] == "retrieval" and spec["tokenizer"] == "vocab.json" and spec["max_len"] == 24
-    assert spec["transform"]["trim"] is True and "TrimBackground" in repr(Embedder.load(run).transform)
-    assert spec["kwargs"]["text_mode"] == "scratch" and spec["kwargs"]["text_encoder"] == "text_transformer_tiny"
+    assert pre["trim"] is True and "TrimBackground" in repr(RetrievalPredictor.load(run).transform)
+    options = spec["model_config"]
+    assert options["text_mode"] == "scratch" and options["text_encoder"] == "text_transformer_tiny"
     log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     val = [e for e in log if e["kind"] == "val"]
     assert val and {"t2i_R@1", "t2i_R@5", "i2t_R@10", "rsum"} <= set(val[-1])
@@ -71,7 +70,10 @@ def test_train_writes_a_complete_run(run: Path):
 
 
 def test_embedder_on_real_image_files(run: Path, tmp_path: Path):
-    emb = Embedder.load(run)
+    import vislang
+
+    emb = vislang.load(run)
+    assert isinstance(emb, RetrievalPredictor) and emb.checkpoint == run / "checkpoints" / "best"
     paths = _pngs(tmp_path, ["red", "blue", "green"])
     images = emb.embed_images(paths, batch_size=2)
     assert images.shape == (3, emb.dim) and images.dtype == torch.float32 and emb.dim == 16
@@ -82,9 +84,11 @@ def test_embedder_on_real_image_files(run: Path, tmp_path: Path):
     assert texts.shape == (3, 16)
     torch.testing.assert_close(texts.norm(dim=-1), torch.ones(3))
     assert emb.embed_images([]).shape == (0, 16)
-    again = Embedder.load(run / "checkpoints" / "best")
+    again = RetrievalPredictor.load(run / "checkpoints" / "best")
     assert again.model_id == emb.model_id and emb.model_id.startswith("dual_encoder_tiny-")
-    assert Embedder.load(run, checkpoint="last").model_id == emb.model_id  # best == last after 2 steps
+    weights = (run / "checkpoints" / "best" / "model.safetensors").read_bytes()  # the id saved indexes compare
+    assert emb.model_id == f"dual_encoder_tiny-{hashlib.sha256(weights).hexdigest()[:16]}"
+    assert RetrievalPredictor.load(run, checkpoint="last").model_id == emb.model_id  # best == last after 2 steps
     with pytest.raises(VislangError, match="takes a list of texts"):
         emb.embed_texts("a red circle")
 
@@ -101,7 +105,7 @@ def test_evaluate_retrieval_command(run: Path, data_root: Path, tmp_path: Path, 
     assert 0 <= scores["text_to_image"]["R@1"] <= scores["text_to_image"]["R@5"] <= 1
     assert scores["zero_shot"]["prompts"][0].startswith("a ") and scores["zero_shot"]["chance"] > 0
     # the command's numbers are those of the protocol computed by hand from the same embeddings
-    emb = Embedder.load(run)
+    emb = RetrievalPredictor.load(run)
     records = load_dataset(SHAPES, "test", root=data_root).records
     texts, owner = query_texts(records)
     ref = retrieval_scores(emb.embed_images([r.image for r in records]), emb.embed_texts(texts), owner)
@@ -139,12 +143,12 @@ def test_hf_text_tower_from_a_directory(tiny_bert_dir: Path, data_root: Path, tm
     assert main([*TRAIN, "--root", str(data_root), "--max-steps", "2", "--text-encoder", str(tiny_bert_dir),
                  "--text-mode", "finetune", "--text-lr", "1e-5", "--set", "train.log_every=1",
                  "--out", str(out)]) == 0
-    spec = json.loads((out / "checkpoints" / "last" / "model.json").read_text())
-    assert spec["kwargs"]["text_encoder"] == "hf_text" and spec["kwargs"]["text_mode"] == "finetune"
+    spec = json.loads((out / "checkpoints" / "last" / "config.json").read_text())
+    assert spec["model_config"]["text_encoder"] == "hf_text" and spec["model_config"]["text_mode"] == "finetune"
     assert spec["tokenizer"] == "text_encoder" and not (out / "checkpoints" / "last" / "vocab.json").exists()
     log = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
     assert all(e["text_encoder_lr"] < 1e-5 + 1e-12 for e in log if e["kind"] == "train")
-    emb = Embedder.load(out)
+    emb = RetrievalPredictor.load(out)
     assert isinstance(emb.tokenizer, HFTokenizer) and emb.embed_texts(["a red circle"]).shape == (1, 16)
 
 
@@ -254,18 +258,19 @@ def test_zero_shot_classification_on_a_manifest(run: Path, tmp_path: Path):
 
 def test_style_augmentation_and_grouped_batches_train(data_root: Path, tmp_path: Path):
     out = tmp_path / "styled"
-    assert main([*TRAIN, "--root", str(data_root), "--max-steps", "3", "--set", "data.outline=0.5",
+    assert main([*TRAIN, "--root", str(data_root), "--max-steps", "3", "--set", "data.transform.outline=0.5",
                  "--set", "task.batch_group_key=n_objects", "--set", "task.batch_group_run=3",
                  "--set", "model_kwargs.image_encoder_kwargs.mixstyle=0.5", "--out", str(out)]) == 0
-    spec = json.loads((out / "checkpoints" / "last" / "model.json").read_text())
-    assert spec["transform"]["outline"] == 0.5 and spec["kwargs"]["image_encoder_kwargs"]["mixstyle"] == 0.5
-    model = Embedder.load(out).model
+    spec = json.loads((out / "checkpoints" / "last" / "config.json").read_text())
+    pre = json.loads((out / "checkpoints" / "last" / "preprocessor.json").read_text())
+    assert pre["outline"] == 0.5 and spec["model_config"]["image_encoder_kwargs"]["mixstyle"] == 0.5
+    model = RetrievalPredictor.load(out).model
     assert sum(type(m).__name__ == "MixStyle" for m in model.modules()) == 2
     log = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
     assert max(e["step"] for e in log) == 3 and all(np.isfinite(e["loss"]) for e in log if "loss" in e)
 
 def test_bad_style_options_are_named(data_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture):
-    for option, named in (("data.outline=2", "data.outline is a probability"),
+    for option, named in (("data.transform.outline=2", "data.transform.outline is a probability"),
                           ("model_kwargs.image_encoder_kwargs.mixstyle=1.5", "mixstyle is a probability"),
                           ("task.batch_group_run=0", "batch_group_run")):
         assert main([*TRAIN, "--root", str(data_root), "--max-steps", "1", "--set", option,
@@ -280,8 +285,8 @@ def test_bad_style_options_are_named(data_root: Path, tmp_path: Path, capsys: py
 def test_the_shipped_emoji_recipe_is_a_valid_config(tiny_bert_dir: Path, data_root: Path, tmp_path: Path):
     recipe = Path(__file__).resolve().parents[1] / "configs" / "retrieval_emoji.yaml"
     cfg = resolve_config(RetrievalRunConfig, recipe, [])
-    assert cfg.text_encoder == "minilm" and cfg.data.name.startswith("emoji:") and cfg.data.trim and cfg.task.text_bank
-    assert 0 < cfg.data.outline <= 1 and 0 < cfg.data.flatten <= 1 and cfg.model_kwargs["image_pool_grid"] == 4
+    assert cfg.text_encoder == "minilm" and cfg.data.name.startswith("emoji:") and cfg.data.transform.trim and cfg.task.text_bank
+    assert 0 < cfg.data.transform.outline <= 1 and 0 < cfg.data.transform.flatten <= 1 and cfg.model_kwargs["image_pool_grid"] == 4
     name, options = parse_spec(cfg.data.name)  # extra training styles only: the test splits stay the default ones
     assert name == "emoji" and set(options["train_only"]) == {"fluent", "fluent_line", "emojione", "emojione_line",
                                                               "noto_v1"}
@@ -292,7 +297,7 @@ def test_the_shipped_emoji_recipe_is_a_valid_config(tiny_bert_dir: Path, data_ro
                  "--model", "dual_encoder_tiny", "--text-encoder", str(tiny_bert_dir), "--batch-size", "8",
                  "--max-steps", "2", "--out", str(out)]) == 0
     saved = resolve_config(RetrievalRunConfig, out / "config.yaml", [])
-    assert saved.data.outline == cfg.data.outline and saved.train.epochs == cfg.train.epochs
+    assert saved.data.transform.outline == cfg.data.transform.outline and saved.train.epochs == cfg.train.epochs
     assert saved.task.text_bank
     scratch = ["train", "retrieval", "--config", str(recipe), "--data", SHAPES, "--root", str(data_root),
                "--model", "dual_encoder_tiny", "--text-encoder", "scratch", "--batch-size", "8", "--max-steps", "2"]

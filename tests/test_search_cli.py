@@ -2,7 +2,7 @@
 
 Every test uses the session's tiny retrieval run (``retrieval_run``, trained for two steps in conftest):
 its rankings mean little, so what the commands report is checked against the exact computation
-``embed(query) @ embed(items).T`` with its :class:`vislang.embedder.Embedder` (the ``exact`` fixture).
+``embed(query) @ embed(items).T`` with its :class:`~vislang.inference.retrieval.RetrievalPredictor` (``exact``).
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ import pytest
 from PIL import Image
 
 from vislang.cli import main
-from vislang.index import Index, sheet_size
+from vislang.index import Index
+from vislang.viz import sheet_size
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")  # tiny models: one thread is fastest
 
@@ -97,9 +98,9 @@ def test_add_skip_existing_and_refusals(retrieval_run, other_run, embedder, imgs
     assert "added 0 images" in capsys.readouterr().out and len(Index.load(ix)) == 8
     # another model: refused when adding and when searching, naming both models
     assert Index.load(ix).model_id == embedder.model_id  # the copied run is the same model
-    from vislang.embedder import Embedder
+    from vislang.inference.retrieval import RetrievalPredictor
 
-    other_id = Embedder.load(other_run).model_id
+    other_id = RetrievalPredictor.load(other_run).model_id
     assert main([*base, "--model", str(other_run), "--add"]) == 2
     err = capsys.readouterr().err
     assert f"built with model '{embedder.model_id}'" in err and f"'{other_id}'" in err
@@ -275,7 +276,7 @@ def test_shapes_index_build_and_search(retrieval_run, embedder, exact, shapes_sp
 
 
 def test_shapes_index_refuses_another_model(retrieval_run, other_run, shapes_spec, data_root, tmp_path, capsys):
-    from vislang.embedder import Embedder
+    from vislang.inference.retrieval import RetrievalPredictor
 
     ix = tmp_path / "ix"
     assert main(["index", "build", "--model", str(retrieval_run), "--data", shapes_spec, "--split", "val", "--root",
@@ -283,6 +284,6 @@ def test_shapes_index_refuses_another_model(retrieval_run, other_run, shapes_spe
     capsys.readouterr()
     assert main(["search", "a red square", "--index", str(ix), "--model", str(other_run)]) == 2
     err = capsys.readouterr().err
-    other_id = Embedder.load(other_run).model_id
+    other_id = RetrievalPredictor.load(other_run).model_id
     assert "model mismatch" in err and Index.load(ix).model_id in err and other_id in err
     assert other_id.startswith("dual_encoder_tiny-") and other_id != Index.load(ix).model_id

@@ -12,8 +12,8 @@ from vislang.tasks.common import transform_config
 
 
 def test_augmentation_settings_reach_the_transform():
-    cfg = resolve_config(CaptionRunConfig, None, ["data.image_size=40", "data.grayscale=0.25", "data.blur=0.5",
-                                                  "data.jitter=0", "data.crop_scale=[0.5,1.0]"])
+    cfg = resolve_config(CaptionRunConfig, None, ["data.transform.image_size=40", "data.transform.grayscale=0.25", "data.transform.blur=0.5",
+                                                  "data.transform.jitter=0", "data.transform.crop_scale=[0.5,1.0]"])
     tf = transform_config(cfg.data)
     assert tf == TransformConfig(image_size=40, crop_scale=(0.5, 1.0), jitter=0.0, grayscale=0.25, blur=0.5)
     assert transform_config(resolve_config(CaptionRunConfig, None, []).data) == TransformConfig()  # defaults agree
@@ -24,9 +24,9 @@ def test_augmentation_settings_reach_the_transform():
 
 
 @pytest.mark.parametrize("setting, message", [
-    ("data.grayscale=1.5", "data.grayscale is a probability in [0, 1], got 1.5"),
-    ("data.blur=-0.1", "data.blur is a probability in [0, 1], got -0.1"),
-    ("data.crop_scale=[0.9,0.5]", "data.crop_scale must satisfy 0 < low <= high <= 1, got (0.9, 0.5)"),
+    ("data.transform.grayscale=1.5", "data.transform.grayscale is a probability in [0, 1], got 1.5"),
+    ("data.transform.blur=-0.1", "data.transform.blur is a probability in [0, 1], got -0.1"),
+    ("data.transform.crop_scale=[0.9,0.5]", "data.transform.crop_scale must satisfy 0 < low <= high <= 1, got (0.9, 0.5)"),
 ])
 def test_bad_augmentation_settings_are_named(setting, message):
     with pytest.raises(VislangError) as e:

@@ -10,13 +10,14 @@ import pytest
 import torch
 from PIL import Image
 
+import vislang
 from vislang.cli import main
 from vislang.data.records import QA
+from vislang.inference.vqa import VQAPredictor
 from vislang.losses import VQALoss
 from vislang.models import create_model
 from vislang.tasks.common import blank_inputs, modality_dropout_masks
 from vislang.tasks.vqa import AnswerVocab
-from vislang.tasks.vqa_eval import VQAModelRun
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
@@ -34,13 +35,13 @@ def run(data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_train_writes_a_complete_run(run: Path):
     best = run / "checkpoints" / "best"
-    for name in ("model.safetensors", "model.json", "answers.json", "vocab.json"):
+    for name in ("model.safetensors", "config.json", "preprocessor.json", "answers.json", "vocab.json"):
         assert (best / name).is_file(), name
-    spec = json.loads((best / "model.json").read_text())
-    assert spec["task"] == "vqa" and spec["kwargs"]["fusion"] == "attention" and spec["max_len"] == 16
+    spec = json.loads((best / "config.json").read_text())
+    assert spec["task"] == "vqa" and spec["model_config"]["fusion"] == "attention" and spec["max_len"] == 16
     answers = json.loads((best / "answers.json").read_text())
     assert {"yes", "no", "red", "circle", "1"} <= set(answers["answers"])
-    assert spec["kwargs"]["num_classes"] == len(answers["answers"])
+    assert spec["model_config"]["num_classes"] == len(answers["answers"])
     log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     val = [e for e in log if e["kind"] == "val"][-1]
     assert {"accuracy", "acc_color", "acc_shape", "acc_count", "acc_exists", "acc_relation", "acc_comparison"} <= set(val)
@@ -110,7 +111,7 @@ def test_attention_map_needs_an_attending_fusion(data_root: Path, tmp_path: Path
 def test_not_a_vqa_run_is_a_clear_error(tmp_path: Path, retrieval_run: Path, draw_pictures, capsys):
     [path] = draw_pictures(tmp_path, ["red"])
     assert main(["ask", str(path), "what color?", "--model", str(retrieval_run)]) == 2
-    assert "not a VQA checkpoint" in capsys.readouterr().err
+    assert "not a vqa model" in capsys.readouterr().err
 
 
 def test_train_on_vqa_v2_json(tmp_path: Path, draw_pictures):
@@ -198,14 +199,15 @@ def test_tiny_vqa_model_learns_a_batch(fusion: str):
 
 def test_loaded_run_answers_like_the_cli(run: Path, tmp_path: Path, draw_pictures):
     [path] = draw_pictures(tmp_path, ["yellow"])
-    vqa = VQAModelRun.load(run)
+    vqa = vislang.load(run)
+    assert isinstance(vqa, VQAPredictor)
     a, b = vqa.ask(path, ["what shape is the yellow object?", "what shape is the yellow object?"])
     assert a.answer == b.answer and a.confidence == pytest.approx(b.confidence)
     assert a.attention is not None and a.attention.shape == (4, 4)
 
 
 def test_emoji_metadata_questions_and_training_on_them(tmp_path: Path, draw_pictures):
-    from vislang.data.emoji import metadata_questions
+    from vislang.data.datasets.emoji import metadata_questions
     from vislang.data.records import Record
 
     hand = Record("g/1", "x.png", ["raised hand: dark skin tone"], "people-body",
@@ -257,13 +259,45 @@ def test_fusion_experiment_gives_every_strategy_the_same_run_but_the_fusion():
         assert (r.train, r.data, r.model_kwargs, r.task) == (first.train, first.data, first.model_kwargs, first.task)
     # By default the loop's optimisation (warm-up + cosine, weight decay, clipping) at the experiment's lr.
     assert first.train.optim == OptimConfig(lr=cfg.lr)
-    assert (first.data.image_size, first.data.augment) == (64, False)
+    assert (first.data.transform.image_size, first.data.transform.augment) == (64, False)
     cfg.weight_decay, cfg.grad_clip, cfg.warmup_ratio, cfg.min_lr_ratio = 0.0, None, 0.0, 1.0
     optim = run_config(cfg, "attention").train.optim
     assert (optim.weight_decay, optim.grad_clip, optim.warmup_ratio, optim.min_lr_ratio) == (0.0, None, 0.0, 1.0)
     # The command's defaults are the config's.
+    from vislang.commands.experiment import experiment_config
+
     parser = argparse.ArgumentParser()
     register(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["experiment", "fusion", "--out", "x"])
-    assert (args.epochs, args.max_steps, args.lr, args.image_size, args.batch_size) == \
-        (cfg.epochs, cfg.max_steps, cfg.lr, cfg.image_size, cfg.batch_size)
+    resolved = experiment_config(args)
+    default = FusionExperimentConfig()
+    assert (resolved.epochs, resolved.max_steps, resolved.lr, resolved.image_size, resolved.batch_size) == \
+        (default.epochs, default.max_steps, default.lr, default.image_size, default.batch_size)
+    assert resolved.data == "shapes:size=64" and resolved.model_kwargs == default.model_kwargs
+
+
+def test_fusion_experiment_takes_a_config_file_and_overrides(data_root: Path, tmp_path: Path, capsys):
+    import yaml
+
+    config = tmp_path / "experiment.yaml"
+    config.write_text(yaml.safe_dump({"data": SHAPES, "model": "vqa_tiny", "fusions": ["late-concat", "attention"],
+                                      "epochs": 3, "image_size": 32}))
+    out = tmp_path / "exp"
+    assert main(["experiment", "fusion", "--config", str(config), "--root", str(data_root), "--set", "max_steps=1",
+                 "--set", "batch_size=8", "--max-steps", "2", "--out", str(out)]) == 0
+    assert "best:" in capsys.readouterr().out
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    assert saved["fusions"] == ["late-concat", "attention"] and saved["model"] == "vqa_tiny"
+    assert (saved["max_steps"], saved["batch_size"], saved["epochs"], saved["model_kwargs"]) == (2, 8, 3, {})
+    results = json.loads((out / "results.json").read_text())
+    assert set(results["fusions"]) == {"late-concat", "attention"}
+    assert all(e["steps"] == 2 for e in results["fusions"].values())
+    for f in ("table.md", "fusion.png", "runs/attention/checkpoints/best/config.json"):
+        assert (out / f).is_file(), f
+    # a config mistake is one line naming the key, before anything is trained
+    assert main(["experiment", "fusion", "--config", str(config), "--set", "learning_rate=1",
+                 "--out", str(tmp_path / "bad")]) == 2
+    err = capsys.readouterr().err
+    assert "learning_rate: unknown key" in err and len(err.strip().splitlines()) == 1
+    assert main(["experiment", "fusion", "--fusions", "late-concat,nosuch", "--out", str(tmp_path / "bad")]) == 2
+    assert "unknown fusion(s) nosuch" in capsys.readouterr().err and not (tmp_path / "bad").exists()

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vislang.data import emoji, load_dataset, prepare_dataset
+from vislang.data import load_dataset, prepare_dataset
+from vislang.data.datasets import emoji
 from vislang.errors import DataError, ExternalToolError
 
 SPLITS = ("train", "val", "test_seen_concepts_new_style", "test_new_concepts")

@@ -18,7 +18,7 @@ import pytest
 from PIL import Image
 
 from vislang.data import load_dataset, prepare_dataset
-from vislang.data.shapes import (
+from vislang.data.datasets.shapes import (
     COLORS,
     RELATION_MARGIN,
     SHAPES,

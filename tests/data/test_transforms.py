@@ -130,7 +130,7 @@ def test_trim_and_zoom_out():
 
 
 def test_trim_applies_at_train_and_eval_time_zoom_out_only_in_training():
-    cfg = transform_config(DataConfig(image_size=16, trim=True, zoom_out=0.5))
+    cfg = transform_config(DataConfig(transform=T.TransformConfig(image_size=16, trim=True, zoom_out=0.5)))
     train, test = T.build_transform(cfg, train=True), T.build_transform(cfg)
     assert [type(t).__name__ for t in train.transforms][:3] == ["TrimBackground", "RandomZoomOut", "RandomResizedCrop"]
     assert [type(t).__name__ for t in test.transforms][:2] == ["TrimBackground", "Resize"]
@@ -140,10 +140,10 @@ def test_trim_applies_at_train_and_eval_time_zoom_out_only_in_training():
     centre = test(im)[:, 6:10, 6:10]                                       # the red square fills the frame
     assert torch.allclose(centre, centre[:, :1, :1].expand_as(centre))
     assert T.TransformConfig.from_dict({"trim": True, "crop_scale": [0.5, 1.0]}).crop_scale == (0.5, 1.0)
-    with pytest.raises(VislangError, match="data.zoom_out_scale"):
-        transform_config(DataConfig(zoom_out_scale=(0.0, 1.0)))
-    with pytest.raises(VislangError, match="data.zoom_out"):
-        transform_config(DataConfig(zoom_out=1.5))
+    with pytest.raises(VislangError, match="data.transform.zoom_out_scale"):
+        transform_config(DataConfig(transform=T.TransformConfig(zoom_out_scale=(0.0, 1.0))))
+    with pytest.raises(VislangError, match="data.transform.zoom_out"):
+        transform_config(DataConfig(transform=T.TransformConfig(zoom_out=1.5)))
 
 
 def test_outline_inks_the_silhouette_and_inner_edges_only():
@@ -163,14 +163,14 @@ def test_outline_inks_the_silhouette_and_inner_edges_only():
 
 
 def test_outline_is_a_training_augmentation_checked_in_the_data_config():
-    cfg = transform_config(DataConfig(image_size=16, trim=True, outline=0.5))
+    cfg = transform_config(DataConfig(transform=T.TransformConfig(image_size=16, trim=True, outline=0.5)))
     assert cfg.outline == 0.5
     names = [type(t).__name__ for t in T.build_transform(cfg, train=True).transforms]
     assert names[:3] == ["TrimBackground", "RandomOutline", "RandomResizedCrop"]
     assert "RandomOutline" not in [type(t).__name__ for t in T.build_transform(cfg).transforms]
     assert T.TransformConfig.from_dict({"outline": 0.3}).outline == 0.3
-    with pytest.raises(VislangError, match="data.outline"):
-        transform_config(DataConfig(outline=-0.1))
+    with pytest.raises(VislangError, match="data.transform.outline"):
+        transform_config(DataConfig(transform=T.TransformConfig(outline=-0.1)))
 
 
 def test_flatten_reduces_shading_to_a_few_flat_colours():
@@ -183,8 +183,8 @@ def test_flatten_reduces_shading_to_a_few_flat_colours():
     assert T.RandomFlatten(0.0)(im) is im
     with pytest.raises(ValueError, match="flatten colours"):
         T.RandomFlatten(0.5, colors=(1, 8))
-    cfg = transform_config(DataConfig(image_size=16, flatten=0.5, outline=0.5))
+    cfg = transform_config(DataConfig(transform=T.TransformConfig(image_size=16, flatten=0.5, outline=0.5)))
     names = [type(t).__name__ for t in T.build_transform(cfg, train=True).transforms]
     assert names[:3] == ["RandomFlatten", "RandomOutline", "RandomResizedCrop"]
-    with pytest.raises(VislangError, match="data.flatten"):
-        transform_config(DataConfig(flatten=1.1))
+    with pytest.raises(VislangError, match="data.transform.flatten"):
+        transform_config(DataConfig(transform=T.TransformConfig(flatten=1.1)))

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from vislang.data import load_dataset, prepare_dataset
-from vislang.data.tuxpaint import DEB_PACKAGE, ENV_VAR, INSTALLED_DIR
+from vislang.data.datasets.tuxpaint import DEB_PACKAGE, ENV_VAR, INSTALLED_DIR
 from vislang.errors import DataError, ExternalToolError
 
 SVG = ('<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}">'

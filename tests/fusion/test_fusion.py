@@ -95,7 +95,7 @@ def test_modality_weights_are_a_distribution():
 def test_bad_names_options_and_inputs_are_clear_errors():
     with pytest.raises(VislangError, match="unknown fusion 'nope'.*late-concat"):
         create_fusion("nope", DIMS)
-    with pytest.raises(VislangError, match="unknown option.*heads"):
+    with pytest.raises(VislangError, match="fusion attention: heads: unknown key; did you mean 'num_heads'"):
         create_fusion("attention", DIMS, heads=2)
     with pytest.raises(VislangError, match="not divisible"):
         create_fusion("transformer", DIMS, hidden_dim=10, num_heads=4)

@@ -7,9 +7,10 @@ import re
 import pytest
 import torch
 
+from vislang.config import config_to_dict
 from vislang.decoding import beam_search, greedy, sample
 from vislang.losses import CaptionLoss
-from vislang.models import create_model, list_models
+from vislang.models import create_model, list_models, model_config
 from vislang.train.checkpoint import load_model, save_checkpoint
 
 CAPTIONERS = list_models("caption_*_tiny")
@@ -54,7 +55,7 @@ def test_forward_shapes_and_every_parameter_gets_a_gradient(name):
 def test_save_load_roundtrip(name, tmp_path):
     torch.manual_seed(1)
     model = create_model(name, vocab_size=40).eval()
-    save_checkpoint(tmp_path / "ckpt", model, {"name": name, "kwargs": {"vocab_size": 40}})
+    save_checkpoint(tmp_path / "ckpt", model, {"model": name, "model_config": {"vocab_size": 40}})
     again = load_model(tmp_path / "ckpt")
     images, tokens = _batch(v=40)
     assert torch.equal(model(images, tokens).logits, again(images, tokens).logits)
@@ -70,8 +71,8 @@ def test_lstm_tied_embeddings_share_one_tensor_through_training_and_a_checkpoint
     torch.optim.SGD(model.parameters(), lr=0.1).step()          # one update moves both uses together
     assert model.out.weight is model.embed.weight
     model.eval()
-    save_checkpoint(tmp_path / "ckpt", model, {"name": "caption_lstm_tiny",
-                                                "kwargs": {"vocab_size": 40, "tie_embeddings": True}})
+    full = config_to_dict(model_config("caption_lstm_tiny", vocab_size=40, tie_embeddings=True))
+    save_checkpoint(tmp_path / "ckpt", model, {"model": "caption_lstm_tiny", "model_config": full})
     again = load_model(tmp_path / "ckpt")
     assert again.out.weight is again.embed.weight
     assert torch.equal(again.embed.weight, model.embed.weight)

@@ -10,10 +10,11 @@ import pytest
 import torch
 from torch import nn
 
+from vislang.config import ConfigError, config_to_dict
 from vislang.data.text import HFTokenizer
 from vislang.errors import VislangError
 from vislang.losses import ContrastiveLoss
-from vislang.models import create_model, list_models
+from vislang.models import create_model, list_models, model_config
 from vislang.models.dual_encoder import DualEncoder, DualEncoderOutput, dual_encoder_config
 from vislang.models.text_encoders import TextFeatures, minilm_path
 from vislang.train.checkpoint import load_model, save_checkpoint
@@ -124,7 +125,7 @@ def test_locked_text_features_are_cached_per_token_sequence():
 @pytest.mark.parametrize("name", TINY_DUAL)
 def test_save_load_roundtrip(name, tmp_path):
     model = create_model(name, text_encoder_kwargs={"vocab_size": 40}).eval()
-    save_checkpoint(tmp_path / "ckpt", model, {"name": name, "kwargs": {"text_encoder_kwargs": {"vocab_size": 40}}})
+    save_checkpoint(tmp_path / "ckpt", model, {"model": name, "model_config": {"text_encoder_kwargs": {"vocab_size": 40}}})
     again = load_model(tmp_path / "ckpt")
     batch = _batch(vocab=40)
     a, b = model(*batch), again(*batch)
@@ -136,8 +137,10 @@ def test_config_errors():
         create_model("dual_encoder_tiny", text_mode="frozen")
     with pytest.raises(VislangError, match="'minilm' is pre-trained; use text_mode 'locked' or 'finetune'"):
         dual_encoder_config("dual_encoder_minilm", text_mode="scratch")
-    with pytest.raises(VislangError, match="unknown option"):
+    with pytest.raises(ConfigError, match="model dual_encoder_tiny: embed_size: unknown key; did you mean 'embed_dim'"):
         create_model("dual_encoder_tiny", embed_size=3)
+    with pytest.raises(ConfigError, match="model cnn_tiny: colour: unknown key"):   # sub-model options: when built
+        create_model("dual_encoder_tiny", image_encoder_kwargs={"colour": 1})
     with pytest.raises(VislangError, match="not a dual encoder"):
         dual_encoder_config("caption_lstm_tiny")
     with pytest.raises(VislangError, match="hf_text needs path="):
@@ -182,7 +185,8 @@ def test_hf_dual_encoder_text_modes(tiny_bert_dir: Path, mode: str, tmp_path: Pa
         lrs = {g["name"]: g["lr"] for g in groups}
         assert lrs["text_encoder"] == lrs["text_encoder_no_decay"] == 1e-5 and lrs["model"] == 1e-3
     model.eval()
-    save_checkpoint(tmp_path / "ckpt", model, {"name": "dual_encoder_hf_tiny", "kwargs": kwargs})
+    full = config_to_dict(model_config("dual_encoder_hf_tiny", **kwargs))
+    save_checkpoint(tmp_path / "ckpt", model, {"model": "dual_encoder_hf_tiny", "model_config": full})
     again = load_model(tmp_path / "ckpt")
     batch = _batch(vocab=30)
     assert torch.equal(model(*batch).text_embeds, again(*batch).text_embeds)

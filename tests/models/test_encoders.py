@@ -12,6 +12,7 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
+from vislang.config import ConfigError
 from vislang.errors import DataError, VislangError
 from vislang.models.encoders import (
     ImageEncoder,
@@ -130,8 +131,10 @@ def test_builder_overrides_and_errors() -> None:
     assert enc.out_dim == 48 and enc.cfg.widths == (4, 8, 8)
     assert create_model("vit_tiny", dim=64, num_heads=4).out_dim == 64
     assert create_model("resnet_tiny", block="bottleneck").out_dim == 16 * 8 * 4
-    with pytest.raises(VislangError, match="unknown option.*colour"):
+    with pytest.raises(ConfigError, match="model cnn_tiny: colour: unknown key"):
         create_model("cnn_tiny", colour="red")
+    with pytest.raises(ConfigError, match="model vit_tiny: depth: expected an integer, got 'two'"):
+        create_model("vit_tiny", depth="two")
     with pytest.raises(VislangError, match="not divisible"):
         create_model("vit_tiny", dim=33)
     with pytest.raises(VislangError, match="block must be one of"):

@@ -1,8 +1,9 @@
-"""Checkpoint directories: contents, loading through the model registry, and atomic replacement (also under
-SIGKILL in a real subprocess)."""
+"""Model folders: contents (config.json, preprocessor.json, README.md, ...), strict loading through the model
+registry, and atomic replacement (also under SIGKILL in a real subprocess)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -45,17 +46,23 @@ def _same(a: nn.Module, b: nn.Module) -> bool:
 
 def test_save_and_load_round_trip(tmp_path):
     model, spec = make_model(3, width=4)
-    spec = {**spec, "task": "classify", "transform": {"image_size": 32}}
+    spec = {**spec, "task": "classify", "preprocessor": {"image_size": 32}, "max_len": 9}
     state = {"step": 7, "rng": torch.get_rng_state(), "nested": {"a": [1, 2.5, "x"], "t": (1, 2)}}
     out = save_checkpoint(tmp_path / "ckpt" / "last", model, spec, state, info={"step": 7, "metric": 0.5},
-                          artifacts=lambda d: (d / "vocab.json").write_text("[]"))
+                          artifacts=lambda d: (d / "vocab.json").write_text("[]"),
+                          card=lambda body: f"# {body['model']} {body['preprocessor']['image_size']}\n")
     files = sorted(p.name for p in out.iterdir())
-    assert files == ["model.json", "model.safetensors", "train_state.pt", "vocab.json"]
-    body = json.loads((out / "model.json").read_text())
-    assert body["name"] == MODEL_NAME and body["kwargs"] == {"width": 4} and body["task"] == "classify"
-    assert body["step"] == 7 and body["format"] == "vislang.checkpoint"
-    got_spec, state_dict, got_state = load_checkpoint(out)
-    assert got_spec["transform"] == {"image_size": 32}
+    assert files == ["README.md", "config.json", "model.safetensors", "preprocessor.json", "train_state.pt",
+                     "vocab.json"]
+    body = json.loads((out / "config.json").read_text())
+    assert body["model"] == MODEL_NAME and body["model_config"] == {"width": 4} and body["task"] == "classify"
+    assert body["step"] == 7 and body["format"] == "vislang.model" and body["library"] == "vislang"
+    assert body["max_len"] == 9 and "preprocessor" not in body  # task entries kept; preprocessing on its own
+    assert body["weights_sha256"] == hashlib.sha256((out / "model.safetensors").read_bytes()).hexdigest()
+    assert json.loads((out / "preprocessor.json").read_text()) == {"image_size": 32}
+    assert (out / "README.md").read_text() == f"# {MODEL_NAME} 32\n"
+    got_config, state_dict, got_state = load_checkpoint(out)
+    assert got_config["preprocessor"] == {"image_size": 32} and got_config["model_config"] == {"width": 4}
     assert all(torch.equal(state_dict[k], v) for k, v in model.state_dict().items())
     assert got_state["step"] == 7 and torch.equal(got_state["rng"], state["rng"])
     assert got_state["nested"] == {"a": [1, 2.5, "x"], "t": (1, 2)}
@@ -66,20 +73,24 @@ def test_save_and_load_round_trip(tmp_path):
 
 def test_tied_weights_and_mismatches(tmp_path):
     model = Tied()
-    save_checkpoint(tmp_path / "c", model, {"name": "tied", "kwargs": {}}, None)
+    save_checkpoint(tmp_path / "c", model, {"model": "tied", "model_config": {}}, None)
     assert len(load_file(str(tmp_path / "c" / "model.safetensors"))) == 2  # the shared tensor once, plus bias
     other = Tied()
     load_weights(other, tmp_path / "c")
     assert _same(other, model) and other.out.weight is other.embed.weight
-    with pytest.raises(CheckpointError, match="does not fit Linear"):
+    with pytest.raises(CheckpointError, match=r"does not fit Linear: missing bias, weight, unexpected "):
         load_weights(nn.Linear(3, 6), tmp_path / "c")
-    with pytest.raises(CheckpointError, match="no checkpoint there"):
+    with pytest.raises(CheckpointError, match=r"wrong shape out\.bias \(6,\) \(model \(7,\)\)"):
+        wider = Tied()
+        wider.out.bias = nn.Parameter(torch.zeros(7))
+        load_weights(wider, tmp_path / "c")
+    with pytest.raises(CheckpointError, match="no model folder there"):
         load_checkpoint(tmp_path / "nothing")
-    (tmp_path / "c" / "model.json").write_text("{broken")
-    with pytest.raises(CheckpointError, match="model.json: cannot read"):
+    (tmp_path / "c" / "config.json").write_text("{broken")
+    with pytest.raises(CheckpointError, match="config.json: cannot read"):
         load_checkpoint(tmp_path / "c")
     with pytest.raises(Exception, match="not JSON-serialisable"):
-        save_checkpoint(tmp_path / "d", model, {"name": "tied", "kwargs": {"x": object()}})
+        save_checkpoint(tmp_path / "d", model, {"model": "tied", "model_config": {"x": object()}})
 
 
 def test_replacement_is_atomic_and_recovers_an_interrupted_swap(tmp_path):

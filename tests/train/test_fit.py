@@ -69,14 +69,14 @@ def test_fit_trains_and_fills_the_run_dir(shapes, tmp_path):
     best = max(e["accuracy"] for e in val_entries)
     assert result.best_metric == best
     best_step = next(e["step"] for e in val_entries if e["accuracy"] == best)
-    assert json.loads((result.best_dir / "model.json").read_text())["step"] == best_step
+    assert json.loads((result.best_dir / "config.json").read_text())["step"] == best_step
     rebuilt = load_model(result.best_dir)
     assert task.validate(rebuilt)["accuracy"] == best  # the best checkpoint really scores the best metric
     last = load_model(result.last_dir)
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in last.state_dict().items())
     assert json.loads((result.last_dir / "classes.json").read_text()) == list(CLASSES)
-    spec_json, _, state = load_checkpoint(result.last_dir)
-    assert spec_json["name"] == MODEL_NAME and state["progress"]["step"] == 32
+    config, _, state = load_checkpoint(result.last_dir)
+    assert config["model"] == MODEL_NAME and state["progress"]["step"] == 32
 
     img = Image.open(run / "curves.png")
     assert img.format == "PNG" and img.width > 300 and img.height > 600
@@ -121,8 +121,8 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(shapes, tmp_path):
         fit(model, NaNTask(val, fail_at=7), samples, cfg, tmp_path / "run", model_spec=spec)
     message = str(e.value)
     assert "step 7" in message and "loss is nan" in message and "step 4" in message
-    spec_json, _, state = load_checkpoint(tmp_path / "run" / "checkpoints" / "last")
-    assert spec_json["step"] == 4 and state["progress"]["step"] == 4
+    config, _, state = load_checkpoint(tmp_path / "run" / "checkpoints" / "last")
+    assert config["step"] == 4 and state["progress"]["step"] == 4
     kept = load_model(tmp_path / "run" / "checkpoints" / "last").state_dict()
     assert all(torch.isfinite(v).all() for v in kept.values())
     log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
@@ -154,7 +154,7 @@ def test_early_stopping_and_best_checkpoint(shapes, tmp_path):
     result = fit(model, task, samples, cfg, run, model_spec=spec)
     assert result.stopped == "early_stopping" and result.epochs == 4 and result.steps == 16
     assert result.best_metric == 0.7
-    assert json.loads((run / "checkpoints" / "best" / "model.json").read_text())["step"] == 8
+    assert json.loads((run / "checkpoints" / "best" / "config.json").read_text())["step"] == 8
     best, last = load_model(run / "checkpoints" / "best"), load_model(run / "checkpoints" / "last")
     assert not all(torch.equal(v, last.state_dict()[k]) for k, v in best.state_dict().items())
     assert [e["best"] for e in result.history if e["kind"] == "val"] == [True, True, False, False]

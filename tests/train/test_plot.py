@@ -1,4 +1,4 @@
-"""Pillow line charts: tick choice and real PNG output."""
+"""matplotlib line charts (vislang.viz.charts): real PNG output, gaps, lone points and empty panels."""
 
 from __future__ import annotations
 
@@ -6,29 +6,9 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
 from PIL import Image
 
-from vislang.utils.plot import PALETTE, Chart, Series, format_tick, nice_ticks, render_chart, save_charts
-
-
-@given(st.floats(-1e6, 1e6), st.floats(1e-3, 1e6))
-def test_nice_ticks_cover_the_range_with_round_steps(lo, span):
-    hi = lo + span
-    ticks = nice_ticks(lo, hi)
-    assert 2 <= len(ticks) <= 7
-    step = ticks[1] - ticks[0]
-    mantissa = step / 10 ** math.floor(math.log10(step))
-    assert any(math.isclose(mantissa, m, rel_tol=1e-6) for m in (1, 2, 2.5, 5, 10))
-    tol = step * 1e-6  # ticks may sit on the range's ends up to rounding
-    assert lo - tol <= ticks[0] < lo + step and hi - step < ticks[-1] <= hi + tol
-
-
-def test_tick_labels():
-    assert nice_ticks(0, 1) == [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]
-    assert [format_tick(t, 0.2) for t in nice_ticks(0, 1)] == ["0", "0.2", "0.4", "0.6", "0.8", "1.0"]
-    assert format_tick(2000, 500) == "2000" and format_tick(3e-5, 1e-5) == "3.0e-05"
+from vislang.viz.charts import PALETTE, Chart, Series, render_chart, render_charts, save_charts
 
 
 def _colour_pixels(img: Image.Image, colour: tuple[int, int, int], tol: int = 40) -> int:
@@ -60,3 +40,28 @@ def test_constant_and_non_finite_series_render():
     assert img.size == (300, 200) and _colour_pixels(img, PALETTE[0]) > 50
     with pytest.raises(ValueError, match="no charts"):
         save_charts("unused.png", [])
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf, None])
+def test_non_finite_values_leave_a_gap(bad):
+    xs = list(range(100))
+    full = Chart([Series("a", xs, [0.5] * 100), Series("b", [0, 99], [0.0, 1.0])])  # b pins the y range
+    gapped = Chart([Series("a", xs, [bad if 30 <= x < 70 else 0.5 for x in xs]), Series("b", [0, 99], [0.0, 1.0])])
+    n_full = _colour_pixels(render_chart(full, (400, 240)), PALETTE[0], tol=20)
+    n_gapped = _colour_pixels(render_chart(gapped, (400, 240)), PALETTE[0], tol=20)
+    assert 0.4 * n_full < n_gapped < 0.8 * n_full  # 40% of the line is missing (the legend swatch stays)
+
+
+def test_points_between_gaps_are_dots_and_empty_series_say_no_data():
+    lone = render_chart(Chart([Series("x", [0, 1, 2, 3, 4], [math.nan, 1.0, math.nan, 2.0, math.nan])]), (300, 200))
+    assert _colour_pixels(lone, PALETTE[0]) > 30
+    only_bad = render_chart(Chart([Series("x", [0, 1], [math.nan, math.inf])], title="t"), (300, 200))
+    assert _colour_pixels(only_bad, PALETTE[0]) == 0  # no line and no legend when there is nothing to plot
+
+
+def test_grid_sizes_and_colours_follow_the_palette():
+    charts = [Chart([Series(f"s{i}", [0, 1], [i, i + 1]) for i in range(12)]) for _ in range(3)]
+    img = render_charts(charts, size=(321, 157), columns=2)
+    assert img.mode == "RGB" and img.size == (642, 314)  # exact pixel sizes, odd ones included
+    assert all(_colour_pixels(img, c, tol=10) > 0 for c in PALETTE)
+    assert render_charts(charts[:1], size=(200, 100), columns=4).size == (200, 100)  # no empty columns

@@ -38,8 +38,8 @@ class HangAfterCheckpoint(ShapeTask):
     # Trains normally; once the checkpoint of step >= {kill_after} is on disk it does {extra} more
     # micro-batches (logging past the checkpoint), then says so and waits to be killed.
     def training_step(self, model, batch):
-        spec = RUN / "checkpoints" / "last" / "model.json"
-        if spec.exists() and json.loads(spec.read_text())["step"] >= {kill_after}:
+        config = RUN / "checkpoints" / "last" / "config.json"
+        if config.exists() and json.loads(config.read_text())["step"] >= {kill_after}:
             self.after = getattr(self, "after", 0) + 1
             if self.after > {extra}:
                 Path({marker!r}).write_text("waiting to be killed")

@@ -55,9 +55,9 @@ with contextlib.suppress(ValueError):  # already registered (the module imported
 
 
 def make_model(seed: int = 0, **kwargs) -> tuple[nn.Module, dict]:
-    """A freshly initialised model (seeded) and its spec for ``model.json``."""
+    """A freshly initialised model (seeded) and its spec for the model folder's ``config.json``."""
     torch.manual_seed(seed)
-    return create_model(MODEL_NAME, **kwargs), {"name": MODEL_NAME, "kwargs": kwargs}
+    return create_model(MODEL_NAME, **kwargs), {"model": MODEL_NAME, "model_config": kwargs}
 
 
 def make_data(root: Path, augment: bool = True) -> tuple[ImageTextSamples, list]:

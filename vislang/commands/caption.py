@@ -25,14 +25,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_caption(args: argparse.Namespace) -> int:
-    from vislang.captioner import Captioner
     from vislang.data.images import load_image
     from vislang.errors import VislangError
+    from vislang.inference.caption import CaptionPredictor
     from vislang.viz import attention_figure, save_figure
 
     if args.beam < 1:
         raise VislangError(f"--beam must be at least 1, got {args.beam}")
-    captioner = Captioner.load(args.model, args.checkpoint, args.device)
+    captioner = CaptionPredictor.load(args.model, args.checkpoint, args.device)
     images = [load_image(p) for p in args.images]  # every bad file fails here, before any work
     results = captioner.caption(images, beam=args.beam, max_len=args.max_len, length_penalty=args.length_penalty)
     for path, image, cap in zip(args.images, images, results):

@@ -27,16 +27,7 @@ DEMO_LENGTH_PENALTY = 1.5
 EVAL_SPLITS = (("emoji", "test_seen_concepts_new_style"), ("emoji", "test_new_concepts"), ("tuxpaint", "test"))
 
 # The demo's training recipe (any key can be changed with --set, as for `vislang train caption`).
-DEMO_SETTINGS = [
-    "model=caption_lstm",
-    "model_kwargs.embed_dim=128", "model_kwargs.hidden_dim=256", "model_kwargs.attention_dim=128",
-    "model_kwargs.dropout=0.2", "model_kwargs.encoder_kwargs.dim=128", "model_kwargs.encoder_kwargs.widths=[32,48,96]",
-    "data.name=emoji", "data.image_size=48", "data.max_val=300",
-    "data.trim=true",  # crop to the drawing: OpenMoji draws at ~0.78 of the frame, Google/Twitter at ~0.95-1.0
-    "task.max_len=16", "task.min_freq=2", "task.captions_per_image=1",  # train on the CLDR label
-    "task.attention_reg=0.2",  # captions of 2-5 words cannot cover all 36 cells; 1.0 pushes attention to uniform
-    "train.epochs=10", "train.batch_size=64", "train.optim.lr=4e-3", "train.optim.warmup_ratio=0.05",
-]
+DEMO_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "demo.yaml"  # the repository's configs/
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -56,9 +47,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from vislang.config import resolve_config
-    from vislang.report import write_report
-    from vislang.tasks.caption import CaptionRunConfig, train_captioner
+    from vislang.inference.caption import CaptionPredictor
+    from vislang.tasks.base import train
+    from vislang.tasks.caption import CaptionRunConfig
     from vislang.tasks.caption_eval import evaluate_captioner
+    from vislang.viz import write_report
 
     t0 = time.perf_counter()
     prepare_dataset("emoji", args.root)
@@ -75,32 +68,30 @@ def cmd_demo(args: argparse.Namespace) -> int:
         return 0
 
     out = Path(args.out)
-    overrides = [*DEMO_SETTINGS, *([f"data.root={args.root}"] if args.root else []), *args.set]
-    cfg = resolve_config(CaptionRunConfig, None, overrides)
+    overrides = [*([f"data.root={args.root}"] if args.root else []), *args.set]
+    cfg = resolve_config(CaptionRunConfig, DEMO_CONFIG, overrides)
     resume = (out / "checkpoints" / "last").exists()
     print(f"training {cfg.model} on emoji [{cfg.data.train_split}] into {out}"
           f"{' (resuming)' if resume else ''} ...")
-    result = train_captioner(cfg, out, resume=resume)
+    result = train("caption", cfg, out, resume=resume)
     print(f"trained {result.steps} steps ({time.perf_counter() - t0:.0f} s so far); best val CIDEr-D "
           f"{result.best_metric:.3f}\n")
 
-    from vislang.captioner import Captioner
-
-    captioner = Captioner.load(out)  # the best checkpoint, loaded once for every split and the report
+    captioner = CaptionPredictor.load(out)  # the best checkpoint, loaded once for every split and the report
     evaluations = []
     decoding = (f"beam search (beam {args.beam}, length penalty {args.length_penalty:g})" if args.beam > 1
                 else "greedy decoding")
     for data, split in splits:
         ev = evaluate_captioner(out, data, split, beam=args.beam, length_penalty=args.length_penalty,
                                 root=args.root, limit=args.limit, out_dir=out / "eval" / f"{data}_{split}",
-                                captioner=captioner)
+                                trained=captioner.trained)
         print(f"{ev.split}: {ev.n_images} images, {decoding}")
         print(ev.table() + "\n")
         evaluations.append(ev)
     report = write_report(out, evaluations, captioner, beam=args.beam, length_penalty=args.length_penalty,
                           title="vislang demo: emoji captioning",
                           notes=f"{cfg.model} trained {result.steps} steps on Google + Twitter emoji "
-                                f"({cfg.data.image_size} px); OpenMoji and Tux Paint never seen in training; "
+                                f"({cfg.data.transform.image_size} px); OpenMoji and Tux Paint never seen in training; "
                                 f"test captions by {decoding}.")
     print(f"report: {report}  (total {time.perf_counter() - t0:.0f} s)")
     return 0

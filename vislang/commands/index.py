@@ -139,9 +139,9 @@ def _record_metadata(r: Any, split: str | None) -> dict[str, Any]:
 
 
 def _load_embedder(model: str | os.PathLike):
-    from vislang.embedder import Embedder
+    from vislang.inference.retrieval import RetrievalPredictor
 
-    return Embedder.load(model)
+    return RetrievalPredictor.load(model)
 
 
 # ----------------------------------------------------------------------------------------------- commands
@@ -233,8 +233,9 @@ def cmd_index_info(args: argparse.Namespace) -> int:
 
 def cmd_search(args: argparse.Namespace) -> int:
     from vislang.data.images import load_image
-    from vislang.index import Index, build_text_index, save_contact_sheet
+    from vislang.index import Index, build_text_index
     from vislang.utils.io import format_table
+    from vislang.viz import save_contact_sheet
 
     if (args.query is None) == (args.image is None):
         raise VislangError("give either a text query or --image FILE (not both)")

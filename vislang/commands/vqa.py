@@ -48,12 +48,12 @@ def cmd_ask(args: argparse.Namespace) -> int:
 
     from vislang.data.images import load_image
     from vislang.errors import VislangError
-    from vislang.tasks.vqa_eval import VQAModelRun
+    from vislang.inference.vqa import VQAPredictor
     from vislang.viz import attention_figure, save_figure
 
     if args.top_k < 1:
         raise VislangError(f"--top-k must be at least 1, got {args.top_k}")
-    vqa = VQAModelRun.load(args.model, args.checkpoint, args.device)
+    vqa = VQAPredictor.load(args.model, args.checkpoint, args.device)
     image = load_image(args.image)
     answers = vqa.ask(image, args.questions, k=args.top_k)
     for k, a in enumerate(answers):
@@ -79,11 +79,11 @@ def cmd_classify(args: argparse.Namespace) -> int:
     import sys
 
     from vislang.errors import VislangError
-    from vislang.tasks.classify import ClassifierRun
+    from vislang.inference.classify import ClassifyPredictor
 
     if args.top_k < 1:
         raise VislangError(f"--top-k must be at least 1, got {args.top_k}")
-    clf = ClassifierRun.load(args.model, args.checkpoint, args.device)
+    clf = ClassifyPredictor.load(args.model, args.checkpoint, args.device)
     top, seen = clf.classify(args.image, args.text, k=args.top_k)
     if args.text and seen != " ".join(args.text.lower().split()):
         print(f"note: the model reads the text as {seen!r} (class-name words removed, as in training)",

@@ -11,6 +11,9 @@ from vislang.data.registry import (
     register_dataset,
 )
 
+# isort: split
+from vislang.data import datasets  # noqa: F401  (importing it registers the built-in datasets)
+
 __all__ = [
     "QA",
     "ImageTextDataset",

@@ -16,6 +16,7 @@ from vislang.data.records import Record
 from vislang.data.text import TextTokenizer
 from vislang.data.transforms import seeded
 from vislang.errors import ImageError
+from vislang.utils.tensors import pad_sequences
 
 Unit = Literal["image", "caption", "image_caption", "qa"]
 
@@ -136,11 +137,7 @@ class PadCollate:
             if key == "image":
                 batch[key] = torch.stack(values)  # (B, 3, H, W)
             elif isinstance(v0, torch.Tensor) and v0.dim() == 1:
-                lengths = torch.tensor([len(v) for v in values])
-                padded = torch.full((len(values), int(lengths.max())), self.pad_id, dtype=v0.dtype)
-                for b, v in enumerate(values):
-                    padded[b, :len(v)] = v
-                batch[key], batch[f"{key}_lengths"] = padded, lengths  # (B, T), (B,)
+                batch[key], batch[f"{key}_lengths"] = pad_sequences(values, self.pad_id)  # (B, T), (B,)
             elif isinstance(v0, int) and not isinstance(v0, bool):
                 batch[key] = torch.tensor(values)
             else:

@@ -4,24 +4,35 @@ A registered dataset is a *prepare* function that builds images and records into
 writes what it returns as one JSONL manifest per split (the same format users write, see
 :func:`vislang.data.readers.read_manifest`) plus ``summary.json``, which is written last and marks the build
 complete, so a second ``prepare`` is instant and an interrupted one is redone.
+
+A dataset declares its options as a frozen dataclass with defaults (e.g. ``ShapesOptions``). A spec string
+overrides them (``shapes:n_train=10000,size=128``), checked and converted by :mod:`vislang.config`, so a
+wrong key or value is a :class:`~vislang.config.ConfigError` naming it, as for ``--set``; the items of a
+list option are joined by ``+`` (``emoji:train_only=fluent+fluent_line``).
+
+The built-in datasets register themselves when :mod:`vislang.data.datasets` is imported (importing
+:mod:`vislang.data` does it); this module never imports them.
 """
 
 from __future__ import annotations
 
-import fnmatch
+import dataclasses
 import hashlib
 import json
 import os
 import shutil
+import typing
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from vislang.config import ConfigError, config_to_dict, update_config
 from vislang.data.cache import data_root
 from vislang.data.records import Record
 from vislang.errors import DataError
 from vislang.utils.io import atomic_write_json, atomic_write_jsonl
+from vislang.utils.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -39,7 +50,12 @@ class PrepareContext:
     force: bool = False
 
 
-PrepareFn = Callable[..., dict[str, list[Record]]]
+@dataclass(frozen=True)
+class NoOptions:
+    """The options of a dataset that takes none."""
+
+
+PrepareFn = Callable[[PrepareContext, Any], dict[str, list[Record]]]
 
 
 @dataclass(frozen=True)
@@ -52,8 +68,8 @@ class DatasetInfo:
         splits: Split names in display order.
         default_split: Split used when none is given.
         license: Licence and attribution line for the data.
-        prepare: ``prepare(ctx, **options) -> {split: [Record, ...]}``.
-        options: Default options; a spec string may override them.
+        prepare: ``prepare(ctx, options) -> {split: [Record, ...]}``, ``options`` an ``option_type``.
+        option_type: Frozen dataclass of the options, every field with its default.
         version: Bumped when the built layout changes, so old builds are rebuilt.
     """
 
@@ -63,86 +79,98 @@ class DatasetInfo:
     default_split: str
     license: str
     prepare: PrepareFn
-    options: dict[str, Any] = field(default_factory=dict)
+    option_type: type = NoOptions
     version: int = 1
 
+    @property
+    def options(self) -> dict[str, Any]:
+        """The default options by name."""
+        return options_dict(self.option_type())
 
-_DATASETS: dict[str, DatasetInfo] = {}
+
+DATASETS: Registry[DatasetInfo] = Registry("dataset")
+"""The registered datasets by name."""
+
+
+def options_dict(options: Any) -> dict[str, Any]:
+    """The fields of an options dataclass by name, values as they are (tuples stay tuples)."""
+    return {f.name: getattr(options, f.name) for f in dataclasses.fields(options)}
 
 
 def register_dataset(name: str, *, description: str, splits: tuple[str, ...], default_split: str,
-                     license: str, options: dict[str, Any] | None = None,
+                     license: str, options: type = NoOptions,
                      version: int = 1) -> Callable[[PrepareFn], PrepareFn]:
-    """Decorator registering a prepare function under ``name``."""
+    """Decorator registering a prepare function under ``name``.
+
+    Args:
+        options: The dataset's options: a frozen dataclass whose fields all have defaults.
+    """
+    if not (isinstance(options, type) and dataclasses.is_dataclass(options)):
+        raise TypeError(f"options of dataset {name!r} must be a dataclass type, got {options!r}")
 
     def deco(fn: PrepareFn) -> PrepareFn:
-        if name in _DATASETS:
-            raise ValueError(f"dataset {name!r} is registered twice")
-        _DATASETS[name] = DatasetInfo(name, description, tuple(splits), default_split, license, fn,
-                                      dict(options or {}), version)
+        DATASETS.add(name, DatasetInfo(name, description, tuple(splits), default_split, license, fn, options,
+                                       version))
         return fn
 
     return deco
 
 
-def _ensure_builtin() -> None:
-    # Importing the modules registers the built-in datasets.
-    from vislang.data import emoji, shapes, tuxpaint  # noqa: F401
-
-
 def list_datasets(pattern: str = "*") -> list[str]:
     """Names of registered datasets matching a glob pattern."""
-    _ensure_builtin()
-    return sorted(n for n in _DATASETS if fnmatch.fnmatch(n, pattern))
+    return DATASETS.names(pattern)
 
 
 def get_dataset_info(name: str) -> DatasetInfo:
     """The :class:`DatasetInfo` registered under ``name``."""
-    _ensure_builtin()
-    try:
-        return _DATASETS[name]
-    except KeyError:
-        raise DataError(f"unknown dataset {name!r}; known: {', '.join(sorted(_DATASETS))}, "
-                        "or give the path of a .jsonl manifest, COCO, Karpathy or VQA JSON file") from None
+    if name not in DATASETS:
+        raise DataError(f"unknown dataset {name!r}; known: {', '.join(DATASETS.names())}, "
+                        "or give the path of a .jsonl manifest, COCO, Karpathy or VQA JSON file")
+    return DATASETS.get(name)
 
 
-def _coerce(value: str, default: Any) -> Any:
-    if isinstance(default, bool):
-        if value.lower() in ("1", "true", "yes"):
-            return True
-        if value.lower() in ("0", "false", "no"):
-            return False
-        raise ValueError(f"expected true/false, got {value!r}")
-    if isinstance(default, int):
-        return int(value)
-    if isinstance(default, float):
-        return float(value)
-    if isinstance(default, (list, tuple)):
-        return tuple(v for v in value.split("+") if v)
-    return value
+def parse_options(info: DatasetInfo, text: str) -> Any:
+    """The ``info.option_type`` of ``"key=value,key=value"``, defaults for the keys not given.
+
+    Raises:
+        ConfigError: An item is not ``key=value``, names no option, or has a value of the wrong type.
+    """
+    options = info.option_type()
+    hints = typing.get_type_hints(info.option_type)
+    names = [f.name for f in dataclasses.fields(options)]
+    for item in filter(None, text.split(",")):
+        key, eq, value = item.partition("=")
+        if not eq or not names:
+            problem = f"expected KEY=VALUE (known: {', '.join(names)})" if names else "it takes no options"
+            raise ConfigError(f"bad option {item!r} for dataset {info.name!r}: {problem}")
+        where = (f"option {key!r} of dataset {info.name!r}" if key in names
+                 else f"bad option {item!r} for dataset {info.name!r}")
+        is_list = typing.get_origin(hints.get(key)) in (tuple, list)
+        raw = [v for v in value.split("+") if v] if is_list else value  # "," separates the options
+        options = update_config(options, {key: raw}, source=where)
+    return options
+
+
+def _parse(spec: str) -> tuple[DatasetInfo, Any]:
+    name, _, rest = spec.partition(":")
+    info = get_dataset_info(name)
+    return info, parse_options(info, rest)
 
 
 def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
-    """Split ``"name:key=value,key=value"`` into the name and its typed options (defaults filled in)."""
-    name, _, rest = spec.partition(":")
-    info = get_dataset_info(name)
-    options = dict(info.options)
-    for item in filter(None, rest.split(",")):
-        key, eq, value = item.partition("=")
-        if not eq or key not in info.options:
-            raise DataError(f"bad option {item!r} for dataset {name!r}; options: "
-                            + ", ".join(f"{k}={v!r}" for k, v in info.options.items()))
-        try:
-            options[key] = _coerce(value, info.options[key])
-        except ValueError as e:
-            raise DataError(f"option {key!r} of dataset {name!r}: {e}") from None
-    return name, options
+    """Split ``"name:key=value,key=value"`` into the name and its typed options (defaults filled in).
+
+    Raises:
+        DataError: No dataset of that name.
+        ConfigError: A wrong option (see :func:`parse_options`).
+    """
+    info, options = _parse(spec)
+    return info.name, options_dict(options)
 
 
 def is_registered_spec(spec: str) -> bool:
     """Whether ``spec`` names a registered dataset (as opposed to a file path)."""
-    _ensure_builtin()
-    return spec.partition(":")[0] in _DATASETS and not os.path.exists(spec)
+    return spec.partition(":")[0] in DATASETS and not os.path.exists(spec)
 
 
 def dataset_dir(name: str, options: dict[str, Any], root: str | os.PathLike | None = None) -> Path:
@@ -179,8 +207,8 @@ def prepare_dataset(spec: str, root: str | os.PathLike | None = None, force: boo
         root: Data root (default ``$VISLANG_DATA`` or the user cache directory).
         force: Rebuild even when a complete build exists.
     """
-    name, options = parse_spec(spec)
-    info = get_dataset_info(name)
+    info, parsed = _parse(spec)
+    name, options = info.name, options_dict(parsed)
     out = dataset_dir(name, options, root)
     summary_path = out / "summary.json"
     if not force and summary_path.exists():
@@ -189,8 +217,8 @@ def prepare_dataset(spec: str, root: str | os.PathLike | None = None, force: boo
             # An option added after the build counts at its default (which keeps the earlier behaviour).
             was = done.get("options") if isinstance(done, dict) else None
             if isinstance(was, dict) and done.get("version") == info.version:
-                built = {**json.loads(json.dumps(info.options, default=str)), **was}
-                if built == json.loads(json.dumps(options, default=str)):
+                built = {**config_to_dict(info.options), **was}
+                if built == config_to_dict(options):
                     return out
         except (OSError, json.JSONDecodeError):
             pass
@@ -200,7 +228,7 @@ def prepare_dataset(spec: str, root: str | os.PathLike | None = None, force: boo
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
     ctx = PrepareContext(out_dir=out, root=data_root(root), force=force)
-    splits = info.prepare(ctx, **options)
+    splits = info.prepare(ctx, parsed)
     for split, recs in splits.items():
         rows = []
         for r in recs:
@@ -210,7 +238,7 @@ def prepare_dataset(spec: str, root: str | os.PathLike | None = None, force: boo
         atomic_write_jsonl(out / f"{split}.jsonl", rows)
     atomic_write_json(summary_path, {
         "name": name, "version": info.version, "license": info.license,
-        "options": json.loads(json.dumps(options, default=str)),
+        "options": config_to_dict(options),
         "splits": summarize(splits),
     })
     return out

@@ -15,12 +15,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
 
+from vislang.config import update_config
 from vislang.errors import VislangError
+from vislang.utils.registry import Registry
 
 IMAGE, TEXT = "image", "text"
 
@@ -108,16 +110,23 @@ class Fusion(nn.Module):
 
 
 FusionBuilder = Callable[[Mapping[str, int], FusionConfig], Fusion]
-_FUSIONS: dict[str, tuple[FusionBuilder, str]] = {}
+
+
+class FusionEntry(NamedTuple):
+    """A registered fusion strategy."""
+
+    build: FusionBuilder          # (dims, cfg) -> Fusion: the class or a function
+    description: str              # one line, for listings
+
+
+FUSIONS: Registry[FusionEntry] = Registry("fusion", load="vislang.fusion")
 
 
 def register_fusion(name: str, description: str) -> Callable[[FusionBuilder], FusionBuilder]:
     """Decorator registering a fusion class or builder under ``name`` (``late-concat``, ``attention``, ...)."""
 
     def deco(fn: FusionBuilder) -> FusionBuilder:
-        if name in _FUSIONS:
-            raise ValueError(f"fusion {name!r} is registered twice")
-        _FUSIONS[name] = (fn, description)
+        FUSIONS.add(name, FusionEntry(fn, description))
         return fn
 
     return deco
@@ -125,24 +134,18 @@ def register_fusion(name: str, description: str) -> Callable[[FusionBuilder], Fu
 
 def list_fusions() -> dict[str, str]:
     """Registered fusion names and their one-line descriptions."""
-    import vislang.fusion  # noqa: F401  (registers the built-in strategies)
-
-    return {k: v[1] for k, v in sorted(_FUSIONS.items())}
+    return {name: FUSIONS.get(name).description for name in FUSIONS.names()}
 
 
-def create_fusion(name: str, dims: Mapping[str, int], **options: object) -> Fusion:
+def create_fusion(name: str, dims: Mapping[str, int], **options: Any) -> Fusion:
     """Build the fusion strategy ``name`` for modalities of widths ``dims``; ``options`` are
-    :class:`FusionConfig` fields.
+    :class:`FusionConfig` fields, checked as config overrides are.
 
     Raises:
-        VislangError: Unknown name or option.
+        VislangError: Unknown name; :class:`~vislang.config.ConfigError` for an unknown option or a wrong type.
     """
-    import vislang.fusion  # noqa: F401
-    from vislang.models.encoders import override_config  # here: vislang.models imports this package
-
-    if name not in _FUSIONS:
-        raise VislangError(f"unknown fusion {name!r}; known: {', '.join(sorted(_FUSIONS))}")
-    return _FUSIONS[name][0](dims, override_config(FusionConfig(), options, f"fusion {name}"))
+    entry = FUSIONS.get(name)
+    return entry.build(dims, update_config(FusionConfig(), options, source=f"fusion {name}"))
 
 
 def real_mask(f: ModalityFeatures) -> Tensor:

@@ -51,7 +51,8 @@ def _as_array(x: object, name: str) -> np.ndarray:
     return array.astype(np.float32, copy=False)
 
 
-def _summary(ranks: np.ndarray, ks: Sequence[int]) -> dict[str, float]:
+def rank_summary(ranks: np.ndarray, ks: Sequence[int] = DEFAULT_KS) -> dict[str, float]:
+    """``{"R@k": ..., "median_rank": ..., "mean_rank": ...}`` of 1-based ranks ``(N,)``."""
     out = {f"R@{k}": float(np.mean(ranks <= k)) for k in ks}
     out["median_rank"] = float(np.median(ranks))
     out["mean_rank"] = float(np.mean(ranks))
@@ -98,8 +99,8 @@ def retrieval_scores_from_similarity(similarity: object, text_image: Sequence[in
         best_own = np.where(is_own, scores, -np.inf).max(axis=1)  # [C]
         image_ranks[rows] = 1 + (scores > best_own[:, None]).sum(axis=1)
 
-    return RetrievalScores(image_to_text=_summary(image_ranks, ks), text_to_image=_summary(text_ranks, ks),
-                           image_ranks=image_ranks, text_ranks=text_ranks)
+    return RetrievalScores(image_to_text=rank_summary(image_ranks, ks),
+                           text_to_image=rank_summary(text_ranks, ks), image_ranks=image_ranks, text_ranks=text_ranks)
 
 
 def retrieval_scores(image_embeddings: object, text_embeddings: object, text_image: Sequence[int] | np.ndarray,

@@ -1,4 +1,4 @@
-"""Models; importing this package registers the built-in builders (see :mod:`vislang.models.registry`)."""
+"""Models; importing this package registers the built-in families and variants (see :mod:`vislang.models.registry`)."""
 
 from vislang.models import (  # noqa: F401  (registers)
     caption_lstm,
@@ -12,6 +12,15 @@ from vislang.models import (  # noqa: F401  (registers)
     text_encoders,
     vit,
 )
-from vislang.models.registry import create_model, list_models, register_model
+from vislang.models.registry import (
+    create_model,
+    describe_model,
+    list_models,
+    model_config,
+    model_family,
+    register_family,
+    register_model,
+)
 
-__all__ = ["create_model", "list_models", "register_model"]
+__all__ = ["create_model", "describe_model", "list_models", "model_config", "model_family", "register_family",
+           "register_model"]

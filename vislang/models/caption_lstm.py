@@ -22,17 +22,17 @@ from torch import Tensor, nn
 
 from vislang.decoding import DecoderState
 from vislang.models.encoders import ImageFeatures
-from vislang.models.registry import create_model, register_model
+from vislang.models.registry import create_model, register_family, register_model
 
 
 @dataclass
 class CaptionLSTMConfig:
-    """Sizes of the captioner (read only by the builders).
+    """Sizes of the captioner.
 
     Attributes:
         vocab_size: Output vocabulary, specials included.
         encoder: Registered image encoder name.
-        encoder_kwargs: Overrides for the encoder builder (e.g. ``weights``).
+        encoder_kwargs: Options of the encoder (e.g. ``weights``), checked when it is built.
         embed_dim: Word embedding size.
         hidden_dim: LSTM hidden size.
         attention_dim: Hidden size of the additive attention.
@@ -160,26 +160,15 @@ class CaptionLSTM(nn.Module):
         return CaptionOutput(torch.stack(logits, 1), torch.stack(alphas, 1))
 
 
-def _build(cfg: CaptionLSTMConfig) -> CaptionLSTM:
+@register_family("caption_lstm", CaptionLSTMConfig)
+def build_caption_lstm(cfg: CaptionLSTMConfig) -> CaptionLSTM:
+    """The image encoder ``cfg.encoder`` from the registry, then the decoder."""
     return CaptionLSTM(create_model(cfg.encoder, **cfg.encoder_kwargs), cfg)
 
 
-@register_model("caption_lstm")
-def caption_lstm(**kwargs: Any) -> CaptionLSTM:
-    """Show, Attend and Tell with the small CNN encoder (64 px images, 8x8 grid)."""
-    return _build(CaptionLSTMConfig(**kwargs))
-
-
-@register_model("caption_lstm_resnet50")
-def caption_lstm_resnet50(**kwargs: Any) -> CaptionLSTM:
-    """Show, Attend and Tell on a ResNet-50 grid (load torchvision weights with
-    ``encoder_kwargs={"weights": "resnet50.pth"}``)."""
-    kwargs.setdefault("encoder", "resnet50")
-    return _build(CaptionLSTMConfig(**kwargs))
-
-
-@register_model("caption_lstm_tiny")
-def caption_lstm_tiny(**kwargs: Any) -> CaptionLSTM:
-    """A few-thousand-parameter variant for tests."""
-    defaults = dict(vocab_size=50, encoder="cnn_tiny", embed_dim=16, hidden_dim=24, attention_dim=16, dropout=0.0)
-    return _build(CaptionLSTMConfig(**{**defaults, **kwargs}))
+register_model("caption_lstm", "caption_lstm", "Show, Attend and Tell with the small CNN encoder (64 px images, "
+               "8x8 grid).")
+register_model("caption_lstm_resnet50", "caption_lstm", "Show, Attend and Tell on a ResNet-50 grid (load "
+               'torchvision weights with ``encoder_kwargs={"weights": "resnet50.pth"}``).', encoder="resnet50")
+register_model("caption_lstm_tiny", "caption_lstm", "A few-thousand-parameter variant for tests.",
+               vocab_size=50, encoder="cnn_tiny", embed_dim=16, hidden_dim=24, attention_dim=16, dropout=0.0)

@@ -22,17 +22,17 @@ from vislang.decoding import DecoderState
 from vislang.layers import TransformerDecoderBlock
 from vislang.models.caption_lstm import CaptionOutput
 from vislang.models.encoders import ImageFeatures
-from vislang.models.registry import create_model, register_model
+from vislang.models.registry import create_model, register_family, register_model
 
 
 @dataclass
 class CaptionTransformerConfig:
-    """Sizes of the Transformer captioner (read only by the builders).
+    """Sizes of the Transformer captioner.
 
     Attributes:
         vocab_size: Output vocabulary, specials included.
         encoder: Registered image encoder name.
-        encoder_kwargs: Overrides for the encoder builder.
+        encoder_kwargs: Options of the encoder, checked when it is built.
         dim: Model width.
         depth: Decoder blocks.
         num_heads: Attention heads.
@@ -128,25 +128,15 @@ class CaptionTransformer(nn.Module):
         return CaptionOutput(logits, attn)
 
 
-def _build(cfg: CaptionTransformerConfig) -> CaptionTransformer:
+@register_family("caption_transformer", CaptionTransformerConfig)
+def build_caption_transformer(cfg: CaptionTransformerConfig) -> CaptionTransformer:
+    """The image encoder ``cfg.encoder`` from the registry, then the decoder."""
     return CaptionTransformer(create_model(cfg.encoder, **cfg.encoder_kwargs), cfg)
 
 
-@register_model("caption_transformer")
-def caption_transformer(**kwargs: Any) -> CaptionTransformer:
-    """Small CNN grid + 3-block Transformer decoder (width 256)."""
-    return _build(CaptionTransformerConfig(**kwargs))
-
-
-@register_model("caption_transformer_vit")
-def caption_transformer_vit(**kwargs: Any) -> CaptionTransformer:
-    """ViT patch grid + Transformer decoder."""
-    kwargs.setdefault("encoder", "vit_small")
-    return _build(CaptionTransformerConfig(**kwargs))
-
-
-@register_model("caption_transformer_tiny")
-def caption_transformer_tiny(**kwargs: Any) -> CaptionTransformer:
-    """A tiny variant for tests."""
-    defaults = dict(vocab_size=50, encoder="cnn_tiny", dim=32, depth=2, num_heads=2, dropout=0.0)
-    return _build(CaptionTransformerConfig(**{**defaults, **kwargs}))
+register_model("caption_transformer", "caption_transformer", "Small CNN grid + 3-block Transformer decoder "
+               "(width 256).")
+register_model("caption_transformer_vit", "caption_transformer", "ViT patch grid + Transformer decoder.",
+               encoder="vit_small")
+register_model("caption_transformer_tiny", "caption_transformer", "A tiny variant for tests.",
+               vocab_size=50, encoder="cnn_tiny", dim=32, depth=2, num_heads=2, dropout=0.0)

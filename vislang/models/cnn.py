@@ -14,8 +14,8 @@ from torch import Tensor, nn
 
 from vislang.errors import VislangError
 from vislang.layers import MixStyle
-from vislang.models.encoders import ImageFeatures, check_images, load_weights, override_config
-from vislang.models.registry import register_model
+from vislang.models.encoders import ImageFeatures, check_images, load_weights
+from vislang.models.registry import register_family, register_model
 
 
 @dataclass(frozen=True)
@@ -30,6 +30,7 @@ class CNNConfig:
         mixstyle: Probability of MixStyle (Zhou et al. 2021) after each of the first ``mixstyle_stages`` stages
             of a training batch: the images swap part of their feature statistics, their "style" (0: off).
         mixstyle_stages: How many of the first stages are followed by MixStyle.
+        weights: Weights file or vislang run to load after building (its ``image_encoder`` part).
     """
 
     widths: tuple[int, ...] = (32, 64, 128)
@@ -38,6 +39,7 @@ class CNNConfig:
     blocks: tuple[int, ...] = (0, 1, 1, 1)
     mixstyle: float = 0.0
     mixstyle_stages: int = 2
+    weights: str | None = None
 
     def __post_init__(self) -> None:
         if not len(self.widths) + 1 == len(self.strides) == len(self.blocks):
@@ -102,20 +104,15 @@ class SmallCNN(nn.Module):
         return ImageFeatures(grid=grid, pooled=grid.mean(dim=1), grid_hw=(h, w))
 
 
-def _build(default: CNNConfig, name: str, weights: str | None, overrides: dict) -> SmallCNN:
-    model = SmallCNN(override_config(default, overrides, name))
-    if weights:
-        load_weights(model, weights, submodule="image_encoder")
+@register_family("cnn", CNNConfig)
+def build_cnn(cfg: CNNConfig) -> SmallCNN:
+    """A :class:`SmallCNN`, with ``cfg.weights`` loaded when given."""
+    model = SmallCNN(cfg)
+    if cfg.weights:
+        load_weights(model, cfg.weights, submodule="image_encoder")
     return model
 
 
-@register_model()
-def cnn_small(weights: str | None = None, **overrides) -> SmallCNN:
-    """The small CNN: widths 32/64/128, D=256, 1.9M parameters; 64 px -> 8x8 grid."""
-    return _build(CNNConfig(), "cnn_small", weights, overrides)
-
-
-@register_model()
-def cnn_tiny(weights: str | None = None, **overrides) -> SmallCNN:
-    """A very small CNN for tests: widths 8/16/16, D=32, one residual block."""
-    return _build(CNNConfig(widths=(8, 16, 16), dim=32, blocks=(0, 0, 0, 1)), "cnn_tiny", weights, overrides)
+register_model("cnn_small", "cnn", "The small CNN: widths 32/64/128, D=256, 1.9M parameters; 64 px -> 8x8 grid.")
+register_model("cnn_tiny", "cnn", "A very small CNN for tests: widths 8/16/16, D=32, one residual block.",
+               widths=(8, 16, 16), dim=32, blocks=(0, 0, 0, 1))

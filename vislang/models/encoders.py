@@ -11,17 +11,17 @@ dicts in ``.safetensors`` (preferred) or ``.pth`` files: :func:`save_weights`, :
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, NamedTuple, Protocol, TypeVar, runtime_checkable
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor, nn
 
 from vislang.errors import VislangError
+from vislang.utils.folder import read_config, read_weights_of, resolve_checkpoint
 from vislang.utils.io import atomic_open
 
 
@@ -104,25 +104,6 @@ def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:
     return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
 
 
-C = TypeVar("C")
-
-
-def override_config(default: C, overrides: Mapping[str, Any], model: str) -> C:
-    """A copy of the config dataclass ``default`` with some fields replaced.
-
-    Lists are turned into tuples, so overrides read from YAML or JSON work for tuple fields.
-
-    Raises:
-        VislangError: An override names no field of the config.
-    """
-    names = [f.name for f in dataclasses.fields(default)]
-    unknown = sorted(set(overrides) - set(names))
-    if unknown:
-        raise VislangError(f"{model}: unknown option(s) {', '.join(unknown)}; its options are: {', '.join(names)}")
-    values = {k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()}
-    return dataclasses.replace(default, **values)
-
-
 def read_state_dict(path: str | os.PathLike, submodule: str | None = None) -> dict[str, Tensor]:
     """Read a state dict from a ``.safetensors`` file, a ``torch.save``-d ``.pth``/``.pt``/``.bin`` file, or a
     vislang run or checkpoint directory.
@@ -165,16 +146,14 @@ def read_state_dict(path: str | os.PathLike, submodule: str | None = None) -> di
 
 
 def _run_state_dict(path: Path, submodule: str | None) -> dict[str, Tensor]:
-    from vislang.train.checkpoint import WEIGHTS_FILE, read_model_json, resolve_checkpoint
-
     ckpt = resolve_checkpoint(path)
-    state = read_state_dict(ckpt / WEIGHTS_FILE)
+    state = read_weights_of(ckpt)
     if submodule is None:
         return state
     prefix = f"{submodule}."
     part = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
     if not part:
-        model = read_model_json(ckpt).get("name")
+        model = read_config(ckpt).get("model")
         raise VislangError(f"{ckpt}: its model ({model}) has no {submodule} to take weights from")
     return part
 

@@ -3,7 +3,7 @@
 ``FusionModel(image_encoder, text_encoder, fusion, head)`` composes an image encoder (its grid of region
 features, with their positions added), a text encoder (the question, or the text beside the image), a fusion
 strategy from :mod:`vislang.fusion` and an MLP head over the classes: the answer vocabulary for VQA, the
-labels for classification. The builders choose the defaults:
+labels for classification. The registered variants choose the defaults:
 
 * ``vqa`` / ``vqa_tiny`` / ``vqa_minilm``: answer classifiers over an answer vocabulary, trained with soft VQA
   targets and a binary cross-entropy per answer (:class:`vislang.losses.VQALoss`), as in D. Teney et al. 2018,
@@ -29,7 +29,14 @@ from torch import Tensor, nn
 from vislang.errors import VislangError
 from vislang.fusion import IMAGE, TEXT, ModalityFeatures, create_fusion
 from vislang.models.encoders import set_trainable
-from vislang.models.registry import create_model, register_model
+from vislang.models.registry import (
+    create_model,
+    list_models,
+    model_config,
+    model_family,
+    register_family,
+    register_model,
+)
 from vislang.models.text_encoders import HF_TOWERS
 
 TEXT_MODES = ("scratch", "locked", "finetune")
@@ -37,16 +44,17 @@ TEXT_MODES = ("scratch", "locked", "finetune")
 
 @dataclass
 class FusionModelConfig:
-    """Parts of a :class:`FusionModel` (read only by the builders).
+    """Parts of a :class:`FusionModel`.
 
     Attributes:
         image_encoder: Registered image encoder (``cnn_small``, ``cnn_tiny``, ``resnet18``, ``vit_tiny``, ...).
-        image_encoder_kwargs: Overrides for its builder (e.g. ``weights``).
+        image_encoder_kwargs: Its options (e.g. ``weights``), checked when it is built.
         text_encoder: Registered text encoder (``text_gru``, ``text_transformer``, ``minilm``, ``hf_text``).
-        text_encoder_kwargs: Overrides for its builder (``vocab_size``/``pad_id`` are set from the data).
+        text_encoder_kwargs: Its options (``vocab_size``/``pad_id`` are set from the data).
         text_mode: ``"scratch"``, ``"locked"`` (frozen pre-trained tower) or ``"finetune"``.
         fusion: Registered fusion strategy (see :func:`vislang.fusion.list_fusions`).
-        fusion_kwargs: :class:`vislang.fusion.FusionConfig` overrides (``hidden_dim``, ``num_heads``, ...).
+        fusion_kwargs: :class:`vislang.fusion.FusionConfig` overrides (``hidden_dim``, ``num_heads``, ...); those
+            given to :func:`~vislang.models.registry.create_model` update the variant's, key by key.
         num_classes: Outputs of the head (answers or labels; set from the data).
         region_pos: Add Fourier position embeddings of the grid cells to the region features.
         head_hidden: Hidden width of the MLP head (0: twice the fusion width).
@@ -151,7 +159,9 @@ class FusionModel(nn.Module):
         return FusionModelOutput(self.head(out.fused), out.attention, grid_hw)
 
 
-def _build(cfg: FusionModelConfig) -> FusionModel:
+@register_family("fusion_model", FusionModelConfig, merge=("fusion_kwargs",))
+def build_fusion_model(cfg: FusionModelConfig) -> FusionModel:
+    """The encoders from the registry (image first), the fusion, then the head."""
     image = create_model(cfg.image_encoder, **cfg.image_encoder_kwargs)
     text = create_model(cfg.text_encoder, **cfg.text_encoder_kwargs)
     fusion = create_fusion(cfg.fusion, {IMAGE: image.out_dim, TEXT: text.out_dim}, **cfg.fusion_kwargs)
@@ -161,61 +171,26 @@ def _build(cfg: FusionModelConfig) -> FusionModel:
     return FusionModel(image, text, fusion, head, region_pos=cfg.region_pos, text_mode=cfg.text_mode)
 
 
-PRESETS: dict[str, dict[str, Any]] = {
-    "vqa": {},
-    "vqa_minilm": {"text_encoder": "minilm", "text_mode": "locked"},
-    "vqa_tiny": {"image_encoder": "cnn_tiny", "text_encoder": "text_gru_tiny",
-                 "fusion_kwargs": {"hidden_dim": 16, "num_heads": 2, "depth": 1}, "dropout": 0.0},
-    "fusion_classifier": {"fusion": "late-concat"},
-    "fusion_classifier_tiny": {"image_encoder": "cnn_tiny", "text_encoder": "text_gru_tiny", "fusion": "late-concat",
-                               "fusion_kwargs": {"hidden_dim": 16, "num_heads": 2, "depth": 1}, "dropout": 0.0},
-}
-"""Defaults of each registered fusion model (builder keyword arguments override them)."""
+register_model("vqa", "fusion_model", "VQA answer classifier: small CNN regions + GRU question + attention fusion "
+               "(set num_classes, vocab).")
+register_model("vqa_minilm", "fusion_model", "VQA with the pre-trained all-MiniLM-L6-v2 question encoder (locked "
+               "by default).", text_encoder="minilm", text_mode="locked")
+register_model("vqa_tiny", "fusion_model", "A tiny VQA model for tests: tiny CNN, tiny GRU, width 16.",
+               image_encoder="cnn_tiny", text_encoder="text_gru_tiny",
+               fusion_kwargs={"hidden_dim": 16, "num_heads": 2, "depth": 1}, dropout=0.0)
+register_model("fusion_classifier", "fusion_model", "Image + text classifier: small CNN + GRU text + late "
+               "concatenation (any fusion via fusion=...).", fusion="late-concat")
+register_model("fusion_classifier_tiny", "fusion_model", "A tiny image + text classifier for tests.",
+               image_encoder="cnn_tiny", text_encoder="text_gru_tiny", fusion="late-concat",
+               fusion_kwargs={"hidden_dim": 16, "num_heads": 2, "depth": 1}, dropout=0.0)
 
 
 def fusion_model_config(name: str, **kwargs: Any) -> FusionModelConfig:
-    """The config the registered fusion model ``name`` is built with, given builder ``kwargs``.
+    """:func:`~vislang.models.registry.model_config` of a registered fusion model.
 
-    ``fusion_kwargs`` given are merged over the preset's (so ``fusion_kwargs={"depth": 2}`` keeps a tiny
-    preset's width).
+    Raises:
+        VislangError: ``name`` is not a fusion model, or an option is invalid.
     """
-    if name not in PRESETS:
-        raise VislangError(f"{name!r} is not a fusion model; known: {', '.join(sorted(PRESETS))}")
-    fields = FusionModelConfig.__dataclass_fields__
-    unknown = sorted(set(kwargs) - set(fields))
-    if unknown:
-        raise VislangError(f"{name}: unknown option(s) {', '.join(unknown)}; its options are: {', '.join(fields)}")
-    preset = dict(PRESETS[name])
-    merged = {**preset, **kwargs}
-    merged["fusion_kwargs"] = {**preset.get("fusion_kwargs", {}), **kwargs.get("fusion_kwargs", {})}
-    return FusionModelConfig(**merged)
-
-
-@register_model()
-def vqa(**kwargs: Any) -> FusionModel:
-    """VQA answer classifier: small CNN regions + GRU question + attention fusion (set num_classes, vocab)."""
-    return _build(fusion_model_config("vqa", **kwargs))
-
-
-@register_model()
-def vqa_minilm(**kwargs: Any) -> FusionModel:
-    """VQA with the pre-trained all-MiniLM-L6-v2 question encoder (locked by default)."""
-    return _build(fusion_model_config("vqa_minilm", **kwargs))
-
-
-@register_model()
-def vqa_tiny(**kwargs: Any) -> FusionModel:
-    """A tiny VQA model for tests: tiny CNN, tiny GRU, width 16."""
-    return _build(fusion_model_config("vqa_tiny", **kwargs))
-
-
-@register_model()
-def fusion_classifier(**kwargs: Any) -> FusionModel:
-    """Image + text classifier: small CNN + GRU text + late concatenation (any fusion via fusion=...)."""
-    return _build(fusion_model_config("fusion_classifier", **kwargs))
-
-
-@register_model()
-def fusion_classifier_tiny(**kwargs: Any) -> FusionModel:
-    """A tiny image + text classifier for tests."""
-    return _build(fusion_model_config("fusion_classifier_tiny", **kwargs))
+    if model_family(name) != "fusion_model":
+        raise VislangError(f"{name!r} is not a fusion model; known: {', '.join(list_models(family='fusion_model'))}")
+    return model_config(name, **kwargs)

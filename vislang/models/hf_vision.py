@@ -17,6 +17,7 @@ import inspect
 import json
 import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,20 @@ from torch import Tensor, nn
 from vislang.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from vislang.errors import DataError, VislangError
 from vislang.models.encoders import ImageFeatures, check_images, load_local_hf_model, load_weights
-from vislang.models.registry import register_model
+from vislang.models.registry import register_family, register_model
+
+
+@dataclass(frozen=True)
+class HFVisionConfig:
+    """Where :class:`HFVisionEncoder` loads from.
+
+    Attributes:
+        path: Local Hugging Face model directory (required).
+        weights: A vislang state dict of the wrapped model to load after building (e.g. after fine-tuning).
+    """
+
+    path: str | None = None
+    weights: str | None = None
 
 
 class HFVisionEncoder(nn.Module):
@@ -142,13 +156,16 @@ def _triple(cfg: dict, key: str, path: Path, default: Tensor) -> Tensor:
     return torch.tensor(value, dtype=torch.float32)
 
 
-@register_model()
-def hf_vision(path: str | None = None, weights: str | None = None) -> HFVisionEncoder:
-    """A Hugging Face vision model from the local directory ``path``; ``weights`` (optional) is a vislang
-    state dict of the wrapped model, e.g. saved after fine-tuning."""
-    if not path:
+@register_family("hf_vision", HFVisionConfig)
+def build_hf_vision(cfg: HFVisionConfig) -> HFVisionEncoder:
+    """An :class:`HFVisionEncoder` of ``cfg.path``, with ``cfg.weights`` loaded when given."""
+    if not cfg.path:
         raise VislangError("hf_vision needs path=<directory of a Hugging Face vision model>")
-    model = HFVisionEncoder(path)
-    if weights:
-        load_weights(model, weights, submodule="image_encoder")
+    model = HFVisionEncoder(cfg.path)
+    if cfg.weights:
+        load_weights(model, cfg.weights, submodule="image_encoder")
     return model
+
+
+register_model("hf_vision", "hf_vision", "A Hugging Face vision model from the local directory ``path``; "
+               "``weights`` (optional) is a vislang state dict of the wrapped model, e.g. saved after fine-tuning.")

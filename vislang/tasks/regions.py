@@ -6,6 +6,8 @@ list of dicts with the centre ``x``, ``y`` and radius ``r`` as fractions of the 
 categorical attributes (``color``, ``shape``, ``size``, ...). A cell's target for an attribute is the value of
 the topmost object (the last in the list) whose disc ``r * extent_scale`` covers the cell's centre, or "none".
 Geometric augmentation would move the objects away from their annotations, so images are only resized.
+A trained tagger names the attributes of every cell with ``vislang.load(run).tag(images)``
+(:class:`vislang.inference.regions.RegionPredictor`).
 
 Why: trained through the VQA loss alone, the image encoder of a VQA model learns slowly, because until the
 fusion knows where to look its gradients are noise. Tagged first, the regions already say what is where, and
@@ -19,7 +21,7 @@ import json
 import os
 import sys
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,15 +29,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vislang.config import config_to_dict
 from vislang.data.loader import ImageTextSamples, build_loader
 from vislang.data.records import Record
-from vislang.data.transforms import build_transform
+from vislang.data.transforms import TransformConfig, build_transform
 from vislang.errors import VislangError
-from vislang.models.registry import create_model
-from vislang.tasks.common import DataConfig, open_split, transform_config
-from vislang.train import FitResult, TrainConfig, fit, seed_everything
+from vislang.tasks.base import TaskSpec, TrainData, register_task
+from vislang.tasks.common import DataConfig
+from vislang.train import TrainConfig
 from vislang.utils.io import atomic_write_json
+from vislang.utils.tensors import model_device
 
 ATTRIBUTES_FILE = "attributes.json"
 NONE = "none"
@@ -67,14 +69,15 @@ class RegionRunConfig:
     Attributes:
         model: Registered region tagger (``region_tagger``, ``region_tagger_tiny``).
         model_kwargs: Overrides for its builder (``image_encoder``, ``image_encoder_kwargs``).
-        data: Data section (``augment`` is ignored: images are only resized).
+        data: Data section (``transform.augment`` is ignored: images are only resized).
         task: Tagging options.
         train: Loop options.
     """
 
     model: str = "region_tagger"
     model_kwargs: dict[str, Any] = field(default_factory=dict)
-    data: DataConfig = field(default_factory=lambda: DataConfig(name="shapes", image_size=64, augment=False))
+    data: DataConfig = field(default_factory=lambda: DataConfig(
+        name="shapes", transform=TransformConfig(image_size=64, augment=False)))
     task: RegionTaskConfig = field(default_factory=RegionTaskConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
@@ -194,7 +197,7 @@ class RegionTask:
     def validate(self, model: nn.Module) -> dict[str, float]:
         if not self.val_records:
             return {}
-        device = next(model.parameters()).device
+        device = model_device(model)
         samples = ImageTextSamples(self.val_records, self.eval_transform, unit="image")
         loader = build_loader(samples, self.cfg.val_batch_size)
         right = {name: 0 for name in self.vocab.values}
@@ -217,27 +220,49 @@ class RegionTask:
         self.vocab.save(Path(directory) / ATTRIBUTES_FILE)
 
 
-def train_regions(cfg: RegionRunConfig, run_dir: str | os.PathLike, resume: bool = False) -> FitResult:
-    """Build the data, attribute vocabulary, tagger and task from ``cfg`` and run the shared loop."""
-    run_dir = Path(run_dir)
-    if cfg.task.extent_scale <= 0:
-        raise VislangError(f"task.extent_scale must be > 0, got {cfg.task.extent_scale}")
-    train_records = list(open_split(cfg.data, cfg.data.train_split, cfg.data.max_train).records)
-    vocab = AttributeVocab.build(train_records, cfg.task.objects_key, cfg.task.attributes)
-    val_records: list[Record] = []
-    if cfg.data.val_split:
-        val_records = [r for r in open_split(cfg.data, cfg.data.val_split, cfg.data.max_val).records
-                       if _objects(r, cfg.task.objects_key)]
-        check_attributes(val_records, cfg.task.objects_key, list(vocab.values))
-    kwargs = {**cfg.model_kwargs, "attributes": vocab.sizes()}
-    seed_everything(cfg.train.seed)
-    model = create_model(cfg.model, **kwargs)
-    tf_cfg = transform_config(cfg.data)
-    tf = build_transform(tf_cfg, train=False)  # resize only: the objects must stay where they are annotated
-    samples = ImageTextSamples(train_records, tf, unit="image", skip_bad=cfg.data.skip_bad)
-    task = RegionTask(vocab, samples.records, val_records, tf, cfg.task)
-    print(f"regions: {len(train_records)} training images, attributes "
-          f"{', '.join(f'{k} ({len(v) - 1})' for k, v in vocab.values.items())}", file=sys.stderr)
-    spec = {"name": cfg.model, "kwargs": kwargs, "task": "regions", "transform": asdict(tf_cfg)}
-    return fit(model, task, samples, cfg.train, run_dir, model_spec=spec, resume=resume,
-               config_to_save=config_to_dict(cfg))
+@register_task("regions")
+class RegionTagging(TaskSpec):
+    """Train an image encoder whose grid cells classify the attributes (colour, shape, ...) of the annotated
+    object under them, from meta['objects'] (the shapes data has them); start a VQA model from it with
+    --set model_kwargs.image_encoder_kwargs.weights=RUN.
+    """
+
+    config = RegionRunConfig
+    help = ("region tagging: every grid cell names the object it shows (pre-training an image encoder for VQA "
+            "from object annotations)")
+    monitor_label = "object-cell accuracy"
+    predictor = "vislang.inference.regions:RegionPredictor"
+
+    def check(self, cfg: RegionRunConfig) -> None:
+        if cfg.task.extent_scale <= 0:
+            raise VislangError(f"task.extent_scale must be > 0, got {cfg.task.extent_scale}")
+
+    def open_data(self, cfg: RegionRunConfig) -> TrainData:
+        data = super().open_data(cfg)
+        return TrainData(data.train, [r for r in data.val if _objects(r, cfg.task.objects_key)])
+
+    def prepare(self, cfg: RegionRunConfig, data: TrainData, reuse: Path | None) -> AttributeVocab:
+        if reuse is not None and (reuse / ATTRIBUTES_FILE).exists():
+            vocab = AttributeVocab.load(reuse / ATTRIBUTES_FILE)
+        else:
+            vocab = AttributeVocab.build(data.train, cfg.task.objects_key, cfg.task.attributes)
+        check_attributes(data.val, cfg.task.objects_key, list(vocab.values))
+        return vocab
+
+    def model_options(self, cfg: RegionRunConfig, vocab: AttributeVocab) -> dict[str, Any]:
+        return {**cfg.model_kwargs, "attributes": vocab.sizes()}
+
+    def samples(self, cfg: RegionRunConfig, data: TrainData, vocab: AttributeVocab, transform) -> ImageTextSamples:
+        # resize only (the validation transform): the objects must stay where they are annotated
+        samples = ImageTextSamples(data.train, build_transform(cfg.data.transform, train=False), unit="image",
+                                   skip_bad=cfg.data.skip_bad)
+        print(f"regions: {len(data.train)} training images, attributes "
+              f"{', '.join(f'{k} ({len(v) - 1})' for k, v in vocab.values.items())}", file=sys.stderr)
+        return samples
+
+    def objective(self, cfg: RegionRunConfig, model: nn.Module, data: TrainData, vocab: AttributeVocab,
+                  transform) -> RegionTask:
+        return RegionTask(vocab, data.train, data.val, transform, cfg.task)
+
+    def load_artifacts(self, folder: Path, config: dict[str, Any]) -> AttributeVocab:
+        return AttributeVocab.load(folder / ATTRIBUTES_FILE)

@@ -13,17 +13,21 @@ Labels are the records' ``label`` (the emoji group, the Tux Paint category, a ma
 
 from __future__ import annotations
 
+import argparse
 import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vislang.embedder import Embedder
+from torch import Tensor
+
 from vislang.errors import VislangError
 from vislang.metrics.classification import classification_report
+from vislang.tasks.base import TrainedModel, add_split_args, eval_dir, load_trained
 from vislang.tasks.common import load_split
-from vislang.tasks.retrieval import (
+from vislang.tasks.retrieval_embed import embed_record_images, embed_texts, model_fingerprint
+from vislang.tasks.retrieval_galleries import (
     galleries_of,
     gallery_retrieval_scores,
     query_texts,
@@ -52,7 +56,7 @@ class RetrievalEvaluation:
         zero_shot: Zero-shot classification (accuracy, macro F1, classes, prompts, chance and majority-class
             accuracy), or None when the split has no labels.
         subsampled: Recalls with every gallery cut to ``gallery_size`` random candidates, averaged over
-            ``draws`` cuts (see :func:`~vislang.tasks.retrieval.subsampled_gallery_scores`), or None.
+            ``draws`` cuts (see :func:`~vislang.tasks.retrieval_galleries.subsampled_gallery_scores`), or None.
     """
 
     split: str
@@ -89,12 +93,17 @@ def readable_label(label: str) -> str:
     return " ".join(str(label).replace("-", " ").replace("_", " ").split())
 
 
-def zero_shot_classification(embedder: Embedder, image_embeds: Any, labels: list[str],
+def text_embeddings(trained: TrainedModel, texts: list[str], batch_size: int = 256) -> Tensor:
+    """Normalised embeddings ``(N, E)`` of texts with a trained dual encoder (truncated to its ``max_len``)."""
+    return embed_texts(trained.model, trained.artifacts, texts, int(trained.config.get("max_len", 64)), batch_size)
+
+
+def zero_shot_classification(trained: TrainedModel, image_embeds: Any, labels: list[str],
                              template: str = DEFAULT_TEMPLATE) -> dict[str, Any]:
     """Classify images by the closest class prompt.
 
     Args:
-        embedder: Embeds the prompts.
+        trained: The dual encoder that embeds the prompts.
         image_embeds: ``(N, E)`` normalised image embeddings.
         labels: ``(N,)`` true label of each image.
         template: Prompt with a ``{label}`` placeholder.
@@ -107,7 +116,7 @@ def zero_shot_classification(embedder: Embedder, image_embeds: Any, labels: list
         raise VislangError(f"zero-shot template {template!r} has no {{label}} placeholder")
     classes = sorted(set(labels))
     prompts = [template.format(label=readable_label(c)) for c in classes]
-    sims = image_embeds @ embedder.embed_texts(prompts).T                      # (N, C)
+    sims = image_embeds @ text_embeddings(trained, prompts).T                  # (N, C)
     predicted = [classes[j] for j in sims.argmax(dim=1).tolist()]
     report = classification_report(labels, predicted, labels=classes)
     return {"accuracy": report.accuracy, "macro_f1": report.macro_f1, "n_classes": len(classes),
@@ -120,7 +129,7 @@ def evaluate_retriever(run: str | os.PathLike, data: str, split: str | None, *, 
                        image_root: str | None = None, captions: str = "all", gallery_key: str | None = "vendor",
                        template: str = DEFAULT_TEMPLATE, zero_shot: bool = True, limit: int | None = None,
                        skip_bad: bool = False, batch_size: int = 128, out_dir: str | os.PathLike | None = None,
-                       embedder: Embedder | None = None, gallery_size: int | None = None,
+                       trained: TrainedModel | None = None, gallery_size: int | None = None,
                        gallery_draws: int = 10) -> RetrievalEvaluation:
     """Score a run's best checkpoint on a split: retrieval both ways and zero-shot classification.
 
@@ -138,7 +147,7 @@ def evaluate_retriever(run: str | os.PathLike, data: str, split: str | None, *, 
         skip_bad: Leave out missing or unreadable images instead of stopping.
         batch_size: Images per embedding batch.
         out_dir: Write ``scores.json`` there (atomically) when given.
-        embedder: An already loaded embedder (default: loaded from ``run``).
+        trained: The run's model, already opened with :func:`load_trained` (default: opened here).
         gallery_size: Also score every gallery cut to this many random candidates (for comparing with
             numbers measured on a smaller gallery), averaged over ``gallery_draws`` cuts.
         gallery_draws: Random cuts to average over.
@@ -151,7 +160,7 @@ def evaluate_retriever(run: str | os.PathLike, data: str, split: str | None, *, 
     if gallery_size is not None and (gallery_size < 1 or gallery_draws < 1):
         raise VislangError(f"--gallery-size and --gallery-draws must be >= 1, got {gallery_size} and "
                            f"{gallery_draws}")
-    embedder = embedder or Embedder.load(run)
+    trained = trained or load_trained(run, "retrieval")
     ds = load_split(data, split, root=root, image_root=image_root, limit=limit, skip_bad=skip_bad)
     records = ds.records
     captioned = [r for r in records if r.captions]
@@ -159,13 +168,13 @@ def evaluate_retriever(run: str | os.PathLike, data: str, split: str | None, *, 
     name = f"{data} [{ds.split}]" if ds.split else str(data)
     if not captioned and not labelled:
         raise VislangError(f"{name} has no images with captions (or labels) to evaluate retrieval on")
-    images = embedder.embed_images([r.image for r in records], batch_size=batch_size)  # (N, E)
+    images = embed_record_images(trained.model, records, trained.transform, batch_size)  # (N, E)
     row = {id(r): i for i, r in enumerate(records)}
-    ev = RetrievalEvaluation(split=name, model_id=embedder.model_id, n_images=len(captioned), n_queries=0,
-                             captions=captions)
+    ev = RetrievalEvaluation(split=name, model_id=model_fingerprint(trained.folder, trained.config),
+                             n_images=len(captioned), n_queries=0, captions=captions)
     if captioned:
         texts, owner = query_texts(captioned, captions)
-        text_emb = embedder.embed_texts(texts)
+        text_emb = text_embeddings(trained, texts)
         cap_images = images[[row[id(r)] for r in captioned]]
         gallery_names = galleries_of(captioned, gallery_key)
         scores = gallery_retrieval_scores(cap_images, text_emb, owner, gallery_names)
@@ -179,8 +188,58 @@ def evaluate_retriever(run: str | os.PathLike, data: str, split: str | None, *, 
         ev.per_gallery = {g: {"text_to_image": s.text_to_image, "image_to_text": s.image_to_text}
                           for g, s in scores.per_gallery.items()}
     if labelled:
-        ev.zero_shot = zero_shot_classification(embedder, images[[row[id(r)] for r in labelled]],
+        ev.zero_shot = zero_shot_classification(trained, images[[row[id(r)] for r in labelled]],
                                                 [str(r.label) for r in labelled], template)
     if out_dir is not None:
         atomic_write_json(Path(out_dir) / "scores.json", ev.to_json())
     return ev
+
+
+def add_evaluate_args(ret: argparse.ArgumentParser) -> None:
+    """The options of ``vislang evaluate retrieval``."""
+    add_split_args(ret, "retrieval", "dataset name (emoji, tuxpaint, ...) or manifest / COCO / Karpathy file",
+                   "folder image names in COCO / Karpathy files are relative to")
+    ret.add_argument("--captions", choices=("all", "first"), default="all",
+                     help="text queries: every caption (default) or each image's first caption")
+    ret.add_argument("--gallery-key", default="vendor",
+                     help="record field splitting the images into separately ranked galleries (default: vendor, "
+                          "the emoji art style; 'none': one gallery)")
+    ret.add_argument("--template", default=DEFAULT_TEMPLATE,
+                     help="zero-shot prompt with a {label} placeholder (default: 'a {label} emoji')")
+    ret.add_argument("--no-zero-shot", action="store_true", help="skip zero-shot classification")
+    ret.add_argument("--gallery-size", type=int, metavar="N",
+                     help="also score every gallery cut to N random candidates (to compare with numbers measured "
+                          "on a smaller gallery, like COCO's 1K test), averaged over --gallery-draws cuts")
+    ret.add_argument("--gallery-draws", type=int, default=10, metavar="D",
+                     help="random cuts averaged for --gallery-size (default: 10)")
+    ret.add_argument("--limit", type=int, help="evaluate only the first N images")
+    ret.add_argument("--batch-size", type=int, default=128, help="images per embedding batch")
+    ret.add_argument("--skip-bad", action="store_true", help="leave out images that are missing or unreadable")
+    ret.add_argument("--out", type=Path, help="output folder (default: <run>/eval/<data>_<split>)")
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    """Score a retrieval run on a split, print the table, write scores.json."""
+    out = eval_dir(args)
+    gallery_key = None if args.gallery_key.lower() in ("", "none") else args.gallery_key
+    ev = evaluate_retriever(args.model, args.data, args.split, root=args.root, image_root=args.image_root,
+                            captions=args.captions, gallery_key=gallery_key, template=args.template,
+                            zero_shot=not args.no_zero_shot, limit=args.limit, skip_bad=args.skip_bad,
+                            batch_size=args.batch_size, out_dir=out, gallery_size=args.gallery_size,
+                            gallery_draws=args.gallery_draws)
+    galleries = ", ".join(f"{g} {n}" for g, n in ev.galleries.items())
+    which = "every caption" if args.captions == "all" else "first captions"
+    print(f"{ev.split}: {ev.n_images} images, {ev.n_queries} text queries ({which}); "
+          f"candidates per gallery: {galleries or 'none'}")
+    print(ev.table())
+    if len(ev.per_gallery) > 1:
+        for g, s in ev.per_gallery.items():
+            t2i, i2t = s["text_to_image"], s["image_to_text"]
+            print(f"  {g} ({ev.galleries[g]} candidates): text->image R@1 {t2i['R@1']:.4f} R@5 {t2i['R@5']:.4f}, "
+                  f"image->text R@1 {i2t['R@1']:.4f} R@5 {i2t['R@5']:.4f}")
+    if ev.zero_shot is not None:
+        z = ev.zero_shot
+        print(f"zero-shot: {z['n_classes']} classes, prompt {z['template']!r}; chance {z['chance']:.4f}, "
+              f"majority class {z['majority']:.4f}")
+    print(f"model {ev.model_id}; scores written to {out / 'scores.json'}")
+    return 0

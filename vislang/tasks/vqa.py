@@ -24,7 +24,7 @@ import os
 import sys
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,35 +32,37 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
-from vislang.config import config_to_dict
 from vislang.data.loader import ImageTextSamples, build_loader
 from vislang.data.readers import load_json
 from vislang.data.records import QA, Record
-from vislang.data.text import VOCAB_FILE, TextTokenizer, Vocabulary
-from vislang.data.transforms import build_transform
+from vislang.data.text import TextTokenizer
+from vislang.data.transforms import TransformConfig
 from vislang.errors import DataError, VislangError
 from vislang.losses import VQALoss
 from vislang.metrics.vqa import evaluate_vqa, normalize_answer
 from vislang.models.fusion_model import fusion_model_config
-from vislang.models.registry import create_model, list_models
-from vislang.models.text_encoders import HF_TOWERS, text_tokenizer
-from vislang.tasks.common import (
-    MODALITY_MODES,
-    DataConfig,
-    blank_inputs,
-    modality_dropout_masks,
-    open_split,
-    transform_config,
+from vislang.tasks.base import TrainData, register_task
+from vislang.tasks.common import DataConfig, modality_dropout_masks
+from vislang.tasks.image_text import (
+    ImageTextArtifacts,
+    ImageTextObjective,
+    ImageTextRunConfig,
+    ImageTextSpec,
+    blank,
+    blank_modality,
+    check_mode,
+    evaluating,
+    run_fusion,
 )
-from vislang.train import FitResult, TrainConfig, fit, seed_everything
 from vislang.utils.io import atomic_write_json
+from vislang.utils.tensors import pad_sequences
 
 ANSWERS_FILE = "answers.json"
 
 
 @dataclass
 class VQATaskConfig:
-    """VQA options (read by :class:`VQATask` and :func:`train_vqa`).
+    """VQA options (read by :class:`VQATask` and :class:`VisualQA`).
 
     Attributes:
         max_len: Longest question in tokens (BOS/EOS included); longer ones are truncated.
@@ -86,8 +88,8 @@ class VQATaskConfig:
 
 def with_metadata_questions(records: Sequence[Record]) -> list[Record]:
     """Records, where those without questions get questions from their emoji metadata (group, skin tone,
-    gender, which flag: :func:`vislang.data.emoji.metadata_questions`)."""
-    from vislang.data.emoji import metadata_questions
+    gender, which flag: :func:`vislang.data.datasets.emoji.metadata_questions`)."""
+    from vislang.data.datasets.emoji import metadata_questions
 
     return [r if r.qa else Record(r.id, r.image, r.captions, r.label, metadata_questions(r), r.meta)
             for r in records]
@@ -128,11 +130,8 @@ def flatten_questions(batch: dict[str, Any], pad_id: int) -> tuple[Tensor, Tenso
     """The questions of an :class:`ImageQuestions` batch as ``(tokens (Q, L), lengths (Q,), image_index (Q,),
     answers)``."""
     questions = [q for qs in batch["questions"] for q in qs]
-    image_index = torch.tensor([b for b, qs in enumerate(batch["questions"]) for _ in qs])
-    lengths = torch.tensor([len(q) for q in questions])
-    tokens = torch.full((len(questions), int(lengths.max())), pad_id, dtype=torch.long)
-    for row, q in enumerate(questions):
-        tokens[row, :len(q)] = q
+    image_index = torch.tensor([b for b, qs in enumerate(batch["questions"]) for _ in qs])    # (Q,)
+    tokens, lengths = pad_sequences(questions, pad_id)                                      # (Q, L), (Q,)
     return tokens, lengths, image_index, [a for answers in batch["answers"] for a in answers]
 
 
@@ -228,10 +227,6 @@ class Predictions:
     grid_hw: tuple[int, int]
 
 
-def _device(model: nn.Module) -> torch.device:
-    return next(model.parameters()).device
-
-
 @torch.no_grad()
 def predict_records(model: nn.Module, records: Sequence[Record], tokenizer: TextTokenizer, answers: AnswerVocab,
                     transform: Callable[[Any], Tensor], *, max_len: int = 24, mode: str = "both",
@@ -243,29 +238,19 @@ def predict_records(model: nn.Module, records: Sequence[Record], tokenizer: Text
     Returns:
         The questions, in record order, and the predictions, in the same order.
     """
-    if mode not in MODALITY_MODES:
-        raise VislangError(f"mode must be one of {', '.join(MODALITY_MODES)}, not {mode!r}")
-    device = _device(model)
+    check_mode(mode)
     samples = ImageQuestions(records, transform, tokenizer, max_len)
     per_image = max(1, round(sum(len(r.qa) for r in samples.records) / max(1, len(samples.records))))
     loader = build_loader(samples, max(1, batch_size // per_image), pad_id=tokenizer.pad_id)
-    was_training = model.training
-    model.eval()
     scores, attention, grid_hw = [], [], (1, 1)
-    for batch in loader:
-        tokens, lengths, image_index, _ = flatten_questions(batch, tokenizer.pad_id)
-        everything = torch.ones(len(tokens), dtype=torch.bool)
-        images, tokens, lengths = blank_inputs(
-            batch["image"], tokens, lengths, blank_image=torch.ones(len(batch["image"]), dtype=torch.bool)
-            if mode == "text" else None, blank_text=everything if mode == "image" else None,
-            bos_id=tokenizer.bos_id, eos_id=tokenizer.eos_id, pad_id=tokenizer.pad_id)
-        mask = (torch.arange(tokens.shape[1])[None, :] < lengths[:, None]).long()
-        out = model(images.to(device), tokens.to(device), mask.to(device), image_index.to(device))
-        scores.append(out.logits.float().sigmoid().cpu())
-        if out.attention is not None:
-            attention.append(out.attention.float().cpu())
-        grid_hw = out.grid_hw
-    model.train(was_training)
+    with evaluating(model):
+        for batch in loader:
+            tokens, lengths, image_index, _ = flatten_questions(batch, tokenizer.pad_id)
+            out = run_fusion(model, *blank_modality(mode, tokenizer, batch["image"], tokens, lengths), image_index)
+            scores.append(out.logits.float().sigmoid().cpu())                         # (Q, A)
+            if out.attention is not None:
+                attention.append(out.attention.float().cpu())                         # (Q, N)
+            grid_hw = out.grid_hw
     qas = [q for r in samples.records for q in r.qa]
     all_scores = torch.cat(scores) if scores else torch.zeros(0, len(answers))
     top = all_scores.argmax(dim=1).tolist() if len(all_scores) else []
@@ -297,7 +282,7 @@ def vqa_metrics(qas: Sequence[QA], predicted: Sequence[str]) -> dict[str, float]
 # ------------------------------------------------------------------------------------------------ task
 
 
-class VQATask:
+class VQATask(ImageTextObjective):
     """Batch -> soft-target BCE (with modality dropout); validation -> VQA accuracy per question type.
 
     Args:
@@ -308,18 +293,18 @@ class VQATask:
         cfg: Task options.
     """
 
-    monitor = "accuracy"
-    mode = "max"
+    labels_file = ANSWERS_FILE
 
     def __init__(self, tokenizer: TextTokenizer, answers: AnswerVocab, val_records: Sequence[Record],
                  eval_transform: Callable[[Any], Tensor], cfg: VQATaskConfig | None = None):
+        super().__init__(tokenizer, answers)
         self.cfg = cfg or VQATaskConfig()
-        self.tokenizer, self.answers = tokenizer, answers
+        self.answers = answers
         self.val_records, self.eval_transform = with_question_ids(val_records), eval_transform
         self.loss = VQALoss()
 
     def training_step(self, model: nn.Module, batch: dict[str, Any]) -> dict[str, Tensor]:
-        images = batch["image"]
+        images = batch["image"]                                                        # (B, 3, H, W)
         if "questions" in batch:                                 # ImageQuestions: images with all their questions
             tokens, lengths, image_index, answers = flatten_questions(batch, self.tokenizer.pad_id)
             tokens, lengths, image_index = (t.to(images.device) for t in (tokens, lengths, image_index))
@@ -327,15 +312,12 @@ class VQATask:
             tokens, lengths, answers = batch["question_tokens"], batch["question_tokens_lengths"], batch["answers"]
             image_index = torch.arange(len(images), device=images.device)
         blank_image, blank_text = modality_dropout_masks(len(tokens), self.cfg.modality_dropout, images.device)
-        _, tokens, lengths = blank_inputs(images[:0], tokens, lengths, blank_text=blank_text,
-                                          bos_id=self.tokenizer.bos_id, eos_id=self.tokenizer.eos_id,
-                                          pad_id=self.tokenizer.pad_id)
+        _, tokens, lengths = blank(self.tokenizer, images[:0], tokens, lengths, blank_text=blank_text)
         if blank_image is not None and bool(blank_image.any()):  # those questions see an extra, blank image
             images = torch.cat([images, images.new_zeros(1, *images.shape[1:])])
             image_index = torch.where(blank_image, len(images) - 1, image_index)
-        mask = (torch.arange(tokens.shape[1], device=tokens.device)[None, :] < lengths[:, None]).long()
-        out = model(images, tokens, mask, image_index)
-        targets = self.answers.targets(answers).to(out.logits.device)
+        out = run_fusion(model, images, tokens, lengths, image_index)
+        targets = self.answers.targets(answers).to(out.logits.device)                # (Q, A)
         return self.loss(out.logits, targets)
 
     def validate(self, model: nn.Module) -> dict[str, float]:
@@ -345,136 +327,78 @@ class VQATask:
                                     max_len=self.cfg.max_len, batch_size=self.cfg.val_batch_size)
         return vqa_metrics(qas, pred.answers)
 
-    def save_artifacts(self, directory: Path) -> None:
-        self.answers.save(Path(directory) / ANSWERS_FILE)
-        if isinstance(self.tokenizer, Vocabulary):
-            self.tokenizer.save(Path(directory) / VOCAB_FILE)
-
 
 # ------------------------------------------------------------------------------------------- training
 
 
 @dataclass
-class VQARunConfig:
+class VQARunConfig(ImageTextRunConfig):
     """Everything a VQA run needs; saved as ``config.yaml`` in the run directory.
 
     Attributes:
         model: Registered fusion model (``vqa``, ``vqa_tiny``, ``vqa_minilm``).
-        model_kwargs: Overrides for the builder (``image_encoder``, ``fusion_kwargs``, ...).
-        fusion: Fusion strategy (``late-concat``, ``attention``, ``bilinear``, ``transformer``, ...); None: the
-            model's own.
-        text_encoder: Question encoder: ``gru``, ``transformer``, ``minilm``, a registered text encoder or a
-            Hugging Face model directory; None: the model's own.
         data: Data section (``shapes``, a manifest with questions, a VQA v2 questions JSON); augmentation is
             off by default: a random crop can cut an object out and change the answer.
         task: VQA options.
-        train: Loop options.
+
+    The other fields are :class:`~vislang.tasks.image_text.ImageTextRunConfig`'s.
     """
 
     model: str = "vqa"
-    model_kwargs: dict[str, Any] = field(default_factory=dict)
-    fusion: str | None = None
-    text_encoder: str | None = None
-    data: DataConfig = field(default_factory=lambda: DataConfig(name="shapes", augment=False))
+    data: DataConfig = field(default_factory=lambda: DataConfig(name="shapes",
+                                                                transform=TransformConfig(augment=False)))
     task: VQATaskConfig = field(default_factory=VQATaskConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
 
 
-def resolve_text_encoder(choice: str | None, preset_name: str, kwargs: dict[str, Any]) -> tuple[str, dict, str]:
-    """The text tower, its kwargs and text mode for a ``text_encoder`` choice over a fusion model preset."""
-    preset = fusion_model_config(preset_name, **kwargs)
-    name, tkw, mode = preset.text_encoder, dict(preset.text_encoder_kwargs), preset.text_mode
-    tiny = name.endswith("_tiny")
-    if choice in (None, ""):
-        return name, tkw, mode
-    if choice in ("gru", "transformer"):
-        name, tkw, mode = f"text_{choice}" + ("_tiny" if tiny else ""), {}, "scratch"
-    elif choice == "minilm":
-        name, tkw, mode = "minilm", {}, "locked"
-    elif choice in list_models("text_*"):
-        name, tkw, mode = choice, {}, "scratch"
-    elif Path(choice).is_dir():
-        name, tkw, mode = "hf_text", {"path": str(Path(choice).resolve())}, "locked"
-    else:
-        raise VislangError(f"text encoder {choice!r}: not 'gru', 'transformer', 'minilm', a registered text "
-                           f"encoder ({', '.join(list_models('text_*'))}) or a Hugging Face model directory")
-    return name, tkw, kwargs.get("text_mode", mode)
+@register_task("vqa")
+class VisualQA(ImageTextSpec):
+    """Visual question answering (image + question -> answer, soft VQA targets)."""
 
+    config = VQARunConfig
+    help = "visual question answering (image + question -> answer, soft VQA targets)"
+    monitor_label = "VQA accuracy"
+    predictor = "vislang.inference.vqa:VQAPredictor"
+    evaluation = "vislang.tasks.vqa_eval"
+    evaluate_help = "score a trained VQA run on a split beside question-only and image-only baselines"
+    evaluate_description = ("Answer every question of a split with a run's best checkpoint and score the answers "
+                            "with the official VQA accuracy, overall and per question type, beside the "
+                            "question-only (image blanked; and the train-majority answer per question) and "
+                            "image-only (question blanked) baselines.")
+    labels_file = ANSWERS_FILE
+    labels_type = AnswerVocab
 
-def build_text_side(choice: str | None, model: str, model_kwargs: dict[str, Any], texts: Callable[[], list[str]],
-                    *, max_len: int, min_freq: int, vocab_path: Path | None = None
-                    ) -> tuple[TextTokenizer, dict[str, Any]]:
-    """The tokenizer and the full builder kwargs (text tower settled) of an image + text run.
+    def open_data(self, cfg: VQARunConfig) -> TrainData:
+        data = super().open_data(cfg)
+        questions_of = with_metadata_questions if cfg.task.metadata_questions else list
+        train = [r for r in questions_of(data.train) if r.qa]
+        if not train:
+            raise VislangError(f"{cfg.data.name} [{cfg.data.train_split}] has no questions to train a VQA model on")
+        questions = [q for r in train for q in r.qa]
+        no_answer = sum(not q.answers for q in questions)
+        if no_answer:
+            raise VislangError(f"{no_answer} of {len(questions)} training questions have no answer; VQA training "
+                               "needs answers (VQA v2: give the annotations file beside the questions)")
+        return TrainData(train, [r for r in questions_of(data.val) if r.qa])
 
-    Args:
-        choice: The run's ``text_encoder`` choice.
-        model: Registered fusion model name.
-        model_kwargs: The run's model overrides.
-        texts: The training texts (to build a vocabulary for towers trained from scratch).
-        max_len: Longest token sequence.
-        min_freq: Vocabulary threshold.
-        vocab_path: An existing vocabulary to reuse (resuming), when it exists.
-    """
-    name, tkw, mode = resolve_text_encoder(choice, model, model_kwargs)
-    tokenizer = text_tokenizer(name, tkw)
-    if tokenizer is None:
-        if vocab_path is not None and vocab_path.exists():
-            tokenizer = Vocabulary.load(vocab_path)
-        else:
-            tokenizer = Vocabulary.build(texts(), min_freq=min_freq)
-        tkw = {**tkw, "vocab_size": len(tokenizer), "pad_id": tokenizer.pad_id}
-        if name.startswith("text_transformer"):
-            tkw["max_len"] = max_len
-    elif name in HF_TOWERS and mode == "scratch":
-        mode = "locked"
-    return tokenizer, {**model_kwargs, "text_encoder": name, "text_encoder_kwargs": tkw, "text_mode": mode}
+    def prepare(self, cfg: VQARunConfig, data: TrainData, reuse: Path | None) -> ImageTextArtifacts:
+        questions = [q for r in data.train for q in r.qa]
+        answers = self.reuse_labels(reuse)
+        if answers is None:
+            answers = AnswerVocab.build(questions, cfg.task.min_answer_freq)
+        return self.text_side(cfg, answers, lambda: [q.question for q in questions], reuse)
 
+    def samples(self, cfg: VQARunConfig, data: TrainData, artifacts: ImageTextArtifacts, transform) -> Dataset:
+        if cfg.task.group_by_image:
+            return ImageQuestions(data.train, transform, artifacts.tokenizer, cfg.task.max_len,
+                                  skip_bad=cfg.data.skip_bad)
+        return ImageTextSamples(data.train, transform, unit="qa", tokenizer=artifacts.tokenizer,
+                                max_len=cfg.task.max_len, skip_bad=cfg.data.skip_bad)
 
-def train_vqa(cfg: VQARunConfig, run_dir: str | os.PathLike, resume: bool = False) -> FitResult:
-    """Build the data, tokenizer, answer vocabulary, model and task from ``cfg`` and run the shared loop."""
-    run_dir = Path(run_dir)
-    if not 0.0 <= cfg.task.modality_dropout < 0.5:
-        raise VislangError(f"task.modality_dropout must be in [0, 0.5), got {cfg.task.modality_dropout}")
-    train_ds = open_split(cfg.data, cfg.data.train_split, cfg.data.max_train)
-    questions_of = with_metadata_questions if cfg.task.metadata_questions else list
-    train_records = [r for r in questions_of(train_ds.records) if r.qa]
-    if not train_records:
-        raise VislangError(f"{cfg.data.name} [{cfg.data.train_split}] has no questions to train a VQA model on")
-    val_records: list[Record] = []
-    if cfg.data.val_split:
-        val_records = [r for r in questions_of(open_split(cfg.data, cfg.data.val_split, cfg.data.max_val).records)
-                       if r.qa]
-    questions = [q for r in train_records for q in r.qa]
-    no_answer = sum(not q.answers for q in questions)
-    if no_answer:
-        raise VislangError(f"{no_answer} of {len(questions)} training questions have no answer; VQA training "
-                           "needs answers (VQA v2: give the annotations file beside the questions)")
-    last = run_dir / "checkpoints" / "last"
-    answers = (AnswerVocab.load(last / ANSWERS_FILE) if resume and (last / ANSWERS_FILE).exists()
-               else AnswerVocab.build(questions, cfg.task.min_answer_freq))
-    model_kwargs = dict(cfg.model_kwargs)
-    if cfg.fusion:
-        model_kwargs["fusion"] = cfg.fusion
-    tokenizer, kwargs = build_text_side(cfg.text_encoder, cfg.model, model_kwargs,
-                                        lambda: [q.question for q in questions], max_len=cfg.task.max_len,
-                                        min_freq=cfg.task.min_freq, vocab_path=last / VOCAB_FILE if resume else None)
-    kwargs["num_classes"] = len(answers)
-    seed_everything(cfg.train.seed)  # a reproducible initialisation
-    model = create_model(cfg.model, **kwargs)
-    tf_cfg = transform_config(cfg.data)
-    train_tf = build_transform(tf_cfg, train=True)
-    samples: Dataset
-    if cfg.task.group_by_image:
-        samples = ImageQuestions(train_records, train_tf, tokenizer, cfg.task.max_len, skip_bad=cfg.data.skip_bad)
-    else:
-        samples = ImageTextSamples(train_records, train_tf, unit="qa", tokenizer=tokenizer, max_len=cfg.task.max_len,
-                                   skip_bad=cfg.data.skip_bad)
-    task = VQATask(tokenizer, answers, val_records, build_transform(tf_cfg, train=False), cfg.task)
-    print(f"vqa: {len(questions)} training questions on {len(train_records)} images, {len(answers)} answers, "
-          f"fusion {kwargs.get('fusion') or fusion_model_config(cfg.model).fusion}, text {kwargs['text_encoder']}",
-          file=sys.stderr)
-    spec = {"name": cfg.model, "kwargs": kwargs, "task": "vqa", "transform": asdict(tf_cfg),
-            "max_len": cfg.task.max_len,
-            "tokenizer": VOCAB_FILE if isinstance(tokenizer, Vocabulary) else "text_encoder"}
-    return fit(model, task, samples, cfg.train, run_dir, model_spec=spec, pad_id=tokenizer.pad_id,
-               resume=resume, config_to_save=config_to_dict(cfg))
+    def objective(self, cfg: VQARunConfig, model: nn.Module, data: TrainData, artifacts: ImageTextArtifacts,
+                  transform) -> VQATask:
+        task = VQATask(artifacts.tokenizer, artifacts.labels, data.val, transform, cfg.task)
+        options = artifacts.options
+        print(f"vqa: {sum(len(r.qa) for r in data.train)} training questions on {len(data.train)} images, "
+              f"{len(artifacts.labels)} answers, fusion {options.get('fusion') or fusion_model_config(cfg.model).fusion}"
+              f", text {options['text_encoder']}", file=sys.stderr)
+        return task

@@ -8,6 +8,8 @@ from vislang.train.checkpoint import (
     load_model,
     load_train_state,
     load_weights,
+    read_config,
+    resolve_checkpoint,
     save_checkpoint,
 )
 from vislang.train.loop import (
@@ -39,6 +41,8 @@ __all__ = [
     "load_train_state",
     "load_weights",
     "param_groups",
+    "read_config",
+    "resolve_checkpoint",
     "save_checkpoint",
     "seed_everything",
 ]

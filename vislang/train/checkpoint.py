@@ -1,18 +1,11 @@
-"""Checkpoint directories, written atomically.
+"""Writing and loading model folders (the layout is in :mod:`vislang.utils.folder`), atomically.
 
-A checkpoint is a directory holding:
+A folder is written into a temporary directory beside its final place, flushed to disk, and then swapped in
+with renames. A crash at any point leaves either the old or the new folder: if it strikes between the two
+renames, :func:`find_checkpoint` puts the old one back.
 
-* ``model.safetensors`` — the model's ``state_dict`` (tied weights stored once);
-* ``model.json`` — the model spec ``{"name": <registry name>, "kwargs": <builder kwargs>, ...}`` (a task
-  may add entries) plus ``format``, ``version``, ``step``...; ``create_model(name, **kwargs)`` rebuilds the
-  model;
-* ``train_state.pt`` — optional: optimiser, scheduler, step, epoch, sampler and RNG states (loaded with
-  ``weights_only=True``, so it holds only tensors and plain Python values);
-* whatever a task adds (e.g. ``vocab.json``).
-
-It is written into a temporary directory beside its final place, flushed to disk, and then swapped in
-with renames. A crash at any point leaves either the old or the new checkpoint: if it strikes between the
-two renames, :func:`find_checkpoint` puts the old one back.
+Loading is strict: a missing, extra or mis-shaped tensor is refused with its key named, and the weights'
+sha256 recorded in ``config.json`` is checked first (a truncated file gives a one-line error).
 """
 
 from __future__ import annotations
@@ -31,32 +24,54 @@ import torch
 from torch import nn
 
 from vislang.errors import VislangError
+from vislang.utils.folder import (
+    CARD_FILE,
+    CONFIG_FILE,
+    FORMAT,
+    LIBRARY,
+    PREPROCESSOR_FILE,
+    STATE_FILE,
+    VERSION,
+    WEIGHTS_FILE,
+    CheckpointError,
+    find_checkpoint,
+    read_config,
+    read_weights,
+    resolve_checkpoint,
+    sha256_file,
+)
 from vislang.utils.io import atomic_dir
 
-FORMAT = "vislang.checkpoint"
-VERSION = 1
-WEIGHTS_FILE = "model.safetensors"
-SPEC_FILE = "model.json"
-STATE_FILE = "train_state.pt"
-
-
-class CheckpointError(VislangError):
-    """A checkpoint directory that is missing, incomplete or does not fit the model."""
+__all__ = [
+    "CheckpointError",
+    "copy_checkpoint",
+    "find_checkpoint",
+    "load_checkpoint",
+    "load_model",
+    "load_train_state",
+    "load_weights",
+    "read_config",
+    "resolve_checkpoint",
+    "save_checkpoint",
+]
 
 
 def save_checkpoint(directory: str | os.PathLike, model: nn.Module, model_spec: dict[str, Any],
                     train_state: dict[str, Any] | None = None, *,
                     artifacts: Callable[[Path], None] | None = None,
-                    info: dict[str, Any] | None = None) -> Path:
-    """Write a checkpoint directory atomically, replacing any previous one.
+                    info: dict[str, Any] | None = None,
+                    card: Callable[[dict[str, Any]], str] | None = None) -> Path:
+    """Write a model folder atomically, replacing any previous one.
 
     Args:
         directory: Final location, e.g. ``run/checkpoints/last``.
-        model: The model whose ``state_dict`` is saved.
-        model_spec: ``{"name": registry name, "kwargs": builder kwargs}`` (JSON-serialisable).
+        model: The model whose ``state_dict`` is saved (tied weights stored once).
+        model_spec: ``{"model": registry name, "model_config": builder options, "task": ...,
+            "preprocessor": image preprocessing, ...}`` (JSON-serialisable; extra keys are task entries).
         train_state: Resumable training state, saved to ``train_state.pt`` (None: weights only).
         artifacts: Called with the (temporary) directory to add task files such as a vocabulary.
-        info: Extra JSON-serialisable entries for ``model.json`` (step, epoch, metrics).
+        info: Extra entries for ``config.json`` (step, epoch, metrics).
+        card: Makes the model card (``README.md``) from the finished ``config.json`` body.
 
     Returns:
         ``directory``.
@@ -64,23 +79,27 @@ def save_checkpoint(directory: str | os.PathLike, model: nn.Module, model_spec: 
     directory = Path(directory)
     spec = _check_spec(model_spec)
     with _staged(directory) as tmp:
-        safetensors.torch.save_model(model, str(tmp / WEIGHTS_FILE))
-        body = {**spec, "format": FORMAT, "version": VERSION, **(info or {})}  # info: step, epoch, metrics
-        with open(tmp / SPEC_FILE, "w", encoding="utf-8") as f:
-            json.dump(body, f, indent=1, ensure_ascii=False)
-            f.write("\n")
+        safetensors.torch.save_model(model, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
+        body = {"library": LIBRARY, "format": FORMAT, "version": VERSION,
+                **{k: v for k, v in spec.items() if k != "preprocessor"},
+                "weights_sha256": sha256_file(tmp / WEIGHTS_FILE), **(info or {})}
+        _write_json(tmp / CONFIG_FILE, body)
+        _write_json(tmp / PREPROCESSOR_FILE, spec.get("preprocessor") or {})
         if train_state is not None:
             buf = io.BytesIO()
             torch.save(train_state, buf)
             (tmp / STATE_FILE).write_bytes(buf.getvalue())
         if artifacts is not None:
             artifacts(tmp)
+        if card is not None:
+            (tmp / CARD_FILE).write_text(card({**body, "preprocessor": spec.get("preprocessor") or {}}),
+                                         encoding="utf-8")
     return directory
 
 
 def copy_checkpoint(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
-    """Atomically make ``dst`` a copy of the checkpoint ``src`` (hard links where the filesystem allows:
-    checkpoint files are never modified in place, only replaced)."""
+    """Atomically make ``dst`` a copy of the folder ``src`` (hard links where the filesystem allows: files
+    of a model folder are never modified in place, only replaced)."""
     src, dst = Path(src), Path(dst)
     with _staged(dst) as tmp:
         for path in sorted(src.rglob("*")):
@@ -96,73 +115,23 @@ def copy_checkpoint(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
     return dst
 
 
-def find_checkpoint(directory: str | os.PathLike) -> Path | None:
-    """``directory`` if it holds a checkpoint, after putting back the previous version when a crash
-    interrupted a swap; None when there is none."""
-    directory = Path(directory)
-    if not directory.exists():
-        olds = sorted(directory.parent.glob(f".{directory.name}.old-*")) if directory.parent.exists() else []
-        if not olds:
-            return None
-        os.replace(olds[-1], directory)
-    return directory if (directory / SPEC_FILE).is_file() else None
-
-
-def resolve_checkpoint(run: str | os.PathLike, which: str = "best") -> Path:
-    """A checkpoint directory from a run directory (its ``best``, else ``last``) or a checkpoint directory."""
-    run = Path(run)
-    if find_checkpoint(run) is not None:
-        return run
-    for name in (which, "best", "last"):
-        ckpt = run / "checkpoints" / name
-        if find_checkpoint(ckpt) is not None:
-            return ckpt
-    raise VislangError(f"{run}: not a vislang run or checkpoint directory (no checkpoints/best or /last)")
-
-
-def read_model_json(directory: str | os.PathLike) -> dict[str, Any]:
-    """The parsed ``model.json`` of a checkpoint."""
-    directory = Path(directory)
-    path = directory / SPEC_FILE
-    if find_checkpoint(directory) is None:
-        raise CheckpointError(f"{directory}: no checkpoint there (expected {SPEC_FILE} and {WEIGHTS_FILE})")
-    try:
-        spec = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"{path}: cannot read: {e}") from None
-    if not isinstance(spec, dict):
-        raise CheckpointError(f"{path}: expected a JSON object")
-    try:
-        _check_spec(spec)
-    except VislangError as e:
-        raise CheckpointError(f"{path}: {e}") from None
-    return spec
-
-
 def load_checkpoint(directory: str | os.PathLike, map_location: str | torch.device = "cpu",
                     ) -> tuple[dict[str, Any], dict[str, torch.Tensor], dict[str, Any] | None]:
-    """Read a checkpoint directory.
+    """Read a model folder.
 
     Returns:
-        ``(model_spec, state_dict, train_state)``: ``model_spec`` is the parsed ``model.json``;
-        ``state_dict`` holds the saved tensors (a tied weight appears under one of its names: load it with
-        :func:`load_weights`); ``train_state`` is None when the checkpoint has no ``train_state.pt``.
+        ``(config, state_dict, train_state)``: ``config`` is :func:`read_config`'s; ``state_dict`` holds the
+        saved tensors (a tied weight appears under one of its names: load it with :func:`load_weights`);
+        ``train_state`` is None when the folder has no ``train_state.pt``.
     """
-    directory = Path(directory)
-    spec = read_model_json(directory)
-    weights = directory / WEIGHTS_FILE
-    try:
-        state_dict = safetensors.torch.load_file(str(weights), device=str(map_location))
-    except FileNotFoundError:
-        raise CheckpointError(f"{directory}: {WEIGHTS_FILE} is missing") from None
-    except Exception as e:  # safetensors reports corrupt files with its own error types
-        raise CheckpointError(f"{weights}: cannot read: {e}") from None
-    return spec, state_dict, load_train_state(directory, map_location)
+    config = read_config(directory)
+    state_dict = read_weights(directory, map_location, expected_sha256=config.get("weights_sha256"))
+    return config, state_dict, load_train_state(directory, map_location)
 
 
 def load_train_state(directory: str | os.PathLike, map_location: str | torch.device = "cpu",
                      ) -> dict[str, Any] | None:
-    """A checkpoint's ``train_state.pt`` (None when it has none), without reading the weights."""
+    """A folder's ``train_state.pt`` (None when it has none), without reading the weights."""
     path = Path(directory) / STATE_FILE
     if not path.is_file():
         return None
@@ -173,47 +142,80 @@ def load_train_state(directory: str | os.PathLike, map_location: str | torch.dev
 
 
 def load_weights(model: nn.Module, directory: str | os.PathLike) -> None:
-    """Load a checkpoint's weights into ``model`` (strict: every tensor must match)."""
+    """Load a folder's weights into ``model``, strictly: a missing, unexpected or mis-shaped tensor is
+    refused with its key named.
+
+    Raises:
+        CheckpointError: The folder is missing or corrupt, or its tensors do not fit ``model``.
+    """
     directory = Path(directory)
-    if find_checkpoint(directory) is None:
-        raise CheckpointError(f"{directory}: no checkpoint there (expected {SPEC_FILE} and {WEIGHTS_FILE})")
+    config = read_config(directory)
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
-    try:
-        missing, unexpected = safetensors.torch.load_model(model, str(directory / WEIGHTS_FILE), strict=False,
-                                                           device=str(device))
-    except FileNotFoundError:
-        raise CheckpointError(f"{directory}: {WEIGHTS_FILE} is missing") from None
-    except RuntimeError as e:  # shape mismatches
-        raise CheckpointError(f"{directory / WEIGHTS_FILE} does not fit {type(model).__name__}: {e}"
-                              ) from None
+    saved = read_weights(directory, device, expected_sha256=config.get("weights_sha256"))
+    check_state_dict(model, saved, f"{directory / WEIGHTS_FILE}")
+    with torch.no_grad():
+        model.load_state_dict(saved, strict=False)  # checked above; a tied tensor is saved under one name
+
+
+def check_state_dict(model: nn.Module, saved: dict[str, torch.Tensor], where: str) -> None:
+    """Refuse ``saved`` unless it has exactly the tensors of ``model`` (a tied weight under any one of its
+    names), each of the same shape.
+
+    Raises:
+        CheckpointError: Naming the first missing, unexpected or mis-shaped keys.
+    """
+    own = model.state_dict(keep_vars=True)
+    aliases: dict[int, list[str]] = {}
+    for name, t in own.items():
+        aliases.setdefault(id(t), []).append(name)
+    missing = [names[0] for names in aliases.values() if not any(n in saved for n in names)]
+    unexpected = [k for k in saved if k not in own]
+    what = type(model).__name__
     if missing or unexpected:
-        raise CheckpointError(
-            f"{directory / WEIGHTS_FILE} does not fit {type(model).__name__}: "
-            f"missing {_first(missing)}, unexpected {_first(unexpected)}")
+        raise CheckpointError(f"{where} does not fit {what}: missing {_first(missing)}, "
+                              f"unexpected {_first(unexpected)}")
+    bad = [f"{k} {tuple(saved[k].shape)} (model {tuple(own[k].shape)})" for k in saved
+           if tuple(saved[k].shape) != tuple(own[k].shape)]
+    if bad:
+        raise CheckpointError(f"{where} does not fit {what}: wrong shape {_first(bad)}")
 
 
 def load_model(directory: str | os.PathLike, device: str | torch.device = "cpu") -> nn.Module:
-    """Rebuild a model from a checkpoint with the model registry and load its weights (in eval mode)."""
+    """Rebuild a model from a folder with the model registry and load its weights (in eval mode)."""
     from vislang.models.registry import create_model
 
-    spec = read_model_json(directory)
-    model = create_model(spec["name"], **spec["kwargs"]).to(device)
+    config = read_config(directory)
+    model = create_model(config["model"], **without_weight_paths(config["model_config"])).to(device)
     load_weights(model, directory)
     return model.eval()
+
+
+def without_weight_paths(options: Any) -> Any:
+    """Builder options with every ``weights`` entry (a file or run to start an encoder from) removed: a
+    saved model's own weights file holds every tensor, so rebuilding must not need those paths."""
+    if isinstance(options, dict):
+        return {k: without_weight_paths(v) for k, v in options.items() if k != "weights"}
+    return options
 
 
 # ------------------------------------------------------------------------------------------------ internals
 
 
+def _write_json(path: Path, body: Any) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(body, f, indent=1, ensure_ascii=False)
+        f.write("\n")
+
+
 def _check_spec(spec: dict[str, Any]) -> dict[str, Any]:
-    """``spec`` (kept whole: tasks add entries such as the image transform) after checking it."""
-    if not isinstance(spec.get("name"), str) or not isinstance(spec.get("kwargs", {}), dict):
-        raise VislangError(f"a model spec needs a string 'name' and a dict 'kwargs', got {spec!r}")
-    out = {**spec, "kwargs": spec.get("kwargs", {})}
+    """``spec`` (kept whole: tasks add entries such as ``max_len``) after checking it."""
+    if not isinstance(spec.get("model"), str) or not isinstance(spec.get("model_config", {}), dict):
+        raise VislangError(f"a model spec needs a string 'model' and a dict 'model_config', got {spec!r}")
+    out = {**spec, "model_config": spec.get("model_config", {})}
     try:
         json.dumps(out)
     except (TypeError, ValueError) as e:
-        raise VislangError(f"the model spec of {spec['name']!r} is not JSON-serialisable: {e}") from None
+        raise VislangError(f"the model spec of {spec['model']!r} is not JSON-serialisable: {e}") from None
     return out
 
 

@@ -13,7 +13,8 @@ Run directory::
     log.jsonl              {"kind": "train", "step", "epoch", <losses>, "lr", "images_per_s", "time", ...}
                            and {"kind": "val", "step", "epoch", <metrics>, "best", "time"} per validation
     curves.png             training losses, validation metrics and learning rate against the step
-    checkpoints/last/      model.safetensors, model.json, train_state.pt, task artifacts
+    checkpoints/last/      a model folder (config.json, model.safetensors, preprocessor.json, task files,
+                           README.md) plus train_state.pt
     checkpoints/best/      the same, at the best validation so far
 """
 
@@ -22,17 +23,16 @@ from __future__ import annotations
 import json
 import math
 import os
-import random
 import shutil
 import sys
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset
@@ -45,80 +45,29 @@ from vislang.train.checkpoint import (
     find_checkpoint,
     load_train_state,
     load_weights,
+    read_config,
     save_checkpoint,
 )
+from vislang.train.config import OptimConfig, TrainConfig
+from vislang.train.loggers import check_logger, open_logger
 from vislang.train.optim import ENCODER_ATTR, build_optimizer, build_scheduler, param_groups, warmup_steps
+from vislang.train.runtime import (
+    autocast_dtype,
+    read_log,
+    resolve_device,
+    rng_state,
+    seed_everything,
+    set_rng_state,
+)
 from vislang.utils.io import atomic_write_jsonl, progress
-from vislang.utils.plot import Chart, Series, save_charts
+from vislang.viz.charts import Chart, Series, save_charts
+
+__all__ = ["FitResult", "OptimConfig", "Task", "TrainConfig", "TrainingDivergedError", "fit", "resolve_device",
+           "seed_everything"]
 
 STATE_VERSION = 1
 _RESERVED = ("kind", "step", "epoch", "time", "lr", "encoder_lr", "text_encoder_lr", "images_per_s", "grad_norm",
              "best")
-
-
-@dataclass
-class OptimConfig:
-    """Optimiser and learning-rate schedule.
-
-    Attributes:
-        lr: Peak learning rate.
-        weight_decay: AdamW decoupled weight decay (not applied to biases, norms and 1-D parameters).
-        betas: AdamW betas.
-        warmup_steps: Linear warm-up steps; the warm-up lasts ``max(warmup_steps, warmup_ratio * total)``.
-        warmup_ratio: Warm-up as a fraction of the total optimiser steps.
-        min_lr_ratio: The cosine decays to ``lr * min_lr_ratio``.
-        grad_clip: Clip the global gradient norm to this (None: no clipping).
-        encoder_lr: Learning rate of ``model.image_encoder`` (None: ``lr``).
-        freeze_encoder: Freeze ``model.image_encoder`` (no gradients, kept in eval mode).
-        text_encoder_lr: Learning rate of ``model.text_encoder`` (None: ``lr``), for fine-tuning a pre-trained
-            text tower.
-    """
-
-    lr: float = 1e-3
-    weight_decay: float = 0.01
-    betas: tuple[float, float] = (0.9, 0.999)
-    warmup_steps: int = 0
-    warmup_ratio: float = 0.05
-    min_lr_ratio: float = 0.0
-    grad_clip: float | None = 1.0
-    encoder_lr: float | None = None
-    freeze_encoder: bool = False
-    text_encoder_lr: float | None = None
-
-
-@dataclass
-class TrainConfig:
-    """How to train, whatever the task.
-
-    Attributes:
-        epochs: Passes over the training samples.
-        batch_size: Samples per micro-batch.
-        accum_steps: Micro-batches per optimiser step (gradient accumulation).
-        seed: Seeds the data order, the augmentations and torch/numpy/python RNGs.
-        workers: DataLoader worker processes.
-        device: "auto" (cuda when available, else cpu), "cpu", "cuda", "cuda:1", ...
-        amp: "auto" (bf16 autocast on cuda, off on cpu), "bf16" or "off".
-        max_steps: Stop after this many optimiser steps in total (None: run all epochs).
-        eval_every: Epochs between validations (the last epoch is always validated).
-        early_stopping: Stop after this many validations without improvement (None: never).
-        checkpoint_every: Also save ``last`` every this many optimiser steps (besides each epoch end).
-        log_every: Optimiser steps between ``log.jsonl`` training entries.
-        optim: Optimiser and schedule.
-    """
-
-    epochs: int = 10
-    batch_size: int = 32
-    accum_steps: int = 1
-    seed: int = 0
-    workers: int = 0
-    device: str = "auto"
-    amp: str = "auto"
-    max_steps: int | None = None
-    eval_every: int = 1
-    early_stopping: int | None = None
-    checkpoint_every: int | None = None
-    log_every: int = 10
-    optim: OptimConfig = field(default_factory=OptimConfig)
 
 
 class Task(Protocol):
@@ -173,7 +122,7 @@ class TrainingDivergedError(VislangError):
 
 def fit(model: nn.Module, task: Task, train_samples: Dataset, cfg: TrainConfig, run_dir: str | os.PathLike, *,
         model_spec: dict, pad_id: int = 0, resume: bool = False,
-        config_to_save: dict | None = None) -> FitResult:
+        config_to_save: dict | None = None, card: Callable[[dict], str] | None = None) -> FitResult:
     """Train ``model`` on ``train_samples`` for ``task``.
 
     A fresh run seeds python, numpy and torch with ``cfg.seed`` first (seed before building the model as
@@ -186,10 +135,12 @@ def fit(model: nn.Module, task: Task, train_samples: Dataset, cfg: TrainConfig, 
             ``PadCollate(pad_id)`` by a seeded loader.
         cfg: Training settings.
         run_dir: Directory of the run (created).
-        model_spec: ``{"name": registry name, "kwargs": builder kwargs}``, saved as ``model.json``.
+        model_spec: ``{"model": registry name, "model_config": builder options, "task", "preprocessor",
+            ...}``, saved as the model folder's ``config.json`` and ``preprocessor.json``.
         pad_id: Padding id of token sequences.
         resume: Continue from ``run_dir/checkpoints/last``.
         config_to_save: The fully resolved config of the run, saved as ``config.yaml``.
+        card: Makes each saved folder's model card (``README.md``) from its ``config.json`` body.
 
     Returns:
         What happened; ``model`` holds the last weights.
@@ -200,78 +151,7 @@ def fit(model: nn.Module, task: Task, train_samples: Dataset, cfg: TrainConfig, 
         TrainingDivergedError: The loss became NaN/inf (the message names the step).
     """
     return Trainer(model, task, train_samples, cfg, Path(run_dir), model_spec=model_spec, pad_id=pad_id,
-                   config_to_save=config_to_save).run(resume=resume)
-
-
-def seed_everything(seed: int) -> None:
-    """Seed python's, numpy's and torch's (CPU and CUDA) global RNGs."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def resolve_device(name: str) -> torch.device:
-    """``"auto"`` -> cuda when available, else cpu; anything else as given (checked)."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise VislangError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise VislangError(f"device {name!r} was asked for but CUDA is not available here; use --device cpu")
-    return device
-
-
-def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for ``amp`` on ``device`` (None: full precision)."""
-    if amp == "off" or (amp == "auto" and device.type != "cuda"):
-        return None
-    if amp in ("auto", "bf16"):
-        return torch.bfloat16
-    raise VislangError(f"amp must be 'auto', 'bf16' or 'off', not {amp!r}")
-
-
-def rng_state() -> dict[str, Any]:
-    """The global RNG states (python, numpy, torch, CUDA) as tensors and plain values."""
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()
-    state = {"python": random.getstate(),
-             "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                       "has_gauss": int(has_gauss), "gauss": float(gauss)},
-             "torch": torch.get_rng_state()}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    """Restore :func:`rng_state`."""
-    random.setstate(_tuplify(state["python"]))
-    n = state["numpy"]
-    keys = n["keys"].numpy().astype(np.uint32)
-    np.random.set_state((n["kind"], keys, n["pos"], n["has_gauss"], n["gauss"]))
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _tuplify(value: Any) -> Any:
-    return tuple(_tuplify(v) for v in value) if isinstance(value, (list, tuple)) else value
-
-
-def read_log(path: Path, max_step: int | None = None) -> list[dict]:
-    """Entries of a ``log.jsonl`` (a torn last line from a killed run is dropped), up to ``max_step``."""
-    if not path.exists():
-        return []
-    entries = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            entry = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(entry, dict) and (max_step is None or entry.get("step", 0) <= max_step):
-            entries.append(entry)
-    return entries
+                   config_to_save=config_to_save, card=card).run(resume=resume)
 
 
 @dataclass
@@ -293,10 +173,11 @@ class Trainer:
     """One training run (use :func:`fit`). The methods follow the run from top to bottom."""
 
     def __init__(self, model: nn.Module, task: Task, train_samples: Dataset, cfg: TrainConfig,
-                 run_dir: Path, *, model_spec: dict, pad_id: int = 0, config_to_save: dict | None = None):
+                 run_dir: Path, *, model_spec: dict, pad_id: int = 0, config_to_save: dict | None = None,
+                 card: Callable[[dict], str] | None = None):
         _check_config(cfg, task)
         self.model, self.task, self.cfg, self.run_dir = model, task, cfg, run_dir
-        self.model_spec, self.config_to_save = model_spec, config_to_save
+        self.model_spec, self.config_to_save, self.card = model_spec, config_to_save, card
         self.device = resolve_device(cfg.device)
         self.amp_dtype = autocast_dtype(cfg.amp, self.device)
         self.loader = build_loader(train_samples, cfg.batch_size, shuffle=True, workers=cfg.workers,
@@ -398,6 +279,7 @@ class Trainer:
         self._bar = progress(total=self.total_steps, desc="train", unit="step")
         self._bar.n = self._bar.last_print_n = self._bar.initial = p.step
         self._log_file = open(self.log_path, "a", encoding="utf-8")  # noqa: SIM115 (closed in _close_bar)
+        self._extra_log = open_logger(self.cfg.logger, self.run_dir, p.step)  # closed in _close_bar
         self._window = _Window()
         if p.stopped == "early_stopping":
             return
@@ -575,19 +457,26 @@ class Trainer:
             "accum_steps": self.cfg.accum_steps,
             "total_steps": self.total_steps,
         }
-        info = {"step": p.step, "epoch": p.epoch, "monitor": self.task.monitor, "best_metric": p.best_metric}
+        val = next((e for e in reversed(self.history) if e.get("kind") == "val"), None)
+        metrics = {k: v for k, v in (val or {}).items() if k not in _RESERVED}
+        info = {"step": p.step, "epoch": p.epoch, "monitor": self.task.monitor, "best_metric": p.best_metric,
+                "val_metrics": metrics}
         artifacts = getattr(self.task, "save_artifacts", None)
         if improved:
-            save_checkpoint(self.best_dir, self.model, self.model_spec, state, artifacts=artifacts, info=info)
+            save_checkpoint(self.best_dir, self.model, self.model_spec, state, artifacts=artifacts, info=info,
+                            card=self.card)
             copy_checkpoint(self.best_dir, self.last_dir)
         else:
-            save_checkpoint(self.last_dir, self.model, self.model_spec, state, artifacts=artifacts, info=info)
+            save_checkpoint(self.last_dir, self.model, self.model_spec, state, artifacts=artifacts, info=info,
+                            card=self.card)
 
     def _write_log(self, entry: dict) -> None:
         entry = {k: (v if not isinstance(v, float) or math.isfinite(v) else None) for k, v in entry.items()}
         self.history.append(entry)
         self._log_file.write(json.dumps(entry, ensure_ascii=False) + "\n")
         self._log_file.flush()
+        if self._extra_log is not None:
+            self._extra_log.write(entry)
 
     def _plot(self) -> None:
         """Rewrite ``curves.png``: training losses, validation metrics and learning rate against the step."""
@@ -617,7 +506,7 @@ class Trainer:
         return round(self._elapsed_before + time.monotonic() - self._start_time, 3)
 
     def _close_bar(self) -> None:
-        for name in ("_bar", "_log_file"):
+        for name in ("_bar", "_log_file", "_extra_log"):
             obj = getattr(self, name, None)
             if obj is not None:
                 obj.close()
@@ -668,6 +557,7 @@ def _check_config(cfg: TrainConfig, task: Task) -> None:
     for ok, message in checks:
         if not ok:
             raise VislangError(f"bad training config: {message}")
+    check_logger(cfg.logger)  # an unknown logger, or tensorboard not installed: fail before any work
 
 
 def _batch_size(batch: dict) -> int:
@@ -680,8 +570,8 @@ def _batch_size(batch: dict) -> int:
 
 def _checkpoint_step(directory: Path) -> int | str:
     try:
-        return json.loads((directory / "model.json").read_text(encoding="utf-8")).get("step", "?")
-    except (OSError, json.JSONDecodeError):
+        return read_config(directory).get("step", "?")
+    except VislangError:
         return "?"
 
 

@@ -34,7 +34,7 @@ from typing import Any
 from PIL import Image
 
 from vislang.data.records import Record
-from vislang.data.registry import PrepareContext, register_dataset
+from vislang.data.registry import NoOptions, PrepareContext, register_dataset
 from vislang.data.svg import rasterize_svg
 from vislang.errors import DataError, ExternalToolError, ImageError
 from vislang.utils.io import atomic_save_image, atomic_write_json, progress
@@ -285,8 +285,8 @@ def _svg_record(stamp: Stamp, svg: Path, images_dir: Path, force: bool) -> Recor
     default_split="test",
     license="GPL-2.0 (Tux Paint stamps, Debian package tuxpaint-stamps-default)",
 )
-def prepare(ctx: PrepareContext) -> dict[str, list[Record]]:
-    """Read the stamps (downloading them if needed) and render the SVG-only ones."""
+def prepare(ctx: PrepareContext, options: NoOptions) -> dict[str, list[Record]]:
+    """Read the stamps (downloading them if needed) and render the SVG-only ones (no options)."""
     stamps_dir = find_stamps_dir(ctx.root, ctx.force)
     report = StampReport(stamps_dir=str(stamps_dir))
     stamps = scan_stamps(stamps_dir, report)

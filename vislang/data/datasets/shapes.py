@@ -505,18 +505,39 @@ def _check_options(n: dict[str, int], size: int, max_objects: int) -> None:
                         field="max_objects")
 
 
+@dataclass(frozen=True)
+class ShapesOptions:
+    """Options of the ``shapes`` dataset (``shapes:n_train=10000,size=128``).
+
+    Attributes:
+        n_train: Scenes in the train split.
+        n_val: Scenes in the val split.
+        n_test: Scenes in the test split.
+        size: Image side in pixels (8 to 4096).
+        seed: Seed of every scene (scene ``i`` of a split is the same for any count).
+        max_objects: Most objects in a scene (1 to :data:`MAX_OBJECTS`).
+    """
+
+    n_train: int = 2000
+    n_val: int = 200
+    n_test: int = 200
+    size: int = 64
+    seed: int = 0
+    max_objects: int = 4
+
+
 @register_dataset(
     "shapes",
     description="procedural 2-D scenes of coloured shapes: captions, questions, labels (nothing to download)",
     splits=("train", "val", "test"),
     default_split="train",
     license="generated, CC0",
-    options={"n_train": 2000, "n_val": 200, "n_test": 200, "size": 64, "seed": 0, "max_objects": 4},
+    options=ShapesOptions,
 )
-def prepare(ctx: PrepareContext, *, n_train: int, n_val: int, n_test: int, size: int, seed: int,
-            max_objects: int) -> dict[str, list[Record]]:
+def prepare(ctx: PrepareContext, options: ShapesOptions) -> dict[str, list[Record]]:
     """Generate the scenes and write ``images/<split>/<i>.png`` under ``ctx.out_dir``."""
-    counts = {"n_train": n_train, "n_val": n_val, "n_test": n_test}
+    size, seed, max_objects = options.size, options.seed, options.max_objects
+    counts = {"n_train": options.n_train, "n_val": options.n_val, "n_test": options.n_test}
     _check_options(counts, size, max_objects)
     splits: dict[str, list[Record]] = {}
     with progress(desc="shapes", total=sum(counts.values()), unit="img") as bar:

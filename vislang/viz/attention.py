@@ -8,16 +8,10 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw
 
 from vislang.utils.io import atomic_save_image
-
-
-def _font(size: int = 12) -> ImageFont.ImageFont:
-    try:
-        return ImageFont.load_default(size=size)
-    except TypeError:  # Pillow < 10.1
-        return ImageFont.load_default()
+from vislang.viz.fonts import default_font
 
 
 def attention_overlay(image: Image.Image, attention: torch.Tensor, size: int = 160) -> Image.Image:
@@ -55,7 +49,7 @@ def attention_figure(image: Image.Image, words: Sequence[str], attention: torch.
     panels = [("", image.convert("RGB").resize((cell, cell), Image.Resampling.BICUBIC))]
     panels += [(word, attention_overlay(image, attention[i].view(h, w), cell)) for i, word in enumerate(labels)]
     rows = (len(panels) + columns - 1) // columns
-    font, title_font = _font(13), _font(15)
+    font, title_font = default_font(13), default_font(15)
     label_h, title_h = 20, 28
     fig = Image.new("RGB", (columns * cell, title_h + rows * (cell + label_h)), "white")
     draw = ImageDraw.Draw(fig)

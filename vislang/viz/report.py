@@ -7,12 +7,55 @@ import html
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Protocol
 
-from vislang.captioner import Captioner
+from PIL import Image
+from torch import Tensor
+
 from vislang.data.images import load_image
-from vislang.tasks.caption_eval import REPORTED, CaptionEvaluation
+from vislang.data.records import Record
 from vislang.utils.io import atomic_open, atomic_save_image
-from vislang.viz import attention_figure
+from vislang.viz.attention import attention_figure
+
+REPORTED = ("BLEU-1", "BLEU-4", "ROUGE-L", "CIDEr-D", "METEOR", "SPICE")
+"""Metrics shown in the tables, in order (those of ``vislang.tasks.caption_eval.REPORTED``)."""
+
+
+class CaptionLike(Protocol):
+    """One generated caption: its text, words and per-word attention ((L, h, w) or None)."""
+
+    @property
+    def text(self) -> str: ...
+
+    @property
+    def words(self) -> Sequence[str]: ...
+
+    @property
+    def attention(self) -> Tensor | None: ...
+
+
+class CaptionerLike(Protocol):
+    """What the report needs from a captioner: captions of PIL images."""
+
+    def caption(self, images: Sequence[Image.Image], *, beam: int = 1,
+                length_penalty: float = 0.0) -> Sequence[CaptionLike]: ...
+
+
+class CaptionEvaluationLike(Protocol):
+    """What the report needs from a caption evaluation (``vislang.tasks.caption_eval.CaptionEvaluation``)."""
+
+    @property
+    def split(self) -> str: ...
+
+    @property
+    def n_images(self) -> int: ...
+
+    @property
+    def corpus(self) -> dict[str, dict[str, float]]: ...
+
+    @property
+    def records(self) -> Sequence[Record]: ...
+
 
 CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2rem auto; max-width: 1100px;
@@ -33,7 +76,7 @@ img.curves { max-width: 100%; border: 1px solid #ddd; }
 """
 
 
-def _metric_table(ev: CaptionEvaluation) -> str:
+def _metric_table(ev: CaptionEvaluationLike) -> str:
     systems = list(ev.corpus)
     metrics = [m for m in REPORTED if any(m in ev.corpus[s] for s in systems)]
     head = "".join(f"<th>{html.escape(s)}</th>" for s in systems)
@@ -48,7 +91,7 @@ def _metric_table(ev: CaptionEvaluation) -> str:
     return f"<table><tr><th>metric</th>{head}</tr>{''.join(rows)}</table>"
 
 
-def _gallery(ev: CaptionEvaluation, captioner: Captioner, assets: Path, slug: str, n: int, beam: int,
+def _gallery(ev: CaptionEvaluationLike, captioner: CaptionerLike, assets: Path, slug: str, n: int, beam: int,
              length_penalty: float) -> str:
     if not ev.records:
         return ""
@@ -75,7 +118,8 @@ def _gallery(ev: CaptionEvaluation, captioner: Captioner, assets: Path, slug: st
     return f'<div class="gallery">{"".join(cards)}</div>'
 
 
-def write_report(run_dir: str | os.PathLike, evaluations: Sequence[CaptionEvaluation], captioner: Captioner,
+def write_report(run_dir: str | os.PathLike, evaluations: Sequence[CaptionEvaluationLike],
+                 captioner: CaptionerLike,
                  *, title: str = "vislang captioning run", notes: str = "", gallery_size: int = 6,
                  beam: int = 1, length_penalty: float = 0.0) -> Path:
     """Write ``run_dir/report.html`` (with images in ``run_dir/report_files/``); returns its path."""

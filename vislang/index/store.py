@@ -1,189 +1,38 @@
-"""A persistent vector index over FAISS: embed images or texts once, search them by text or by image.
-
-An :class:`Index` stores L2-normalised float32 vectors (scored by inner product, i.e. cosine similarity)
-of items of one modality, ``"image"`` (each item has a file path) or ``"text"`` (each item has a text),
-with per-item ids and JSON metadata, and the fingerprint of the model that embedded them (``model_id``,
-``dim`` and the run path). Queries of either modality search either kind of index: text → image,
-image → image, image → text, text → text.
-
-Kinds of FAISS index:
-
-* ``"flat"`` (default): exact search (``IndexFlatIP``).
-* ``"ivf"``: ``IndexIVFFlat`` with ``nlist`` clusters (default: about ``4·√n``, at most ``n / 39``)
-  trained by k-means on the first vectors added, searching ``nprobe`` of them (default 8). With fewer
-  vectors than clusters it falls back to ``"flat"`` with a warning.
-* ``"hnsw"``: ``IndexHNSWFlat`` graph with ``m`` links per node (default 32), ``ef_construction`` (40)
-  and ``ef_search`` (64); inner-product metric.
-
-On disk an index is a directory::
-
-    index.json     format, version, kind, options, modality, model_id, dim, model run path, counts
-    vectors.faiss  the FAISS index (faiss.write_index)
-    items.jsonl    one {"id", "path" | "text", "metadata"} object per vector, in FAISS order
-
-It is written into a temporary directory beside its final place and swapped in with renames (the
-checkpoint scheme of :mod:`vislang.train.checkpoint`): a crash leaves the old index or the new one.
-
-Usage::
-
-    from vislang import Index
-    from vislang.embedder import Embedder
-
-    emb = Embedder.load("runs/retrieval")
-    index = build_image_index(emb, paths, model_path="runs/retrieval")
-    index.save("runs/images.index")
-    index = Index.load("runs/images.index", embedder=emb)
-    for hit in index.search_text("a sleepy cat", k=5):
-        print(hit.rank, hit.score, hit.id, hit.path)
-"""
+"""The :class:`Index` class: vectors of items of one modality with their ids, paths or texts and metadata,
+searchable by FAISS, saved to and loaded from an index directory (:mod:`vislang.index.files`)."""
 
 from __future__ import annotations
 
 import json
-import math
 import os
-import sys
-import textwrap
 import time
 import warnings
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
-from vislang.errors import ImageError, VislangError
-from vislang.utils.io import atomic_dir, restore_interrupted_swap
-
-FORMAT = "vislang.index"
-VERSION = 1
-META_FILE = "index.json"
-VECTORS_FILE = "vectors.faiss"
-ITEMS_FILE = "items.jsonl"
-
-KINDS = ("flat", "ivf", "hnsw")
-MODALITIES = ("image", "text")
-#: Options each kind takes, with their defaults (None: chosen from the data).
-KIND_OPTIONS: dict[str, dict[str, int | None]] = {
-    "flat": {},
-    "ivf": {"nlist": None, "nprobe": 8},
-    "hnsw": {"m": 32, "ef_construction": 40, "ef_search": 64},
-}
-#: k-means wants about this many training vectors per cluster (FAISS warns below 39).
-MIN_POINTS_PER_CLUSTER = 39
-
-
-class VectorIndexError(VislangError):
-                       """An index directory that is missing, partial or corrupt, or a request it cannot serve."""
-
-
-class Embedder(Protocol):
-    """What an index needs from :class:`vislang.embedder.Embedder`."""
-
-    model_id: str
-    dim: int
-
-    def embed_images(self, images: Sequence[Any], batch_size: int = 64) -> Any: ...
-
-    def embed_texts(self, texts: Sequence[str]) -> Any: ...
-
-
-@dataclass
-class Hit:
-    """One search result.
-
-    Attributes:
-        rank: 1 for the best match.
-        score: Cosine similarity (inner product of normalised vectors), higher is better.
-        id: The item's id.
-        path: Image file of an image item (None for a text item).
-        text: Text of a text item (None for an image item).
-        metadata: The item's metadata.
-    """
-
-    rank: int
-    score: float
-    id: str
-    path: str | None
-    text: str | None = None
-    metadata: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict (the score rounded to 6 decimals)."""
-        out = asdict(self)
-        out["score"] = round(self.score, 6)
-        return out
-
-
-@dataclass
-class AddReport:
-    """What :meth:`Index.add_images` / :meth:`Index.add_texts` did.
-
-    Attributes:
-        added: Items added.
-        skipped_existing: Ids left out because the index already had them.
-        bad: ``(path, reason)`` of images left out because they are missing or unreadable.
-        seconds: Wall time, embedding included.
-    """
-
-    added: int = 0
-    skipped_existing: list[str] = field(default_factory=list)
-    bad: list[tuple[str, str]] = field(default_factory=list)
-    seconds: float = 0.0
-
-
-def _faiss():
-    try:
-        import faiss
-    except ImportError:  # pragma: no cover - depends on the environment
-        raise VislangError("vector indexes need FAISS: pip install 'vislang[index]' (or faiss-cpu)") from None
-    return faiss
-
-
-def _as_matrix(x: Any, dim: int, what: str) -> np.ndarray:
-    """A C-contiguous float32 (N, dim) copy of ``x`` (NumPy array, torch tensor or nested lists),
-    L2-normalised row by row."""
-    if hasattr(x, "detach"):  # torch tensor, without importing torch here
-        x = x.detach().float().cpu().numpy()
-    a = np.array(x, dtype=np.float32, copy=True)
-    if a.ndim == 1:
-        a = a[None, :]
-    if a.ndim != 2 or a.shape[1] != dim:
-        raise VectorIndexError(f"{what}: expected shape (N, {dim}), got {tuple(a.shape)}")
-    if not np.isfinite(a).all():
-        bad = int(np.flatnonzero(~np.isfinite(a).all(axis=1))[0])
-        raise VectorIndexError(f"{what}: row {bad} holds NaN or infinite values")
-    norms = np.sqrt(np.einsum("ij,ij->i", a, a))
-    if a.shape[0] and norms.min() == 0.0:
-        raise VectorIndexError(f"{what}: row {int(np.argmin(norms))} is all zeros and cannot be normalised")
-    a /= norms[:, None]
-    return np.ascontiguousarray(a)
-
-
-def _check_options(kind: str, opts: dict[str, Any]) -> dict[str, Any]:
-    if kind not in KINDS:
-        raise VectorIndexError(f"unknown index kind {kind!r}; choose one of {', '.join(KINDS)}")
-    allowed = KIND_OPTIONS[kind]
-    out = dict(allowed)
-    for name, value in opts.items():
-        if value is None:
-            continue
-        if name not in allowed:
-            known = ", ".join(allowed) or "none"
-            raise VectorIndexError(f"option {name!r} does not apply to a {kind!r} index (its options: {known})")
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise VectorIndexError(f"option {name!r} must be a positive integer, got {value!r}")
-        out[name] = value
-    if kind == "hnsw" and out["m"] < 2:
-        raise VectorIndexError(f"option 'm' of an hnsw index must be at least 2, got {out['m']}")
-    return out
-
-
-def auto_nlist(n: int) -> int:
-    """Default number of IVF clusters for ``n`` vectors: ``4·√n``, at most ``n / 39`` (0: too few)."""
-    return min(int(4 * math.sqrt(n)), n // MIN_POINTS_PER_CLUSTER)
+from vislang.errors import VislangError
+from vislang.index.checks import check_image_files, warn_bad_images
+from vislang.index.common import (
+    FORMAT,
+    ITEMS_FILE,
+    META_FILE,
+    MIN_POINTS_PER_CLUSTER,
+    MODALITIES,
+    VERSION,
+    AddReport,
+    Embedder,
+    Hit,
+    VectorIndexError,
+    as_matrix,
+    auto_nlist,
+    check_options,
+    faiss_module,
+)
+from vislang.index.embed import embed_image_files, embed_text_batches
+from vislang.index.files import read_items, read_meta, read_vectors, write_index_dir
 
 
 class Index:
@@ -214,7 +63,7 @@ class Index:
             raise VectorIndexError(f"unknown modality {modality!r}; choose one of {', '.join(MODALITIES)}")
         self.model_id, self.dim, self.modality, self.model_path = model_id, dim, modality, model_path
         self.kind = kind
-        self.options = _check_options(kind, options or {})
+        self.options = check_options(kind, options or {})
         self.requested_kind = requested_kind or kind
         self.embedder: Embedder | None = None
         self._faiss_index: Any = None  # built on the first add for "ivf" (it is trained on those vectors)
@@ -243,7 +92,7 @@ class Index:
                    model_path=os.fspath(model_path) if model_path is not None else None, options=opts)
 
     def _new_faiss(self, kind: str, train: np.ndarray | None = None) -> Any:
-        faiss = _faiss()
+        faiss = faiss_module()
         if kind == "flat":
             return faiss.IndexFlatIP(self.dim)
         if kind == "hnsw":
@@ -311,7 +160,7 @@ class Index:
         """
         ids = [str(i) for i in ids]
         n = len(ids)
-        vecs = _as_matrix(vectors, self.dim, "vectors")
+        vecs = as_matrix(vectors, self.dim, "vectors")
         if vecs.shape[0] != n:
             raise VectorIndexError(f"got {vecs.shape[0]} vectors for {n} ids")
         if self.modality == "image":
@@ -403,7 +252,7 @@ class Index:
         """
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise VectorIndexError(f"k must be a positive integer, got {k!r}")
-        q = _as_matrix(queries, self.dim, "queries")
+        q = as_matrix(queries, self.dim, "queries")
         if self._faiss_index is None or not self._items:
             return (np.full((len(q), k), -np.inf, dtype=np.float32), np.full((len(q), k), -1, dtype=np.int64))
         return self._faiss_index.search(q, k)
@@ -516,33 +365,10 @@ class Index:
         bad_paths = {p for p, _ in good.bad}
         todo = [i for i in todo if paths[i] not in bad_paths]
 
-        from vislang.data.images import load_image
-        from vislang.utils.io import progress
-
-        def load(i: int) -> tuple[int, Any]:
-            try:
-                return i, load_image(paths[i])
-            except ImageError as e:  # passed the header check but the pixel data is broken
-                if not skip_bad:
-                    raise
-                return i, e.reason
-
-        late_bad: list[tuple[str, str]] = []
-        done: list[int] = []
-        chunks: list[np.ndarray] = []  # added in one call at the end: an ivf index trains on all of them
-        bar = progress(total=len(todo), desc="embedding images", unit="img", disable=_quiet(show_progress))
-        with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool, bar:
-            for start in range(0, len(todo), batch_size):
-                loaded = list(pool.map(load, todo[start:start + batch_size]))
-                ok = [(i, im) for i, im in loaded if not isinstance(im, str)]
-                late_bad += [(paths[i], im) for i, im in loaded if isinstance(im, str)]
-                if ok:
-                    chunks.append(_as_matrix(emb.embed_images([im for _, im in ok], batch_size=batch_size),
-                                             self.dim, "image embeddings"))
-                    done += [i for i, _ in ok]
-                bar.update(len(loaded))
+        vectors, done, late_bad = embed_image_files(emb, paths, todo, self.dim, batch_size=batch_size,
+                                                    skip_bad=skip_bad, show_progress=show_progress)
         if done:
-            report.added = self.add(np.concatenate(chunks), [ids[i] for i in done], [paths[i] for i in done],
+            report.added = self.add(vectors, [ids[i] for i in done], [paths[i] for i in done],
                                     [metadata[i] for i in done] if metadata is not None else None)
         if late_bad:
             warn_bad_images(late_bad, len(paths), label)
@@ -574,16 +400,10 @@ class Index:
             first: dict[str, int] = {}
             todo = [i for i in todo if ids[i] not in self._pos and first.setdefault(ids[i], i) == i]
         self._check_new_ids([ids[i] for i in todo], skip_existing)
-        from vislang.utils.io import progress
-
-        chunks: list[np.ndarray] = []  # added in one call at the end: an ivf index trains on all of them
-        with progress(total=len(todo), desc="embedding texts", unit="text", disable=_quiet(show_progress)) as bar:
-            for start in range(0, len(todo), batch_size):
-                idx = todo[start:start + batch_size]
-                chunks.append(_as_matrix(emb.embed_texts([texts[i] for i in idx]), self.dim, "text embeddings"))
-                bar.update(len(idx))
+        vectors = embed_text_batches(emb, [texts[i] for i in todo], self.dim, batch_size=batch_size,
+                                     show_progress=show_progress)
         if todo:
-            report.added = self.add(np.concatenate(chunks), [ids[i] for i in todo], texts=[texts[i] for i in todo],
+            report.added = self.add(vectors, [ids[i] for i in todo], texts=[texts[i] for i in todo],
                                     metadata=[metadata[i] for i in todo] if metadata is not None else None)
         report.seconds = time.perf_counter() - t0
         return report
@@ -616,20 +436,8 @@ class Index:
         Everything is written into a temporary directory beside ``directory``, flushed, then swapped in
         with renames; an error or a crash part-way leaves the previous index (if any) readable.
         """
-        faiss = _faiss()
         directory = Path(directory)
-        with atomic_dir(directory) as tmp:
-            if self._faiss_index is not None:
-                faiss.write_index(self._faiss_index, str(tmp / VECTORS_FILE))
-            with open(tmp / ITEMS_FILE, "w", encoding="utf-8") as f:
-                for it in self._items:
-                    f.write(json.dumps(it, ensure_ascii=False) + "\n")
-            files = {name: (tmp / name).stat().st_size for name in (VECTORS_FILE, ITEMS_FILE)
-                     if (tmp / name).exists()}
-            body = {**self.info(), "files": files, "saved": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-            with open(tmp / META_FILE, "w", encoding="utf-8") as f:
-                json.dump(body, f, indent=1, ensure_ascii=False)
-                f.write("\n")
+        write_index_dir(directory, self._faiss_index, self._items, self.info())
         return directory
 
     @classmethod
@@ -644,56 +452,16 @@ class Index:
             VislangError: The directory is missing, partial or corrupt.
         """
         directory = Path(directory)
-        restore_interrupted_swap(directory)
-        meta_path = directory / META_FILE
-        if not directory.exists():
-            raise VectorIndexError(f"{directory}: no index there (the directory does not exist)")
-        if not meta_path.is_file():
-            raise VectorIndexError(f"{directory}: not a vislang index ({META_FILE} is missing)")
-        try:
-            meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise VectorIndexError(f"{meta_path}: cannot read: {e}") from None
-        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-            raise VectorIndexError(f"{meta_path}: not a vislang index file (field 'format' is not {FORMAT!r})")
-        if meta.get("version") != VERSION:
-            raise VectorIndexError(f"{meta_path}: field 'version': unsupported index version "
-                                   f"{meta.get('version')!r} "
-                                   f"(this vislang reads version {VERSION})")
-        for key, typ in (("model_id", str), ("dim", int), ("kind", str), ("modality", str), ("count", int),
-                         ("options", dict), ("files", dict)):
-            if not isinstance(meta.get(key), typ):
-                raise VectorIndexError(f"{meta_path}: field '{key}': missing or not {typ.__name__}")
+        meta = read_meta(directory)
         try:
             index = cls(meta["model_id"], meta["dim"], meta["kind"], modality=meta["modality"],
                         model_path=meta.get("model"), options=meta["options"],
                         requested_kind=meta.get("requested_kind"))
         except VislangError as e:
-            raise VectorIndexError(f"{meta_path}: {e}") from None
-        for name, size in meta["files"].items():
-            path = directory / name
-            if not path.is_file():
-                raise VectorIndexError(f"{directory}: partial index: {name} is missing")
-            if path.stat().st_size != size:
-                raise VectorIndexError(f"{path}: corrupt or partial: {path.stat().st_size:,} bytes, "
-                                       f"{META_FILE} says {size:,}")
-        if VECTORS_FILE in meta["files"]:
-            faiss = _faiss()
-            try:
-                ix = faiss.read_index(str(directory / VECTORS_FILE))
-            except RuntimeError as e:
-                reason = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
-                raise VectorIndexError(f"{directory / VECTORS_FILE}: cannot read (corrupt?): {reason}") from None
-            if ix.d != index.dim:
-                raise VectorIndexError(f"{directory / VECTORS_FILE}: holds {ix.d}-d vectors, {META_FILE} says "
-                                       f"{index.dim}")
-            index._faiss_index = ix
-            index._apply_search_options()
-        elif meta["kind"] != "ivf" or meta["count"]:
-            raise VectorIndexError(f"{directory}: partial index: {VECTORS_FILE} is missing")
-        else:
-            index._faiss_index = None
-        index._items = _read_items(directory / ITEMS_FILE, index.modality)
+            raise VectorIndexError(f"{directory / META_FILE}: {e}") from None
+        index._faiss_index = read_vectors(directory, meta)
+        index._apply_search_options()
+        index._items = read_items(directory / ITEMS_FILE, index.modality)
         n_vectors = index._faiss_index.ntotal if index._faiss_index is not None else 0
         if not (len(index._items) == n_vectors == meta["count"]):
             raise VectorIndexError(f"{directory}: inconsistent index: {n_vectors} vectors, "
@@ -709,201 +477,3 @@ class Index:
     def __repr__(self) -> str:
         return (f"Index({len(self)} {self.modality} items, kind={self.kind!r}, dim={self.dim}, "
                 f"model_id={self.model_id!r})")
-
-
-# ------------------------------------------------------------------------------------------------ builders
-
-
-def build_image_index(embedder: Embedder, paths: Sequence[str | os.PathLike], ids: Sequence[str] | None = None,
-                      metadata: Sequence[dict[str, Any] | None] | None = None, *, kind: str = "flat",
-                      model_path: str | os.PathLike | None = None, batch_size: int = 64,
-                      skip_bad: bool = False, show_progress: bool = True, **opts: Any) -> Index:
-    """A new index of image files embedded with ``embedder`` (attached to the result).
-
-    ``opts`` are the kind's options (see :meth:`Index.create`); the other arguments are those of
-    :meth:`Index.add_images`.
-    """
-    index = Index.create(embedder.model_id, embedder.dim, kind, modality="image", model_path=model_path, **opts)
-    index.attach(embedder)
-    index.add_images(paths, ids, metadata, batch_size=batch_size, skip_bad=skip_bad, show_progress=show_progress)
-    return index
-
-
-def build_text_index(embedder: Embedder, texts: Sequence[str], ids: Sequence[str] | None = None,
-                     metadata: Sequence[dict[str, Any] | None] | None = None, *, kind: str = "flat",
-                     model_path: str | os.PathLike | None = None, show_progress: bool = True,
-                     **opts: Any) -> Index:
-    """A new index of texts embedded with ``embedder`` (attached to the result), for image → text search."""
-    index = Index.create(embedder.model_id, embedder.dim, kind, modality="text", model_path=model_path, **opts)
-    index.attach(embedder)
-    index.add_texts(texts, ids, metadata, show_progress=show_progress)
-    return index
-
-
-@dataclass
-class CheckedImages:
-    """Result of :func:`check_image_files`: the readable paths and the bad ones with their reasons."""
-
-    good: list[str]
-    bad: list[tuple[str, str]]
-
-
-def check_image_files(paths: Sequence[str], *, skip_bad: bool = False, label: str | None = None,
-                      workers: int = 8) -> CheckedImages:
-    """Open every image's header up front (as :meth:`vislang.data.ImageTextDataset.check_images` does).
-
-    Raises:
-        MissingImagesError: Some images are bad and ``skip_bad`` is False (all of them are listed).
-    """
-    from vislang.data.images import find_bad_images
-    from vislang.errors import MissingImagesError
-
-    unique = list(dict.fromkeys(paths))
-    bad = find_bad_images(unique, workers)
-    if bad and not skip_bad:
-        raise MissingImagesError(label or "the images", bad, len(unique))
-    if bad:
-        warn_bad_images(bad, len(unique), label)
-    bad_set = {p for p, _ in bad}
-    return CheckedImages([p for p in paths if p not in bad_set], bad)
-
-
-def warn_bad_images(bad: Sequence[tuple[str, str]], total: int, label: str | None = None,
-                    show: int = 10) -> None:
-    """Print ``warning: skipping N of M images ...`` listing the first ``show`` bad files on stderr."""
-    listed = "\n".join(f"  {p}: {r}" for p, r in bad[:show])
-    more = f"\n  ... and {len(bad) - show} more" if len(bad) > show else ""
-    of = f" of {label}" if label else ""
-    print(f"warning: skipping {len(bad)} of {total} images{of} that are missing or unreadable:\n{listed}{more}",
-          file=sys.stderr)
-
-
-def _quiet(show_progress: bool) -> bool | None:
-    return None if show_progress else True
-
-
-def _read_items(path: Path, modality: str) -> list[dict[str, Any]]:
-    if not path.is_file():
-        raise VectorIndexError(f"{path.parent}: partial index: {ITEMS_FILE} is missing")
-    key = "path" if modality == "image" else "text"
-    items = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            try:
-                it = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise VectorIndexError(f"{path}: line {lineno}: not JSON ({e.msg})") from None
-            if not isinstance(it, dict) or not isinstance(it.get("id"), str):
-                raise VectorIndexError(f"{path}: line {lineno}: field 'id': missing or not a string")
-            if not isinstance(it.get(key), str):
-                raise VectorIndexError(f"{path}: line {lineno}: field '{key}': missing or not a string")
-            if not isinstance(it.get("metadata", {}), dict):
-                raise VectorIndexError(f"{path}: line {lineno}: field 'metadata': not an object")
-            items.append(it)
-    return items
-
-
-# ------------------------------------------------------------------------- atomic directory replacement
-# The scheme of vislang.train.checkpoint: fill ``.NAME.tmp-*``, move the old directory to ``.NAME.old-*``,
-# rename the new one into place, delete the old one. A crash between the two renames leaves only the old
-# copy, which the next load or save puts back.
-
-
-# --------------------------------------------------------------------------------------------- contact sheet
-
-SHEET_PAD = 6
-SHEET_LABEL = 30
-
-
-def sheet_size(n_tiles: int, tile: int = 128, cols: int = 5) -> tuple[int, int]:
-    """(width, height) in pixels of a contact sheet of ``n_tiles`` tiles."""
-    cols = max(1, min(cols, n_tiles))
-    rows = max(1, math.ceil(n_tiles / cols))
-    return cols * tile + (cols + 1) * SHEET_PAD, rows * (tile + SHEET_LABEL) + (rows + 1) * SHEET_PAD
-
-
-def contact_sheet(hits: Sequence[Hit], query: Any = None, *, tile: int = 128, cols: int = 5) -> Any:
-    """A grid of thumbnails (image hits) or text cards (text hits) labelled with rank, score and id.
-
-    Args:
-        hits: Search results, best first.
-        query: Shown first when given: an image as a :class:`pathlib.Path` or a PIL image, or a query
-            text as a ``str``.
-        tile: Side of each thumbnail in pixels.
-        cols: Tiles per row.
-
-    Returns:
-        An RGB PIL image of :func:`sheet_size` pixels.
-    """
-    from PIL import Image, ImageDraw
-
-    font = _font(11)
-    cells: list[tuple[Any, str, str]] = []  # (PIL image or text, label line 1, label line 2)
-    if isinstance(query, str):
-        cells.append((query, "query", "(text)"))
-    elif query is not None:
-        name = "(image)" if hasattr(query, "convert") else Path(query).name
-        cells.append((query if hasattr(query, "convert") else _thumb_source(query), "query", name))
-    for h in hits:
-        src = h.text if h.text is not None else _thumb_source(h.path)
-        cells.append((src, f"#{h.rank}  {h.score:.3f}", h.id))
-    w, hgt = sheet_size(len(cells), tile, cols)
-    sheet = Image.new("RGB", (w, hgt), (255, 255, 255))
-    draw = ImageDraw.Draw(sheet)
-    ncols = max(1, min(cols, len(cells)))
-    chars = max(4, tile // 7)
-    for n, (src, line1, line2) in enumerate(cells):
-        r, c = divmod(n, ncols)
-        x = SHEET_PAD + c * (tile + SHEET_PAD)
-        y = SHEET_PAD + r * (tile + SHEET_LABEL + SHEET_PAD)
-        if isinstance(src, str):  # a text card
-            draw.rectangle([x, y, x + tile - 1, y + tile - 1], fill=(240, 240, 232), outline=(200, 200, 190))
-            lines = textwrap.wrap(src, chars)[: max(1, tile // 14)]
-            draw.multiline_text((x + 4, y + 4), "\n".join(lines), fill=(20, 20, 20), font=font, spacing=2)
-        elif src is None:  # an image that cannot be read (any more)
-            draw.rectangle([x, y, x + tile - 1, y + tile - 1], fill=(200, 200, 200))
-            draw.text((x + 4, y + tile // 2 - 6), "unreadable", fill=(90, 0, 0), font=font)
-        else:  # scaled to fit the tile, up or down
-            scale = min(tile / src.width, tile / src.height)
-            size = (max(1, round(src.width * scale)), max(1, round(src.height * scale)))
-            thumb = src.convert("RGB").resize(size, Image.Resampling.BICUBIC, reducing_gap=3.0)
-            sheet.paste(thumb, (x + (tile - thumb.width) // 2, y + (tile - thumb.height) // 2))
-        frame = (40, 90, 200) if query is not None and n == 0 else (210, 210, 210)  # the query in blue
-        draw.rectangle([x - 1, y - 1, x + tile, y + tile], outline=frame)
-        draw.text((x + 2, y + tile + 2), line1, fill=(0, 0, 0), font=font)
-        draw.text((x + 2, y + tile + 15), _clip(line2, chars), fill=(80, 80, 80), font=font)
-    return sheet
-
-
-def _thumb_source(path: Any) -> Any:
-    """The decoded image at ``path``, or None when it cannot be read (drawn as an "unreadable" tile)."""
-    from vislang.data.images import load_image
-
-    if path is None:
-        return None
-    try:
-        return load_image(path)
-    except ImageError:
-        return None
-
-
-def _clip(s: str, n: int) -> str:
-    return s if len(s) <= n else s[: n - 1] + "…"
-
-
-def _font(size: int) -> Any:
-    from PIL import ImageFont
-
-    try:
-        return ImageFont.load_default(size=size)
-    except TypeError:  # Pillow < 10.1
-        return ImageFont.load_default()
-
-
-def save_contact_sheet(path: str | os.PathLike, hits: Sequence[Hit], query: Any = None, *, tile: int = 128,
-                       cols: int = 5) -> Path:
-    """Write :func:`contact_sheet` as a PNG atomically; returns ``path``."""
-    from vislang.utils.io import atomic_save_image
-
-    atomic_save_image(path, contact_sheet(hits, query, tile=tile, cols=cols), "PNG")
-    return Path(path)

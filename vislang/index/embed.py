@@ -1,0 +1,75 @@
+"""Embedding many items in batches for an index: image files (decoded on threads) and texts."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+
+from vislang.data.images import load_image
+from vislang.errors import ImageError
+from vislang.index.common import Embedder, as_matrix
+from vislang.utils.io import progress
+
+
+def embed_image_files(emb: Embedder, paths: Sequence[str], todo: Sequence[int], dim: int, *, batch_size: int,
+                      skip_bad: bool, show_progress: bool) -> tuple[np.ndarray | None, list[int], list[tuple[str, str]]]:
+    """Embed ``paths[i]`` for each ``i`` in ``todo``, ``batch_size`` images at a time.
+
+    Args:
+        emb: The model.
+        paths: Image files.
+        todo: Positions in ``paths`` to embed, in order.
+        dim: The index's vector size.
+        batch_size: Images embedded at once.
+        skip_bad: Leave out an image whose pixel data is broken (it passed the header check) instead of
+            raising its :class:`vislang.errors.ImageError`.
+        show_progress: Show a progress bar on stderr.
+
+    Returns:
+        ``(vectors, done, bad)``: the normalised (len(done), dim) vectors (None when none), the positions
+        embedded, and the ``(path, reason)`` of the images left out.
+    """
+    def load(i: int) -> tuple[int, Any]:
+        try:
+            return i, load_image(paths[i])
+        except ImageError as e:  # passed the header check but the pixel data is broken
+            if not skip_bad:
+                raise
+            return i, e.reason
+
+    late_bad: list[tuple[str, str]] = []
+    done: list[int] = []
+    chunks: list[np.ndarray] = []  # added in one call at the end: an ivf index trains on all of them
+    bar = progress(total=len(todo), desc="embedding images", unit="img", disable=quiet(show_progress))
+    with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool, bar:
+        for start in range(0, len(todo), batch_size):
+            loaded = list(pool.map(load, todo[start:start + batch_size]))
+            ok = [(i, im) for i, im in loaded if not isinstance(im, str)]
+            late_bad += [(paths[i], im) for i, im in loaded if isinstance(im, str)]
+            if ok:
+                chunks.append(as_matrix(emb.embed_images([im for _, im in ok], batch_size=batch_size),
+                                        dim, "image embeddings"))
+                done += [i for i, _ in ok]
+            bar.update(len(loaded))
+    return (np.concatenate(chunks) if chunks else None), done, late_bad
+
+
+def embed_text_batches(emb: Embedder, texts: Sequence[str], dim: int, *, batch_size: int,
+                       show_progress: bool) -> np.ndarray | None:
+    """The normalised (len(texts), dim) vectors of ``texts``, ``batch_size`` at a time (None when empty)."""
+    chunks: list[np.ndarray] = []  # added in one call at the end: an ivf index trains on all of them
+    with progress(total=len(texts), desc="embedding texts", unit="text", disable=quiet(show_progress)) as bar:
+        for start in range(0, len(texts), batch_size):
+            batch = texts[start:start + batch_size]
+            chunks.append(as_matrix(emb.embed_texts(list(batch)), dim, "text embeddings"))
+            bar.update(len(batch))
+    return np.concatenate(chunks) if chunks else None
+
+
+def quiet(show_progress: bool) -> bool | None:
+    """The ``disable`` argument of a progress bar: None (auto: shown on a terminal) or True (hidden)."""
+    return None if show_progress else True

@@ -1,0 +1,94 @@
+"""Answering questions about an image: ``vislang.load("runs/vqa").ask("scene.png", ["what color is the circle?"])``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from vislang.data.text import TextTokenizer, Vocabulary, tokenize
+from vislang.errors import VislangError
+from vislang.inference.base import ImageInput, Predictor
+from vislang.tasks.image_text import run_fusion
+from vislang.tasks.vqa import AnswerVocab
+from vislang.utils.tensors import pad_sequences
+
+
+@dataclass
+class Answer:
+    """One answered question.
+
+    Attributes:
+        question: The question as asked.
+        answer: The top answer.
+        confidence: Its probability (sigmoid of its logit).
+        top: The ``k`` best ``(answer, probability)`` pairs.
+        attention: ``(h, w)`` attention over the image regions (attending fusions), else None.
+        notes: What was done to the question (truncated, unknown words).
+    """
+
+    question: str
+    answer: str
+    confidence: float
+    top: list[tuple[str, float]]
+    attention: Tensor | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"question": self.question, "answer": self.answer, "confidence": round(self.confidence, 4),
+                "top": [{"answer": a, "p": round(p, 4)} for a, p in self.top], "notes": self.notes}
+
+
+class VQAPredictor(Predictor):
+    """A trained VQA model with its tokenizer, answer vocabulary and image preprocessing."""
+
+    task = "vqa"
+
+    @property
+    def tokenizer(self) -> TextTokenizer:
+        return self.trained.artifacts.tokenizer
+
+    @property
+    def answers(self) -> AnswerVocab:
+        return self.trained.artifacts.labels
+
+    @property
+    def max_len(self) -> int:
+        """Longest question in tokens, as trained."""
+        return self.trained.artifacts.max_len
+
+    def check_question(self, question: str) -> list[str]:
+        """Notes on a question (truncation, unknown words); raises on an empty one."""
+        if not isinstance(question, str) or not question.strip() or not tokenize(question):
+            raise VislangError(f"the question {question!r} is empty (no words); ask e.g. \"what color is the "
+                               "circle?\"")
+        notes = []
+        n = len(self.tokenizer.encode(question))
+        if n > self.max_len:
+            notes.append(f"question truncated to its first {self.max_len - 2} tokens (of {n - 2}); the model "
+                         f"was trained on questions of at most {self.max_len} tokens")
+        if isinstance(self.tokenizer, Vocabulary):
+            unknown = [w for w in tokenize(question) if w not in self.tokenizer]
+            if unknown:
+                notes.append(f"unknown words read as <unk>: {', '.join(dict.fromkeys(unknown))}")
+        return notes
+
+    @torch.inference_mode()
+    def ask(self, image: ImageInput, questions: Sequence[str], k: int = 5) -> list[Answer]:
+        """Answer ``questions`` about one image (a path or a PIL image; the image is encoded once for all)."""
+        x = self.images_tensor([image])                                               # (1, 3, S, S)
+        notes = [self.check_question(q) for q in questions]
+        tokens, lengths = pad_sequences([self.tokenizer.encode(q, max_len=self.max_len) for q in questions],
+                                        self.tokenizer.pad_id)                       # (Q, L), (Q,)
+        out = run_fusion(self.model, x, tokens, lengths, torch.zeros(len(questions), dtype=torch.long))
+        probs = out.logits.float().sigmoid().cpu()                                    # (Q, A)
+        answers = []
+        for row, question in enumerate(questions):
+            p, idx = probs[row].topk(min(k, probs.shape[1]))
+            top = [(self.answers.answers[i], float(v)) for v, i in zip(p.tolist(), idx.tolist())]
+            att = out.attention[row].float().cpu().view(*out.grid_hw) if out.attention is not None else None
+            answers.append(Answer(question, top[0][0], top[0][1], top, att, notes[row]))
+        return answers

@@ -1,0 +1,9 @@
+"""The built-in tasks: importing this module registers them (the task registry imports it on first use)."""
+
+from vislang.tasks import (  # noqa: F401
+    caption,
+    classify,
+    regions,
+    retrieval,
+    vqa,
+)

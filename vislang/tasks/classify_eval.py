@@ -1,0 +1,100 @@
+"""Evaluating a trained image + text classifier on a split (accuracy, macro-F1, confusion matrix PNG) beside its
+text-only, image-only and majority-class baselines, and ``vislang evaluate classify``."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from vislang.errors import VislangError
+from vislang.metrics.classification import classification_report, save_confusion_matrix_png
+from vislang.tasks.base import TrainedModel, eval_dir, load_trained
+from vislang.tasks.classify import predict_classes, prepare_records
+from vislang.tasks.common import load_split
+from vislang.tasks.image_text import add_image_text_evaluate_args, evaluated_modes
+from vislang.utils.io import atomic_write_json, format_table
+
+SYSTEMS = {"both": "model", "text": "text-only (image blanked)", "image": "image-only (text blanked)"}
+
+
+@dataclass
+class ClassifyEvaluation:
+    """Scores of a classifier and its baselines on one split.
+
+    Attributes:
+        split: What was evaluated.
+        n_samples: Samples scored.
+        n_classes: Classes of the model.
+        rows: ``{system: {"accuracy": ..., "macro_f1": ...}}``.
+        report: The model's full report (per-class scores, confusion matrix) as a dict.
+    """
+
+    split: str
+    n_samples: int
+    n_classes: int
+    rows: dict[str, dict[str, float]]
+    report: dict[str, Any]
+
+    def table(self) -> str:
+        return format_table([[n, r["accuracy"], r["macro_f1"]] for n, r in self.rows.items()],
+                            ["system", "accuracy", "macro_f1"])
+
+
+def evaluate_classifier_model(run: str | os.PathLike, data: str, split: str | None, *, root: str | None = None,
+                              image_root: str | None = None, limit: int | None = None, skip_bad: bool = False,
+                              baselines: bool = True, batch_size: int = 256, device: str = "auto",
+                              out_dir: str | os.PathLike | None = None, trained: TrainedModel | None = None
+                              ) -> ClassifyEvaluation:
+    """Score a classifier run (``trained``: it already opened with :func:`~vislang.tasks.base.load_trained`) on
+    ``data [split]``; writes ``scores.json`` and ``confusion.png`` to ``out_dir``."""
+    trained = trained or load_trained(run, "classify", device=device)
+    art = trained.artifacts
+    space = art.labels
+    ds = load_split(data, split, root=root, image_root=image_root, limit=limit, skip_bad=skip_bad)
+    records = prepare_records(ds.records, space)
+    name = f"{ds.name} [{ds.split}]"
+    if not records:
+        raise VislangError(f"{name} has no samples of the model's classes in field {space.label_field!r}")
+    truth = [r.label for r in records]
+    rows: dict[str, dict[str, float]] = {}
+    model_report = None
+    for mode in evaluated_modes(baselines):
+        probs = predict_classes(trained.model, records, art.tokenizer, trained.transform, max_len=art.max_len,
+                                mode=mode, batch_size=batch_size)
+        pred = [space.classes[i] for i in probs.argmax(dim=1).tolist()]
+        rep = classification_report(truth, pred, labels=space.classes)
+        rows[SYSTEMS[mode]] = {"accuracy": rep.accuracy, "macro_f1": rep.macro_f1}
+        if mode == "both":
+            model_report = rep
+    if baselines:
+        rep = classification_report(truth, [space.majority()] * len(truth), labels=space.classes)
+        rows["majority class"] = {"accuracy": rep.accuracy, "macro_f1": rep.macro_f1}
+    assert model_report is not None
+    ev = ClassifyEvaluation(name, len(records), len(space.classes), rows, model_report.as_dict())
+    if out_dir is not None:
+        out_dir = Path(out_dir)
+        save_confusion_matrix_png(model_report, out_dir / "confusion.png")
+        atomic_write_json(out_dir / "scores.json", {"split": name, "n_samples": ev.n_samples, "systems": rows,
+                                                    "model": ev.report, "checkpoint": str(trained.folder)})
+    return ev
+
+
+def add_evaluate_args(parser: argparse.ArgumentParser) -> None:
+    """The options of ``vislang evaluate classify``."""
+    add_image_text_evaluate_args(parser, "classify", "dataset name (emoji, shapes, ...) or manifest with labels",
+                                 "folder image names are relative to")
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    """Score a classifier run and its baselines on a split, print the table, write scores and the confusion PNG."""
+    out = eval_dir(args)
+    ev = evaluate_classifier_model(args.model, args.data, args.split, root=args.root, image_root=args.image_root,
+                                   limit=args.limit, skip_bad=args.skip_bad, baselines=not args.no_baselines,
+                                   batch_size=args.batch_size, device=args.device, out_dir=out)
+    print(f"{ev.split}: {ev.n_samples} samples, {ev.n_classes} classes")
+    print(ev.table())
+    print(f"scores and confusion matrix (confusion.png) written to {out}")
+    return 0

@@ -1,0 +1,73 @@
+"""What a training run is configured with, whatever the task: the loop's and the optimiser's settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class OptimConfig:
+    """Optimiser and learning-rate schedule.
+
+    Attributes:
+        lr: Peak learning rate.
+        weight_decay: AdamW decoupled weight decay (not applied to biases, norms and 1-D parameters).
+        betas: AdamW betas.
+        warmup_steps: Linear warm-up steps; the warm-up lasts ``max(warmup_steps, warmup_ratio * total)``.
+        warmup_ratio: Warm-up as a fraction of the total optimiser steps.
+        min_lr_ratio: The cosine decays to ``lr * min_lr_ratio``.
+        grad_clip: Clip the global gradient norm to this (None: no clipping).
+        encoder_lr: Learning rate of ``model.image_encoder`` (None: ``lr``).
+        freeze_encoder: Freeze ``model.image_encoder`` (no gradients, kept in eval mode).
+        text_encoder_lr: Learning rate of ``model.text_encoder`` (None: ``lr``), for fine-tuning a pre-trained
+            text tower.
+    """
+
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    betas: tuple[float, float] = (0.9, 0.999)
+    warmup_steps: int = 0
+    warmup_ratio: float = 0.05
+    min_lr_ratio: float = 0.0
+    grad_clip: float | None = 1.0
+    encoder_lr: float | None = None
+    freeze_encoder: bool = False
+    text_encoder_lr: float | None = None
+
+
+@dataclass
+class TrainConfig:
+    """How to train, whatever the task.
+
+    Attributes:
+        epochs: Passes over the training samples.
+        batch_size: Samples per micro-batch.
+        accum_steps: Micro-batches per optimiser step (gradient accumulation).
+        seed: Seeds the data order, the augmentations and torch/numpy/python RNGs.
+        workers: DataLoader worker processes.
+        device: "auto" (cuda when available, else cpu), "cpu", "cuda", "cuda:1", ...
+        amp: "auto" (bf16 autocast on cuda, off on cpu), "bf16" or "off".
+        max_steps: Stop after this many optimiser steps in total (None: run all epochs).
+        eval_every: Epochs between validations (the last epoch is always validated).
+        early_stopping: Stop after this many validations without improvement (None: never).
+        checkpoint_every: Also save ``last`` every this many optimiser steps (besides each epoch end).
+        log_every: Optimiser steps between ``log.jsonl`` training entries.
+        logger: Also log to ``"tensorboard"`` (event files in ``RUN/tensorboard/``; needs the
+            ``tensorboard`` extra) or only to ``log.jsonl`` (``"jsonl"``, always written).
+        optim: Optimiser and schedule.
+    """
+
+    epochs: int = 10
+    batch_size: int = 32
+    accum_steps: int = 1
+    seed: int = 0
+    workers: int = 0
+    device: str = "auto"
+    amp: str = "auto"
+    max_steps: int | None = None
+    eval_every: int = 1
+    early_stopping: int | None = None
+    checkpoint_every: int | None = None
+    log_every: int = 10
+    logger: str = "jsonl"
+    optim: OptimConfig = field(default_factory=OptimConfig)
