@@ -375,24 +375,15 @@ def _coerce(value: Any, tp: Any, key: str, where: _Where) -> Any:
         if isinstance(value, str) and value.lower() in _TRUE_WORDS + _FALSE_WORDS:
             return value.lower() in _TRUE_WORDS
         raise where.error(key, f"expected true or false, got {_describe(value)}")
-    if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, str):
+    if tp is int or tp is float:  # a float field takes an integer too; a bool is neither
+        if isinstance(value, (int, tp)) and not isinstance(value, bool):
+            return value if tp is int else float(value)
+        if isinstance(value, str):  # a CLI string; YAML 1.1 reads "3e-4" (no dot) as a string too
             try:
-                return int(value.strip())
+                return tp(value.strip())
             except ValueError:
                 pass
-        raise where.error(key, f"expected an integer, got {_describe(value)}")
-    if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # YAML 1.1 reads "3e-4" (no dot) as a string
-            try:
-                return float(value.strip())
-            except ValueError:
-                pass
-        raise where.error(key, f"expected a number, got {_describe(value)}")
+        raise where.error(key, f"expected {_type_name(tp)}, got {_describe(value)}")
     if tp is str:
         if isinstance(value, str):
             return value

@@ -8,14 +8,13 @@ from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from vislang.tasks.caption import add_decoding_args
+
     p = sub.add_parser("caption", help="caption image files with a trained captioning run")
     p.add_argument("images", nargs="+", help="image files (PNG, JPEG, SVG, ...)")
     p.add_argument("--model", required=True, help="run directory (or one of its checkpoint directories)")
     p.add_argument("--checkpoint", default="best", choices=("best", "last"))
-    p.add_argument("--beam", type=int, default=1, help="beam size (1: greedy)")
-    p.add_argument("--length-penalty", type=float, default=0.0, metavar="P",
-                   help="beam search ranks captions by log-probability / length ** P (default 0: the plain sum, "
-                        "which favours short captions; 1: the mean per token)")
+    add_decoding_args(p)
     p.add_argument("--max-len", type=int, help="longest caption in tokens")
     p.add_argument("--json", action="store_true", help="print one JSON object per image")
     p.add_argument("--attention", metavar="OUT.png",

@@ -50,15 +50,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         p.set_defaults(func=spec.evaluate)
 
 
-def _add_split_args(p: argparse.ArgumentParser, command: str, data_help: str, image_root_help: str) -> None:
-    """The arguments every ``evaluate TASK`` of a trained run takes: the run and the data split to score."""
-    p.add_argument("--model", required=True, help=f"run directory of `vislang train {command}`")
-    p.add_argument("--data", required=True, help=data_help)
-    p.add_argument("--split", help="split to evaluate (default: the dataset's default split)")
-    p.add_argument("--root", help="data root for built-in datasets")
-    p.add_argument("--image-root", help=image_root_help)
-
-
 def run_captions(args: argparse.Namespace) -> int:
     """Score the captions, print a table, write the JSON; returns the exit code."""
     from vislang.metrics.captions import evaluate_caption_files
@@ -72,7 +63,3 @@ def run_captions(args: argparse.Namespace) -> int:
     print(f"{len(scores.image_ids)} images; corpus and per-image scores written to {out}")
     return 0
 
-
-def _eval_dir(args: argparse.Namespace) -> Path:
-    slug = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in Path(args.data).name)
-    return args.out or Path(args.model) / "eval" / f"{slug}_{args.split or 'default'}"

@@ -108,6 +108,19 @@ def load_json(path: str | os.PathLike) -> Any:
                         where=f"line {e.lineno}, column {e.colno}") from None
 
 
+def load_format(path: str | os.PathLike, fmt: str, message: str) -> dict[str, Any]:
+    """A JSON object file whose ``"format"`` field is ``fmt`` (as vislang writes its vocabularies and lists).
+
+    Raises:
+        DataError: The file is unreadable or not JSON (see :func:`load_json`), or not such an object:
+            ``message`` naming the file.
+    """
+    data = load_json(path)
+    if not isinstance(data, dict) or data.get("format") != fmt:
+        raise DataError(message, path=str(path))
+    return data
+
+
 def _qa_from(c: _Checker, obj: dict, field_prefix: str = "") -> QA:
     if "question" not in obj:
         raise c.fail("missing required field", f"{field_prefix}question")

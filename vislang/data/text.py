@@ -40,6 +40,17 @@ def tokenize(text: str) -> list[str]:
     return _TOKEN.findall(text)
 
 
+def _specials_and_length(ids: list[int], bos_id: int, eos_id: int, add_special: bool,
+                         max_len: int | None) -> list[int]:
+    """``ids`` wrapped in BOS/EOS with ``add_special``, then cut to ``max_len`` (keeping EOS): the end of every
+    tokenizer's ``encode``."""
+    if add_special:
+        ids = [bos_id, *ids, eos_id]
+    if max_len is not None and len(ids) > max_len:
+        ids = ids[:max_len - 1] + [eos_id] if add_special else ids[:max_len]
+    return ids
+
+
 @runtime_checkable
 class TextTokenizer(Protocol):
     """What models and collate functions need from a tokenizer."""
@@ -94,11 +105,7 @@ class Vocabulary:
     def encode(self, text: str, add_special: bool = True, max_len: int | None = None) -> list[int]:
         """Token ids of ``text``; with ``add_special`` wrapped in BOS/EOS. ``max_len`` truncates (keeping EOS)."""
         ids = [self.stoi.get(w, self.unk_id) for w in tokenize(text)]
-        if add_special:
-            ids = [self.bos_id, *ids, self.eos_id]
-        if max_len is not None and len(ids) > max_len:
-            ids = ids[:max_len - 1] + [self.eos_id] if add_special else ids[:max_len]
-        return ids
+        return _specials_and_length(ids, self.bos_id, self.eos_id, add_special, max_len)
 
     def decode(self, ids: Sequence[int]) -> str:
         """Words for ``ids``, stopping at EOS and skipping PAD/BOS."""
@@ -119,11 +126,9 @@ class Vocabulary:
     @classmethod
     def load(cls, path: str | os.PathLike) -> Vocabulary:
         """Read a vocabulary written by :meth:`save`."""
-        from vislang.data.readers import load_json
+        from vislang.data.readers import load_format
 
-        data = load_json(path)
-        if not isinstance(data, dict) or data.get("format") != "vislang-vocab":
-            raise DataError("not a vislang vocabulary file", path=str(path))
+        data = load_format(path, "vislang-vocab", "not a vislang vocabulary file")
         itos = data.get("itos")
         if not isinstance(itos, list) or list(itos[:len(SPECIALS)]) != list(SPECIALS) or \
                 not all(isinstance(w, str) for w in itos) or len(set(itos)) != len(itos):
@@ -179,11 +184,7 @@ class HFTokenizer:
 
     def encode(self, text: str, add_special: bool = True, max_len: int | None = None) -> list[int]:
         ids = self.tok.encode(text, add_special_tokens=False).ids
-        if add_special:
-            ids = [self.bos_id, *ids, self.eos_id]
-        if max_len is not None and len(ids) > max_len:
-            ids = ids[:max_len - 1] + [self.eos_id] if add_special else ids[:max_len]
-        return ids
+        return _specials_and_length(ids, self.bos_id, self.eos_id, add_special, max_len)
 
     def decode(self, ids: Sequence[int]) -> str:
         out = []

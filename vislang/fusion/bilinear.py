@@ -16,22 +16,18 @@ MUTAN fusion of the attended image and the question (``rank=1`` is MLB's Hadamar
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 
 from vislang.fusion.attention import masked_softmax
-from vislang.fusion.base import (
-    IMAGE,
-    TEXT,
-    Fusion,
-    FusionConfig,
-    FusionOutput,
-    ModalityFeatures,
-    real_mask,
-    register_fusion,
-)
+from vislang.fusion.base import IMAGE, TEXT, Fusion, FusionOutput, real_mask, register_fusion
+
+if TYPE_CHECKING:  # names only the annotations use
+    from collections.abc import Mapping
+
+    from vislang.fusion.base import FusionConfig, ModalityFeatures
 
 
 class LowRankBilinear(nn.Module):

@@ -15,22 +15,18 @@ model before fusion.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 
-from vislang.fusion.base import (
-    IMAGE,
-    TEXT,
-    Fusion,
-    FusionConfig,
-    FusionOutput,
-    ModalityFeatures,
-    real_mask,
-    register_fusion,
-)
+from vislang.fusion.base import IMAGE, TEXT, Fusion, FusionOutput, real_mask, register_fusion
 from vislang.layers import TransformerDecoderBlock, TransformerEncoderBlock
+
+if TYPE_CHECKING:  # names only the annotations use
+    from collections.abc import Mapping
+
+    from vislang.fusion.base import FusionConfig, ModalityFeatures
 
 
 def masked_mean(x: Tensor, mask: Tensor) -> Tensor:

@@ -9,12 +9,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from vislang.data.text import TextTokenizer, Vocabulary, tokenize
+from vislang.data.text import Vocabulary, tokenize
 from vislang.errors import VislangError
-from vislang.inference.base import ImageInput, Predictor
-from vislang.tasks.image_text import run_fusion
+from vislang.inference.base import ImageInput
+from vislang.inference.image_text import ImageTextPredictor
 from vislang.tasks.vqa import AnswerVocab
-from vislang.utils.tensors import pad_sequences
 
 
 @dataclass
@@ -42,23 +41,15 @@ class Answer:
                 "top": [{"answer": a, "p": round(p, 4)} for a, p in self.top], "notes": self.notes}
 
 
-class VQAPredictor(Predictor):
-    """A trained VQA model with its tokenizer, answer vocabulary and image preprocessing."""
+class VQAPredictor(ImageTextPredictor):
+    """A trained VQA model with its tokenizer, answer vocabulary and image preprocessing (:attr:`max_len`: the
+    longest question in tokens, as trained)."""
 
     task = "vqa"
 
     @property
-    def tokenizer(self) -> TextTokenizer:
-        return self.trained.artifacts.tokenizer
-
-    @property
     def answers(self) -> AnswerVocab:
-        return self.trained.artifacts.labels
-
-    @property
-    def max_len(self) -> int:
-        """Longest question in tokens, as trained."""
-        return self.trained.artifacts.max_len
+        return self.labels
 
     def check_question(self, question: str) -> list[str]:
         """Notes on a question (truncation, unknown words); raises on an empty one."""
@@ -81,9 +72,7 @@ class VQAPredictor(Predictor):
         """Answer ``questions`` about one image (a path or a PIL image; the image is encoded once for all)."""
         x = self.images_tensor([image])                                               # (1, 3, S, S)
         notes = [self.check_question(q) for q in questions]
-        tokens, lengths = pad_sequences([self.tokenizer.encode(q, max_len=self.max_len) for q in questions],
-                                        self.tokenizer.pad_id)                       # (Q, L), (Q,)
-        out = run_fusion(self.model, x, tokens, lengths, torch.zeros(len(questions), dtype=torch.long))
+        out = self.run_texts(x, questions, torch.zeros(len(questions), dtype=torch.long))
         probs = out.logits.float().sigmoid().cpu()                                    # (Q, A)
         answers = []
         for row, question in enumerate(questions):

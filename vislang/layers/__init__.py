@@ -6,7 +6,7 @@ from vislang.layers.mixstyle import MixStyle
 from vislang.layers.mlp import MLP
 from vislang.layers.norm import LayerNorm2d
 from vislang.layers.patch import PatchEmbed, resize_pos_embed
-from vislang.layers.transformer import TransformerDecoderBlock, TransformerEncoderBlock
+from vislang.layers.transformer import TransformerDecoderBlock, TransformerEncoderBlock, token_layers
 
 __all__ = [
     "MLP",
@@ -18,4 +18,5 @@ __all__ = [
     "TransformerDecoderBlock",
     "TransformerEncoderBlock",
     "resize_pos_embed",
+    "token_layers",
 ]

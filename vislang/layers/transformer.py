@@ -7,6 +7,7 @@ VQA fusion). Both return their attention weights on request, for attention maps.
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 from vislang.layers.attention import MultiHeadAttention
@@ -108,3 +109,16 @@ class TransformerDecoderBlock(nn.Module):
         x = x + self.drop_path(self.drop(h))                                # (B, T, dim)
         x = x + self.drop_path(self.mlp(self.norm3(x)))                     # (B, T, dim)
         return x, weights
+
+
+def token_layers(block: type[TransformerEncoderBlock | TransformerDecoderBlock], *, vocab_size: int, dim: int,
+                 max_len: int, pad_id: int, depth: int, num_heads: int, mlp_ratio: float, dropout: float
+                 ) -> tuple[nn.Embedding, nn.Parameter, nn.Dropout, nn.ModuleList]:
+    """The layers of a Transformer over token ids, created in this order: the token embedding (``pad_id`` its
+    padding row), learned positions ``(max_len, dim)`` (zeros, for the caller to initialise), the dropout on
+    their sum, and ``depth`` blocks ``block(dim, num_heads, mlp_ratio=mlp_ratio, dropout=dropout)``."""
+    embed = nn.Embedding(vocab_size, dim, padding_idx=pad_id)
+    pos = nn.Parameter(torch.zeros(max_len, dim))
+    drop = nn.Dropout(dropout)
+    blocks = nn.ModuleList(block(dim, num_heads, mlp_ratio=mlp_ratio, dropout=dropout) for _ in range(depth))
+    return embed, pos, drop, blocks

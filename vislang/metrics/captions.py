@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Hashable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -179,6 +179,18 @@ def _caption(entry: Mapping, path: str, where: str) -> str:
     return entry["caption"]
 
 
+def _captioned(entries: list[Any], path: str, where: str) -> Iterator[tuple[Hashable, str]]:
+    """``(image_id, caption)`` of each entry of a COCO ``annotations`` or results list, checked as it is read;
+    ``where.format(index)`` names an entry in errors."""
+    for index, entry in enumerate(entries):
+        at = where.format(index)
+        if not isinstance(entry, dict):
+            raise DataError("must be an object", path=path, where=at)
+        if "image_id" not in entry:
+            raise DataError("missing", path=path, where=at, field="image_id")
+        yield _image_id(entry["image_id"], path, at), _caption(entry, path, at)
+
+
 def load_coco_annotations(path: str | Path) -> dict[Hashable, list[str]]:
     """Reference captions of a COCO captions file, ``{image_id: [caption, ...]}``.
 
@@ -196,14 +208,8 @@ def load_coco_annotations(path: str | Path) -> dict[Hashable, list[str]]:
     for img in data.get("images") or []:
         if isinstance(img, dict) and "id" in img:
             captions.setdefault(_image_id(img["id"], path, "images"), [])
-    for index, entry in enumerate(data["annotations"]):
-        where = f"annotations[{index}]"
-        if not isinstance(entry, dict):
-            raise DataError("must be an object", path=path, where=where)
-        if "image_id" not in entry:
-            raise DataError("missing", path=path, where=where, field="image_id")
-        image_id = _image_id(entry["image_id"], path, where)
-        captions.setdefault(image_id, []).append(_caption(entry, path, where))
+    for image_id, caption in _captioned(data["annotations"], path, "annotations[{}]"):
+        captions.setdefault(image_id, []).append(caption)
     return {i: c for i, c in captions.items() if c}
 
 
@@ -221,14 +227,7 @@ def load_coco_results(path: str | Path) -> dict[Hashable, str]:
                         path=path)
     results: dict[Hashable, str] = {}
     duplicates: list[Hashable] = []
-    for index, entry in enumerate(data):
-        where = f"entry {index}"
-        if not isinstance(entry, dict):
-            raise DataError("must be an object", path=path, where=where)
-        if "image_id" not in entry:
-            raise DataError("missing", path=path, where=where, field="image_id")
-        image_id = _image_id(entry["image_id"], path, where)
-        caption = _caption(entry, path, where)
+    for image_id, caption in _captioned(data, path, "entry {}"):
         if image_id in results:
             duplicates.append(image_id)
         results[image_id] = caption

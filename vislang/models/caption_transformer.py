@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from vislang.decoding import DecoderState
-from vislang.layers import TransformerDecoderBlock
+from vislang.layers import TransformerDecoderBlock, token_layers
 from vislang.models.caption_lstm import CaptionOutput
 from vislang.models.encoders import ImageFeatures
 from vislang.models.registry import create_model, register_family, register_model
@@ -76,12 +76,10 @@ class CaptionTransformer(nn.Module):
         self.memory_proj = nn.Sequential(nn.Linear(image_encoder.out_dim, cfg.dim), nn.LayerNorm(cfg.dim))
         self.row_pos = nn.Parameter(torch.zeros(cfg.max_grid, cfg.dim))
         self.col_pos = nn.Parameter(torch.zeros(cfg.max_grid, cfg.dim))
-        self.embed = nn.Embedding(cfg.vocab_size, cfg.dim, padding_idx=cfg.pad_id)
-        self.pos = nn.Parameter(torch.zeros(cfg.max_len, cfg.dim))
-        self.drop = nn.Dropout(cfg.dropout)
-        self.blocks = nn.ModuleList(
-            TransformerDecoderBlock(cfg.dim, cfg.num_heads, mlp_ratio=cfg.mlp_ratio, dropout=cfg.dropout)
-            for _ in range(cfg.depth))
+        self.embed, self.pos, self.drop, self.blocks = token_layers(
+            TransformerDecoderBlock, vocab_size=cfg.vocab_size, dim=cfg.dim, max_len=cfg.max_len,
+            pad_id=cfg.pad_id, depth=cfg.depth, num_heads=cfg.num_heads, mlp_ratio=cfg.mlp_ratio,
+            dropout=cfg.dropout)
         self.norm = nn.LayerNorm(cfg.dim)
         self.head = nn.Linear(cfg.dim, cfg.vocab_size, bias=False)
         self.head.weight = self.embed.weight  # tied output layer

@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from vislang.errors import VislangError
 from vislang.layers import MixStyle
-from vislang.models.encoders import ImageFeatures, check_images, load_weights
+from vislang.models.encoders import ImageFeatures, check_images, with_weights
 from vislang.models.registry import register_family, register_model
 
 
@@ -107,10 +107,7 @@ class SmallCNN(nn.Module):
 @register_family("cnn", CNNConfig)
 def build_cnn(cfg: CNNConfig) -> SmallCNN:
     """A :class:`SmallCNN`, with ``cfg.weights`` loaded when given."""
-    model = SmallCNN(cfg)
-    if cfg.weights:
-        load_weights(model, cfg.weights, submodule="image_encoder")
-    return model
+    return with_weights(SmallCNN(cfg), cfg.weights, "image_encoder")
 
 
 register_model("cnn_small", "cnn", "The small CNN: widths 32/64/128, D=256, 1.9M parameters; 64 px -> 8x8 grid.")

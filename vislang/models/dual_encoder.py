@@ -29,17 +29,8 @@ from torch import Tensor, nn
 
 from vislang.errors import VislangError
 from vislang.models.encoders import set_trainable
-from vislang.models.registry import (
-    create_model,
-    list_models,
-    model_config,
-    model_family,
-    register_family,
-    register_model,
-)
-from vislang.models.text_encoders import HF_TOWERS
-
-TEXT_MODES = ("scratch", "locked", "finetune")
+from vislang.models.registry import create_model, family_config, register_family, register_model
+from vislang.models.text_encoders import HF_TOWERS, TEXT_MODES
 
 
 @dataclass
@@ -214,6 +205,4 @@ def dual_encoder_config(name: str, **kwargs: Any) -> DualEncoderConfig:
     Raises:
         VislangError: ``name`` is not a dual encoder, or an option is invalid.
     """
-    if model_family(name) != "dual_encoder":
-        raise VislangError(f"{name!r} is not a dual encoder; known: {', '.join(list_models(family='dual_encoder'))}")
-    return model_config(name, **kwargs)
+    return family_config(name, "dual_encoder", "a dual encoder", **kwargs)

@@ -15,7 +15,7 @@ import functools
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, NamedTuple, Protocol, runtime_checkable
+from typing import Any, NamedTuple, Protocol, TypeVar, runtime_checkable
 
 import torch
 from torch import Tensor, nn
@@ -23,6 +23,8 @@ from torch import Tensor, nn
 from vislang.errors import VislangError
 from vislang.utils.folder import read_config, read_weights_of, resolve_checkpoint
 from vislang.utils.io import atomic_open
+
+M = TypeVar("M", bound=nn.Module)
 
 
 class ImageFeatures(NamedTuple):
@@ -198,6 +200,14 @@ def load_weights(model: nn.Module, path: str | os.PathLike, exclude: Sequence[st
     for key, value in own.items():          # excluded entries and absent num_batches_tracked keep their values
         state.setdefault(key, value)
     model.load_state_dict(state, strict=True)
+
+
+def with_weights(model: M, weights: str | os.PathLike | None, submodule: str) -> M:
+    """``model``, with the weights file or vislang run ``weights`` loaded into it when given (:func:`load_weights`;
+    of a run, its ``submodule`` part): what a family builder with a ``weights`` option returns."""
+    if weights:
+        load_weights(model, weights, submodule=submodule)
+    return model
 
 
 def load_local_hf_model(path: Path, what: str) -> nn.Module:

@@ -29,17 +29,8 @@ from torch import Tensor, nn
 from vislang.errors import VislangError
 from vislang.fusion import IMAGE, TEXT, ModalityFeatures, create_fusion
 from vislang.models.encoders import set_trainable
-from vislang.models.registry import (
-    create_model,
-    list_models,
-    model_config,
-    model_family,
-    register_family,
-    register_model,
-)
-from vislang.models.text_encoders import HF_TOWERS
-
-TEXT_MODES = ("scratch", "locked", "finetune")
+from vislang.models.registry import create_model, family_config, register_family, register_model
+from vislang.models.text_encoders import HF_TOWERS, TEXT_MODES
 
 
 @dataclass
@@ -191,6 +182,4 @@ def fusion_model_config(name: str, **kwargs: Any) -> FusionModelConfig:
     Raises:
         VislangError: ``name`` is not a fusion model, or an option is invalid.
     """
-    if model_family(name) != "fusion_model":
-        raise VislangError(f"{name!r} is not a fusion model; known: {', '.join(list_models(family='fusion_model'))}")
-    return model_config(name, **kwargs)
+    return family_config(name, "fusion_model", "a fusion model", **kwargs)

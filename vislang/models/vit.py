@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from vislang.errors import VislangError
 from vislang.layers import PatchEmbed, TransformerEncoderBlock, resize_pos_embed
-from vislang.models.encoders import ImageFeatures, check_images, load_weights
+from vislang.models.encoders import ImageFeatures, check_images, with_weights
 from vislang.models.registry import register_family, register_model
 
 
@@ -118,10 +118,7 @@ class VisionTransformer(nn.Module):
 @register_family("vit", ViTConfig)
 def build_vit(cfg: ViTConfig) -> VisionTransformer:
     """A :class:`VisionTransformer`, with ``cfg.weights`` loaded when given."""
-    model = VisionTransformer(cfg)
-    if cfg.weights:
-        load_weights(model, cfg.weights, submodule="image_encoder")
-    return model
+    return with_weights(VisionTransformer(cfg), cfg.weights, "image_encoder")
 
 
 register_model("vit_small", "vit", "A small ViT for 64 px images: patch 8 (8x8 grid), D=256, 4 blocks of 4 heads, "

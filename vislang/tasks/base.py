@@ -181,6 +181,8 @@ def train(task: str | TaskSpec, cfg: Any = None, out: str | os.PathLike = "runs/
         raise VislangError("give overrides with a YAML file or the defaults, not with a config object")
     run_dir = Path(out)
     spec.check(cfg)
+    if model_family(cfg.model) is not None:
+        model_config(cfg.model, **cfg.model_kwargs)  # a mistyped model option fails before any data is read
     data = spec.open_data(cfg)
     last = run_dir / "checkpoints" / "last"
     artifacts = spec.prepare(cfg, data, last if resume and find_checkpoint(last) else None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -52,6 +53,14 @@ def decode_batch(model: nn.Module, images: Tensor, beam: int, max_len: int, leng
     if beam <= 1:
         return greedy(model, images, max_len)
     return beam_search(model, images, beam, max_len, length_penalty=length_penalty)
+
+
+def add_decoding_args(p: argparse.ArgumentParser) -> None:
+    """``--beam`` and ``--length-penalty`` (see :func:`decode_batch`) of the commands that caption with a run."""
+    p.add_argument("--beam", type=int, default=1, help="beam size (1: greedy)")
+    p.add_argument("--length-penalty", type=float, default=0.0, metavar="P",
+                   help="beam search ranks captions by log-probability / length ** P (default 0: the plain sum, "
+                        "which favours short captions; 1: the mean per token)")
 
 
 def caption_records(model: nn.Module, records: Sequence[Record], vocab: Vocabulary,

@@ -26,7 +26,7 @@ from vislang.data.loader import ImageTextSamples, build_loader
 from vislang.data.records import Record
 from vislang.errors import VislangError
 from vislang.tasks.base import TrainedModel, add_split_args, eval_dir, load_trained
-from vislang.tasks.caption import caption_records
+from vislang.tasks.caption import add_decoding_args, caption_records
 from vislang.utils.io import atomic_write_json, format_table
 from vislang.utils.tensors import model_device
 
@@ -166,10 +166,7 @@ def add_evaluate_args(run: argparse.ArgumentParser) -> None:
     """The options of ``vislang evaluate caption``."""
     add_split_args(run, "caption", "dataset name (emoji, tuxpaint, ...) or manifest / COCO / Karpathy file",
                    "folder image names in COCO / Karpathy files are relative to")
-    run.add_argument("--beam", type=int, default=1, help="beam size (1: greedy)")
-    run.add_argument("--length-penalty", type=float, default=0.0, metavar="P",
-                     help="beam search ranks captions by log-probability / length ** P (default 0: the plain sum, "
-                          "which favours short captions; 1: the mean per token)")
+    add_decoding_args(run)
     run.add_argument("--limit", type=int, help="evaluate only the first N images")
     run.add_argument("--skip-bad", action="store_true", help="leave out images that are missing or unreadable")
     run.add_argument("--no-baselines", action="store_true", help="score only the model")

@@ -16,19 +16,20 @@ split; training uses modality dropout (``task.modality_dropout``) so the blanked
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
 from vislang.data.loader import ImageTextSamples, build_loader
-from vislang.data.readers import load_json
+from vislang.data.readers import load_format
 from vislang.data.records import Record
 from vislang.data.text import TextTokenizer, tokenize
 from vislang.errors import DataError, VislangError
@@ -135,6 +136,8 @@ class ClassSpace:
     masked: list[str] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
 
+    file: ClassVar[str] = CLASSES_FILE  # its name in a model folder
+
     def __len__(self) -> int:
         return len(self.classes)
 
@@ -150,9 +153,7 @@ class ClassSpace:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> ClassSpace:
-        data = load_json(path)
-        if not isinstance(data, dict) or data.get("format") != "vislang-classes":
-            raise DataError("not a vislang class list", path=str(path))
+        data = load_format(path, "vislang-classes", "not a vislang class list")
         if not isinstance(data.get("classes"), list) or not data["classes"]:
             raise DataError("must be a non-empty list", path=str(path), field="classes")
         return cls(**{k: data[k] for k in ("classes", "label_field", "text_field", "masked", "counts") if k in data})
@@ -191,26 +192,18 @@ def predict_classes(model: nn.Module, records: Sequence[Record], tokenizer: Text
 
 
 class ClassifyTask(ImageTextObjective):
-    """Batch -> cross-entropy (with modality dropout); validation -> accuracy and macro-F1.
+    """Batch -> cross-entropy (with modality dropout); validation -> accuracy and macro-F1 (``labels``: the
+    :class:`ClassSpace`; ``val_records``: prepared records, see :func:`prepare_records`)."""
 
-    Args:
-        tokenizer: Tokenizer of the text encoder.
-        space: Classes and text settings.
-        val_records: Prepared validation records.
-        eval_transform: Image -> tensor for validation.
-        cfg: Task options.
-    """
+    config_type = ClassifyTaskConfig
 
-    labels_file = CLASSES_FILE
+    def build_loss(self) -> ClassificationLoss:
+        return ClassificationLoss(self.cfg.label_smoothing)
 
-    def __init__(self, tokenizer: TextTokenizer, space: ClassSpace, val_records: Sequence[Record],
-                 eval_transform: Callable[[Any], Tensor], cfg: ClassifyTaskConfig | None = None):
-        super().__init__(tokenizer, space)
-        self.cfg = cfg or ClassifyTaskConfig()
-        self.space = space
-        self.index = {c: i for i, c in enumerate(space.classes)}
-        self.val_records, self.eval_transform = list(val_records), eval_transform
-        self.loss = ClassificationLoss(self.cfg.label_smoothing)
+    @functools.cached_property
+    def index(self) -> dict[str, int]:
+        """Class name -> output index."""
+        return {c: i for i, c in enumerate(self.labels.classes)}
 
     def training_step(self, model: nn.Module, batch: dict[str, Any]) -> dict[str, Tensor]:
         images, tokens, lengths = batch["image"], batch["tokens"], batch["tokens_lengths"]   # (B, 3, H, W), (B, L)
@@ -224,8 +217,8 @@ class ClassifyTask(ImageTextObjective):
             return {}
         probs = predict_classes(model, self.val_records, self.tokenizer, self.eval_transform,
                                 max_len=self.cfg.max_len, batch_size=self.cfg.val_batch_size)
-        pred = [self.space.classes[i] for i in probs.argmax(dim=1).tolist()]
-        report = classification_report([r.label for r in self.val_records], pred, labels=self.space.classes)
+        pred = [self.labels.classes[i] for i in probs.argmax(dim=1).tolist()]
+        report = classification_report([r.label for r in self.val_records], pred, labels=self.labels.classes)
         return {"accuracy": report.accuracy, "macro_f1": report.macro_f1}
 
 
@@ -261,7 +254,6 @@ class Classification(ImageTextSpec):
     evaluate_description = ("Classify every record of a split with a run's best checkpoint; report accuracy and "
                             "macro-F1 beside the text-only (image blanked), image-only (text blanked) and "
                             "majority-class baselines, and draw the confusion matrix.")
-    labels_file = CLASSES_FILE
     labels_type = ClassSpace
 
     def open_data(self, cfg: ClassifyRunConfig) -> TrainData:

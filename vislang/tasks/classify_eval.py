@@ -3,7 +3,6 @@ text-only, image-only and majority-class baselines, and ``vislang evaluate class
 
 from __future__ import annotations
 
-import argparse
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,10 +10,10 @@ from typing import Any
 
 from vislang.errors import VislangError
 from vislang.metrics.classification import classification_report, save_confusion_matrix_png
-from vislang.tasks.base import TrainedModel, eval_dir, load_trained
+from vislang.tasks.base import TrainedModel, load_trained
 from vislang.tasks.classify import predict_classes, prepare_records
 from vislang.tasks.common import load_split
-from vislang.tasks.image_text import add_image_text_evaluate_args, evaluated_modes
+from vislang.tasks.image_text import evaluated_modes, image_text_evaluate_command
 from vislang.utils.io import atomic_write_json, format_table
 
 SYSTEMS = {"both": "model", "text": "text-only (image blanked)", "image": "image-only (text blanked)"}
@@ -38,9 +37,17 @@ class ClassifyEvaluation:
     rows: dict[str, dict[str, float]]
     report: dict[str, Any]
 
+    def headline(self) -> str:
+        return f"{self.split}: {self.n_samples} samples, {self.n_classes} classes"
+
     def table(self) -> str:
         return format_table([[n, r["accuracy"], r["macro_f1"]] for n, r in self.rows.items()],
                             ["system", "accuracy", "macro_f1"])
+
+    @staticmethod
+    def written(out: Path) -> str:
+        """What :func:`evaluate_classifier_model` wrote to ``out``."""
+        return f"scores and confusion matrix (confusion.png) written to {out}"
 
 
 def evaluate_classifier_model(run: str | os.PathLike, data: str, split: str | None, *, root: str | None = None,
@@ -82,19 +89,6 @@ def evaluate_classifier_model(run: str | os.PathLike, data: str, split: str | No
     return ev
 
 
-def add_evaluate_args(parser: argparse.ArgumentParser) -> None:
-    """The options of ``vislang evaluate classify``."""
-    add_image_text_evaluate_args(parser, "classify", "dataset name (emoji, shapes, ...) or manifest with labels",
-                                 "folder image names are relative to")
-
-
-def run_evaluate(args: argparse.Namespace) -> int:
-    """Score a classifier run and its baselines on a split, print the table, write scores and the confusion PNG."""
-    out = eval_dir(args)
-    ev = evaluate_classifier_model(args.model, args.data, args.split, root=args.root, image_root=args.image_root,
-                                   limit=args.limit, skip_bad=args.skip_bad, baselines=not args.no_baselines,
-                                   batch_size=args.batch_size, device=args.device, out_dir=out)
-    print(f"{ev.split}: {ev.n_samples} samples, {ev.n_classes} classes")
-    print(ev.table())
-    print(f"scores and confusion matrix (confusion.png) written to {out}")
-    return 0
+add_evaluate_args, run_evaluate = image_text_evaluate_command(
+    "classify", evaluate_classifier_model, data_help="dataset name (emoji, shapes, ...) or manifest with labels",
+    image_root_help="folder image names are relative to")

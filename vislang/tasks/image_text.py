@@ -1,12 +1,13 @@
 """What the image + text tasks (VQA and classification) share: a fusion model reading an image and a tokenized
 text into class scores, its text side (tower and tokenizer), the blanked-modality baselines, and the TaskSpec
-parts that are the same for both (``--fusion`` / ``--text-encoder``, artifacts, saved entries)."""
+parts that are the same for both (``--fusion`` / ``--text-encoder``, artifacts, saved entries) and their
+``vislang evaluate`` commands."""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -14,12 +15,13 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from vislang.data.records import Record
 from vislang.data.text import VOCAB_FILE, TextTokenizer, Vocabulary
 from vislang.errors import VislangError
 from vislang.models.fusion_model import FusionModelOutput, fusion_model_config
 from vislang.models.registry import list_models
 from vislang.models.text_encoders import HF_TOWERS, saved_tokenizer, text_tokenizer
-from vislang.tasks.base import TaskSpec, add_split_args
+from vislang.tasks.base import TaskSpec, add_split_args, eval_dir
 from vislang.tasks.common import MODALITY_MODES, DataConfig, blank_inputs
 from vislang.train import TrainConfig
 from vislang.utils.tensors import lengths_to_mask, model_device
@@ -169,18 +171,39 @@ class ImageTextArtifacts:
 
 
 class ImageTextObjective:
-    """The part of a VQA / classification loop task that both share: the tokenizer, the outputs and saving
-    them beside the checkpoint."""
+    """The part of a VQA / classification loop task that both share: the tokenizer, the outputs, the validation
+    records, the options and loss, and saving the outputs beside the checkpoint.
+
+    Args:
+        tokenizer: Tokenizer of the text encoder.
+        labels: The outputs: the answer vocabulary (VQA) or the class space (classification), with ``file``
+            (its name in a model folder) and ``save``.
+        val_records: Validation records (as :meth:`validation_records` keeps them).
+        eval_transform: Image -> tensor for validation.
+        cfg: Task options (None: the defaults of :attr:`config_type`).
+    """
 
     monitor = "accuracy"
     mode = "max"
-    labels_file: ClassVar[str] = ""
+    config_type: ClassVar[type] = object
 
-    def __init__(self, tokenizer: TextTokenizer, labels: Any):
+    def __init__(self, tokenizer: TextTokenizer, labels: Any, val_records: Sequence[Record],
+                 eval_transform: Callable[[Any], Tensor], cfg: Any = None):
         self.tokenizer, self.labels = tokenizer, labels
+        self.cfg = cfg or self.config_type()
+        self.val_records, self.eval_transform = self.validation_records(val_records), eval_transform
+        self.loss = self.build_loss()
+
+    def validation_records(self, records: Sequence[Record]) -> list[Record]:
+        """The validation records as :meth:`validate` reads them."""
+        return list(records)
+
+    def build_loss(self) -> nn.Module:
+        """The training loss (from ``self.cfg``)."""
+        raise NotImplementedError
 
     def save_artifacts(self, directory: Path) -> None:
-        self.labels.save(Path(directory) / self.labels_file)
+        self.labels.save(Path(directory) / self.labels.file)
         if isinstance(self.tokenizer, Vocabulary):
             self.tokenizer.save(Path(directory) / VOCAB_FILE)
 
@@ -190,11 +213,10 @@ class ImageTextSpec(TaskSpec):
     builder options, what ``config.json`` keeps and the artifacts of a model folder.
 
     Attributes:
-        labels_file: File of the outputs in a model folder (``answers.json``, ``classes.json``).
-        labels_type: Its class (with ``load``).
+        labels_type: The class of the outputs (with ``load`` and ``file``, their name in a model folder:
+            ``answers.json``, ``classes.json``).
     """
 
-    labels_file: ClassVar[str] = ""
     labels_type: ClassVar[type] = object
     train_flags = {
         "fusion": ("fusion", {"metavar": "STRATEGY", "help": "fusion strategy: late-concat, late-sum, late-product, "
@@ -211,8 +233,8 @@ class ImageTextSpec(TaskSpec):
 
     def reuse_labels(self, reuse: Path | None) -> Any:
         """The outputs saved in ``reuse`` (resuming), or None."""
-        if reuse is not None and (reuse / self.labels_file).exists():
-            return self.labels_type.load(reuse / self.labels_file)
+        if reuse is not None and (reuse / self.labels_type.file).exists():
+            return self.labels_type.load(reuse / self.labels_type.file)
         return None
 
     def text_side(self, cfg: Any, labels: Any, texts: Callable[[], list[str]], reuse: Path | None
@@ -237,20 +259,49 @@ class ImageTextSpec(TaskSpec):
 
     def load_artifacts(self, folder: Path, config: dict[str, Any]) -> ImageTextArtifacts:
         max_len = int(config.get("max_len", self.config().task.max_len))
-        return ImageTextArtifacts(saved_tokenizer(folder, config), self.labels_type.load(folder / self.labels_file),
-                                  dict(config.get("model_config", {})), max_len)
+        labels = self.labels_type.load(folder / self.labels_type.file)
+        return ImageTextArtifacts(saved_tokenizer(folder, config), labels, dict(config.get("model_config", {})),
+                                  max_len)
 
 
-def add_image_text_evaluate_args(p: argparse.ArgumentParser, command: str, data_help: str,
-                                 image_root_help: str) -> None:
-    """The options of ``vislang evaluate vqa`` and ``vislang evaluate classify``."""
-    add_split_args(p, command, data_help, image_root_help)
-    p.add_argument("--limit", type=int, help="evaluate only the first N images")
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--skip-bad", action="store_true", help="leave out images that are missing or unreadable")
-    p.add_argument("--no-baselines", action="store_true", help="score only the model")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--out", type=Path, help="output folder (default: <run>/eval/<data>_<split>)")
+EvaluateCommand = tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]
+
+
+def image_text_evaluate_command(command: str, evaluate: Callable[..., Any], *, data_help: str,
+                                image_root_help: str) -> EvaluateCommand:
+    """The ``add_evaluate_args(parser)`` and ``run_evaluate(args)`` of ``vislang evaluate vqa`` / ``classify``.
+
+    Args:
+        command: The task (``vqa``, ``classify``).
+        evaluate: Its ``evaluate_*_model(run, data, split, *, root, image_root, limit, skip_bad, baselines,
+            batch_size, device, out_dir)``; the evaluation it returns has ``headline()`` and ``table()`` (printed)
+            and ``written(out)`` (the closing line: what it wrote to the output folder).
+        data_help: Help of ``--data``.
+        image_root_help: Help of ``--image-root``.
+    """
+
+    def add_evaluate_args(p: argparse.ArgumentParser) -> None:
+        """The options of ``vislang evaluate <command>``."""
+        add_split_args(p, command, data_help, image_root_help)
+        p.add_argument("--limit", type=int, help="evaluate only the first N images")
+        p.add_argument("--batch-size", type=int, default=256)
+        p.add_argument("--skip-bad", action="store_true", help="leave out images that are missing or unreadable")
+        p.add_argument("--no-baselines", action="store_true", help="score only the model")
+        p.add_argument("--device", default="auto")
+        p.add_argument("--out", type=Path, help="output folder (default: <run>/eval/<data>_<split>)")
+
+    def run_evaluate(args: argparse.Namespace) -> int:
+        """Score a run and its baselines on a split, print the table, write the scores (exit code 0)."""
+        out = eval_dir(args)
+        ev = evaluate(args.model, args.data, args.split, root=args.root, image_root=args.image_root,
+                      limit=args.limit, skip_bad=args.skip_bad, baselines=not args.no_baselines,
+                      batch_size=args.batch_size, device=args.device, out_dir=out)
+        print(ev.headline())
+        print(ev.table())
+        print(ev.written(out))
+        return 0
+
+    return add_evaluate_args, run_evaluate
 
 
 def evaluated_modes(baselines: bool) -> tuple[str, ...]:

@@ -33,7 +33,7 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from vislang.data.loader import ImageTextSamples, build_loader
-from vislang.data.readers import load_json
+from vislang.data.readers import load_format
 from vislang.data.records import QA, Record
 from vislang.data.text import TextTokenizer
 from vislang.data.transforms import TransformConfig
@@ -143,6 +143,8 @@ class AnswerVocab:
         prior: ``{"question": {question: answer}, "type": {question type: answer}, "all": answer}``.
     """
 
+    file = ANSWERS_FILE  # its name in a model folder
+
     def __init__(self, answers: Sequence[str], prior: dict[str, Any] | None = None):
         if not answers:
             raise VislangError("the answer vocabulary is empty: no training question has an answer")
@@ -190,9 +192,7 @@ class AnswerVocab:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> AnswerVocab:
-        data = load_json(path)
-        if not isinstance(data, dict) or data.get("format") != "vislang-answers":
-            raise DataError("not a vislang answer vocabulary", path=str(path))
+        data = load_format(path, "vislang-answers", "not a vislang answer vocabulary")
         answers = data.get("answers")
         if not isinstance(answers, list) or not all(isinstance(a, str) for a in answers):
             raise DataError("must be a list of strings", path=str(path), field="answers")
@@ -283,25 +283,16 @@ def vqa_metrics(qas: Sequence[QA], predicted: Sequence[str]) -> dict[str, float]
 
 
 class VQATask(ImageTextObjective):
-    """Batch -> soft-target BCE (with modality dropout); validation -> VQA accuracy per question type.
+    """Batch -> soft-target BCE (with modality dropout); validation -> VQA accuracy per question type
+    (``labels``: the :class:`AnswerVocab`)."""
 
-    Args:
-        tokenizer: Tokenizer of the question encoder.
-        answers: The answer vocabulary.
-        val_records: Validation images with questions (every question has an id).
-        eval_transform: Image -> tensor for validation.
-        cfg: Task options.
-    """
+    config_type = VQATaskConfig
 
-    labels_file = ANSWERS_FILE
+    def validation_records(self, records: Sequence[Record]) -> list[Record]:
+        return with_question_ids(records)  # every question needs an id to be scored
 
-    def __init__(self, tokenizer: TextTokenizer, answers: AnswerVocab, val_records: Sequence[Record],
-                 eval_transform: Callable[[Any], Tensor], cfg: VQATaskConfig | None = None):
-        super().__init__(tokenizer, answers)
-        self.cfg = cfg or VQATaskConfig()
-        self.answers = answers
-        self.val_records, self.eval_transform = with_question_ids(val_records), eval_transform
-        self.loss = VQALoss()
+    def build_loss(self) -> VQALoss:
+        return VQALoss()
 
     def training_step(self, model: nn.Module, batch: dict[str, Any]) -> dict[str, Tensor]:
         images = batch["image"]                                                        # (B, 3, H, W)
@@ -317,13 +308,13 @@ class VQATask(ImageTextObjective):
             images = torch.cat([images, images.new_zeros(1, *images.shape[1:])])
             image_index = torch.where(blank_image, len(images) - 1, image_index)
         out = run_fusion(model, images, tokens, lengths, image_index)
-        targets = self.answers.targets(answers).to(out.logits.device)                # (Q, A)
+        targets = self.labels.targets(answers).to(out.logits.device)                 # (Q, A)
         return self.loss(out.logits, targets)
 
     def validate(self, model: nn.Module) -> dict[str, float]:
         if not self.val_records:
             return {}
-        qas, pred = predict_records(model, self.val_records, self.tokenizer, self.answers, self.eval_transform,
+        qas, pred = predict_records(model, self.val_records, self.tokenizer, self.labels, self.eval_transform,
                                     max_len=self.cfg.max_len, batch_size=self.cfg.val_batch_size)
         return vqa_metrics(qas, pred.answers)
 
@@ -364,7 +355,6 @@ class VisualQA(ImageTextSpec):
                             "with the official VQA accuracy, overall and per question type, beside the "
                             "question-only (image blanked; and the train-majority answer per question) and "
                             "image-only (question blanked) baselines.")
-    labels_file = ANSWERS_FILE
     labels_type = AnswerVocab
 
     def open_data(self, cfg: VQARunConfig) -> TrainData:

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import argparse
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -13,9 +12,9 @@ from typing import Any
 from vislang.data.records import QA, Record
 from vislang.errors import VislangError
 from vislang.metrics.vqa import evaluate_vqa
-from vislang.tasks.base import TrainedModel, eval_dir, load_trained
+from vislang.tasks.base import TrainedModel, load_trained
 from vislang.tasks.common import load_split
-from vislang.tasks.image_text import add_image_text_evaluate_args, evaluated_modes
+from vislang.tasks.image_text import evaluated_modes, image_text_evaluate_command
 from vislang.tasks.vqa import predict_records, with_metadata_questions, with_question_ids
 from vislang.utils.io import atomic_write_json, format_table
 
@@ -37,6 +36,9 @@ class VQAEvaluation:
     rows: dict[str, dict[str, float]]
     per_answer_type: dict[str, dict[str, float]]
 
+    def headline(self) -> str:
+        return f"{self.split}: {self.n_questions} questions; official VQA accuracy"
+
     def question_types(self) -> list[str]:
         return sorted({t for r in self.rows.values() for t in r if t != "overall"})
 
@@ -48,6 +50,11 @@ class VQAEvaluation:
     def to_json(self) -> dict[str, Any]:
         return {"split": self.split, "n_questions": self.n_questions, "accuracy": self.rows,
                 "per_answer_type": self.per_answer_type}
+
+    @staticmethod
+    def written(out: Path) -> str:
+        """What :func:`evaluate_vqa_model` wrote to ``out``."""
+        return f"scores written to {out / 'scores.json'}"
 
 
 SYSTEMS = {"both": "model", "text": "question-only (image blanked)", "image": "image-only (question blanked)"}
@@ -96,19 +103,6 @@ def evaluate_vqa_model(run: str | os.PathLike, data: str, split: str | None, *, 
     return ev
 
 
-def add_evaluate_args(parser: argparse.ArgumentParser) -> None:
-    """The options of ``vislang evaluate vqa``."""
-    add_image_text_evaluate_args(parser, "vqa", "dataset name (shapes, ...), manifest or VQA v2 questions JSON",
-                                 "folder image names in VQA / COCO files are relative to")
-
-
-def run_evaluate(args: argparse.Namespace) -> int:
-    """Score a VQA run and its baselines on a split, print the table, write scores.json."""
-    out = eval_dir(args)
-    ev = evaluate_vqa_model(args.model, args.data, args.split, root=args.root, image_root=args.image_root,
-                            limit=args.limit, skip_bad=args.skip_bad, baselines=not args.no_baselines,
-                            batch_size=args.batch_size, device=args.device, out_dir=out)
-    print(f"{ev.split}: {ev.n_questions} questions; official VQA accuracy")
-    print(ev.table())
-    print(f"scores written to {out / 'scores.json'}")
-    return 0
+add_evaluate_args, run_evaluate = image_text_evaluate_command(
+    "vqa", evaluate_vqa_model, data_help="dataset name (shapes, ...), manifest or VQA v2 questions JSON",
+    image_root_help="folder image names in VQA / COCO files are relative to")

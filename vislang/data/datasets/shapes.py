@@ -25,7 +25,7 @@ import hashlib
 import math
 import random
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -336,6 +336,11 @@ class _YesNo:
         return picked
 
 
+def _pairs(objs: Sequence[ShapeObject]) -> Iterator[tuple[ShapeObject, ShapeObject]]:
+    """Every ordered pair ``(a, b)`` of two different objects, ``a`` in the outer loop."""
+    return ((a, b) for a in objs for b in objs if a is not b)
+
+
 def _color_questions(scene: Scene, rng: random.Random) -> list[_Candidate]:
     cands = [(f"What color is {ref}?", o.color) for o in scene.objects
              if (ref := refer(scene, o, exclude="color"))]
@@ -383,13 +388,12 @@ def _exists_questions(scene: Scene, rng: random.Random) -> list[_Candidate]:
 def _relation_questions(scene: Scene, rng: random.Random) -> list[_Candidate]:
     objs = scene.objects
     cands = _YesNo()
-    for a in objs:
-        for b in objs:
-            rel = relation(a, b) if a is not b else None
-            ra, rb = refer(scene, a), refer(scene, b)
-            if rel and ra and rb:
-                cands.add(f"Is {ra} {rel} {rb}?", True)
-                cands.add(f"Is {ra} {_OPPOSITE[rel]} {rb}?", False)
+    for a, b in _pairs(objs):
+        rel = relation(a, b)
+        ra, rb = refer(scene, a), refer(scene, b)
+        if rel and ra and rb:
+            cands.add(f"Is {ra} {rel} {rb}?", True)
+            cands.add(f"Is {ra} {_OPPOSITE[rel]} {rb}?", False)
     picked = cands.pick(rng)
     # "What shape is to the left of the red circle?" when exactly one object is clearly there and every
     # other object is clearly on the opposite side.
@@ -411,18 +415,15 @@ def _relation_questions(scene: Scene, rng: random.Random) -> list[_Candidate]:
 def _comparison_questions(scene: Scene, rng: random.Random) -> list[_Candidate]:
     objs = scene.objects
     cands = _YesNo()
-    for a in objs:
-        for b in objs:
-            if a is b:
-                continue
-            for attr in ("color", "shape"):  # described without the attribute compared
-                ra, rb = refer(scene, a, exclude=attr), refer(scene, b, exclude=attr)
-                if ra and rb:
-                    cands.add(f"Is {ra} the same {attr} as {rb}?", getattr(a, attr) == getattr(b, attr))
-            ra, rb = refer(scene, a, exclude="size"), refer(scene, b, exclude="size")
-            if ra and rb and a.size != b.size:  # sizes within one class are too close to compare
-                cands.add(f"Is {ra} larger than {rb}?", a.size == "large")
-                cands.add(f"Is {ra} smaller than {rb}?", a.size == "small")
+    for a, b in _pairs(objs):
+        for attr in ("color", "shape"):  # described without the attribute compared
+            ra, rb = refer(scene, a, exclude=attr), refer(scene, b, exclude=attr)
+            if ra and rb:
+                cands.add(f"Is {ra} the same {attr} as {rb}?", getattr(a, attr) == getattr(b, attr))
+        ra, rb = refer(scene, a, exclude="size"), refer(scene, b, exclude="size")
+        if ra and rb and a.size != b.size:  # sizes within one class are too close to compare
+            cands.add(f"Is {ra} larger than {rb}?", a.size == "large")
+            cands.add(f"Is {ra} smaller than {rb}?", a.size == "small")
     counts = Counter(o.shape for o in objs)
     for s1 in counts:
         for s2 in SHAPES:
