@@ -265,3 +265,25 @@ def test_a_folder_of_the_previous_format_still_loads(tmp_path: Path, draw_pictur
         assert main(["caption", *map(str, images), "--model", str(folder), "--device", "cpu"]) == 0
         outputs.append(capsys.readouterr().out)
     assert outputs[0] == outputs[1] and outputs[0].count("\n") == 2
+
+
+# ------------------------------------------------------------------------------------------- vislang.load
+
+
+def test_load_refuses_what_is_not_a_local_model_folder(tmp_path: Path, capsys: pytest.CaptureFixture):
+    with pytest.raises(VislangError, match=r"no such run or model folder \(to fetch a Hugging Face Hub repo, pass "
+                                           r"allow_download=True\)"):
+        vislang.load("someone/some-model")          # a hub id: nothing is fetched unless asked
+    with pytest.raises(VislangError, match="not a vislang run or checkpoint directory"):
+        vislang.load(tmp_path)                      # an existing folder without a model
+    folder = _cnn_folder(tmp_path / "cnn")
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "task": "painting"}))
+    with pytest.raises(VislangError, match=r"unknown task 'painting'; known: .*caption"):
+        vislang.load(folder)
+    (folder / "config.json").write_text("{broken")
+    with pytest.raises(CheckpointError, match=r"config\.json: cannot read"):
+        vislang.load(folder)
+    (folder / "config.json").write_text(json.dumps({**config, "library": "transformers"}))
+    with pytest.raises(CheckpointError, match=r"not a vislang model \(library: 'transformers'\)"):
+        vislang.load(folder)
