@@ -1,25 +1,34 @@
-"""Benchmark: PTB tokenisation + BLEU-1..4 + ROUGE-L + CIDEr-D, vislang against pycocoevalcap.
+"""Benchmark: PTB tokenisation + BLEU-1..4 + ROUGE-L + CIDEr-D, vislang against pycocoevalcap; VQA accuracy at
+the size of VQA v2 val.
 
-Synthetic COCO-like data: 5,000 images x 5 references of 8-14 words drawn from a Zipf-like vocabulary of
-2,000 words (first word capitalised, some commas, most captions end with a period), and one candidate
-per image made by perturbing one of its references. Both implementations get the same captions, run the
-same steps (tokenise references and candidates, then score), several times in the same process; the
-table shows the median time of each step and the script fails if any score differs by more than 1e-9
-or any tokenised caption differs.
+Captions: synthetic COCO-like data, 5,000 images (``--images 40504``: COCO val 2014) x 5 references of 8-14
+words drawn from a Zipf-like vocabulary of 2,000 words (first word capitalised, some commas, most captions end
+with a period), and one candidate per image made by perturbing one of its references. Both implementations get
+the same captions, run the same steps (tokenise references and candidates, then score), several times in the
+same process; the table shows the median time of each step and the script fails if any score differs by more
+than 1e-9 or any tokenised caption differs.
 
-Usage: python bench/metrics.py [--images 5000] [--runs 3] [--seed 0]
+VQA (``--vqa 5000,40000,214354``): ``evaluate_vqa`` on synthetic VQA v2-like questions of each size (10 human
+answers each, yes/no, number and other answers in VQA v2 val's proportions, some written differently so that
+the normalisation runs), median time of several runs; no peer (the official evaluation is a script, not an
+installable package): the rows show how the time grows with the number of questions.
+
+Usage: python bench/metrics.py [--images 5000] [--runs 3] [--seed 0] [--vqa SIZES] [--skip-captions]
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
 
 import numpy as np
+from timing import median_time
 
+from vislang.data.records import QA
 from vislang.utils.io import format_table
 
 CONSONANTS = "bcdfghjklmnprstvwz"
@@ -114,6 +123,68 @@ def max_difference(a: object, b: object) -> float:
     return abs(float(a) - float(b))
 
 
+# ------------------------------------------------------------------------------------------------------ VQA
+
+ANSWER_TYPES = {"yes/no": 0.376, "number": 0.130, "other": 0.494}  # VQA v2 val's proportions
+QUESTION_TYPES = 65  # as many as VQA v2 has
+VARIANTS = (str.capitalize, lambda a: a + ".", lambda a: "the " + a, lambda a: a.replace(" ", "-"))
+
+
+def make_vqa(questions: int, seed: int) -> tuple[list[QA], dict[int, str]]:
+    """VQA v2-like questions with 10 human answers each, and a prediction per question id.
+
+    A question's humans agree on its majority answer 0-10 times (uniformly), the others answer something else
+    of the same type; 15 % of the answers are written differently (capitalised, a final period, an article,
+    hyphens). "other" answers are 1-3 words of a Zipf-like vocabulary of 2,000; predictions are the majority
+    answer 65 % of the time.
+    """
+    rng = np.random.default_rng(seed)
+    vocab = make_vocabulary(2000, rng)
+    zipf = 1.0 / np.arange(1, len(vocab) + 1)
+    lengths = rng.integers(1, 4, size=20000)
+    words = rng.choice(len(vocab), size=int(lengths.sum()), p=zipf / zipf.sum())
+    starts = np.cumsum(lengths) - lengths
+    pools = {"yes/no": ["yes", "no"], "number": [str(k) for k in range(21)] + ["two", "three", "ten"],
+             "other": [" ".join(vocab[w] for w in words[s: s + n]) for s, n in zip(starts, lengths)]}
+    kinds = rng.choice(list(ANSWER_TYPES), size=questions, p=list(ANSWER_TYPES.values()))
+    agree = rng.integers(0, 11, size=questions)
+    variant = np.where(rng.random((questions, 10)) < 0.15,
+                       rng.integers(len(VARIANTS), size=(questions, 10)), -1)  # [Q, 10] -1: as drawn
+    correct = rng.random(questions) < 0.65
+    drawn = {}
+    for kind, pool in pools.items():  # column 0: the majority answer, 1-10: other answers
+        p = 1.0 / np.arange(1, len(pool) + 1)
+        picks = rng.choice(len(pool), size=(int((kinds == kind).sum()), 11), p=p / p.sum())
+        drawn[kind] = iter(picks.tolist())
+    out, predictions = [], {}
+    for q, kind in enumerate(kinds.tolist()):
+        pool, picks = pools[kind], next(drawn[kind])
+        answers = [pool[picks[0]] if i < agree[q] else pool[picks[i + 1]] for i in range(10)]
+        answers = [VARIANTS[v](a) if v >= 0 else a for a, v in zip(answers, variant[q].tolist())]
+        qid = 1000 * q + 7
+        out.append(QA("?", answers, question_type=f"type {q % QUESTION_TYPES}", answer_type=kind,
+                      question_id=qid))
+        predictions[qid] = pool[picks[0]] if correct[q] else pool[picks[10]]
+    return out, predictions
+
+
+def bench_vqa(sizes: Sequence[int], runs: int, seed: int) -> None:
+    """Print the median time of ``evaluate_vqa`` at each size."""
+    from vislang.metrics import evaluate_vqa
+
+    rows = []
+    for n in sizes:
+        questions, predictions = make_vqa(n, seed)
+        accuracy = evaluate_vqa(questions, predictions).overall  # also the warm-up
+        seconds = median_time(functools.partial(evaluate_vqa, questions, predictions), runs, warmup=0)
+        rows.append([n, 10 * n, seconds, f"{1e6 * seconds / n:.1f}", f"{accuracy:.4f}"])
+        print(f"{n} questions: {seconds:.3f} s", file=sys.stderr)
+    print(format_table(rows, ["questions", "human answers", "evaluate_vqa s", "us per question", "accuracy"]))
+
+
+# ------------------------------------------------------------------------------------------------- main
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=5000)
@@ -121,8 +192,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--vocab", type=int, default=2000)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--vqa", default="", metavar="SIZES",
+                        help="numbers of questions to time evaluate_vqa at, comma-separated "
+                             "(VQA v2 val: 214354)")
+    parser.add_argument("--skip-captions", action="store_true", help="only the VQA rows")
     args = parser.parse_args(argv)
 
+    if args.vqa:
+        bench_vqa([int(n) for n in args.vqa.split(",")], args.runs, args.seed)
+    return 0 if args.skip_captions else bench_captions(args)
+
+
+def bench_captions(args: argparse.Namespace) -> int:
+    """The caption table; non-zero unless tokenisation and scores agree with pycocoevalcap."""
     gts, res = make_data(args.images, args.refs, args.vocab, args.seed)
     print(f"{args.images} images x {args.refs} references, vocabulary {args.vocab}, {args.runs} runs each",
           file=sys.stderr)

@@ -195,6 +195,26 @@ def test_a_crash_between_the_renames_is_repaired(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["ix"]
 
 
+def test_a_save_never_replaces_what_another_writer_saved_meanwhile(tmp_path):
+    filled(20)[0].save(tmp_path / "ix")
+    one, two = Index.load(tmp_path / "ix"), Index.load(tmp_path / "ix")  # two writers read the same base
+    one.add(unit_vectors(1, seed=3), ["one"], ["/one.png"])
+    one.save(tmp_path / "ix")
+    two.add(unit_vectors(1, seed=4), ["two"], ["/two.png"])  # same count, same file sizes as one's save
+    with pytest.raises(VectorIndexError, match=r"ix: the index there changed since this one was read from it "
+                                               r"\(another process saved it meanwhile\); load it again"):
+        two.save(tmp_path / "ix")
+    on_disk = Index.load(tmp_path / "ix")
+    assert len(on_disk) == 21 and "one" in on_disk and "two" not in on_disk
+    one.add(unit_vectors(1, seed=5), ["one-more"], ["/one-more.png"])
+    one.save(tmp_path / "ix")  # the last writer saves again: its base is what it saved
+    assert len(Index.load(tmp_path / "ix")) == 22
+    two.save(tmp_path / "copy")  # elsewhere: a new index there, nothing to compare
+    with pytest.raises(VectorIndexError, match="ix: an index is already there .* pass --force"):
+        filled(5)[0].save(tmp_path / "ix", overwrite=False)
+    assert len(Index.load(tmp_path / "ix")) == 22 and sorted(os.listdir(tmp_path)) == ["copy", "ix"]
+
+
 def test_missing_partial_and_corrupt_indexes_are_named(tmp_path):
     with pytest.raises(VislangError, match="no index there"):
         Index.load(tmp_path / "nope")

@@ -158,9 +158,10 @@ def _rewrite_weights(folder: Path, state: dict[str, Tensor]) -> None:
     _set_digest(folder, sha256_file(folder / "model.safetensors"))
 
 
-def _set_digest(folder: Path, digest: str) -> None:
+def _set_digest(folder: Path, digest: str, key: str = "weights_sha256") -> None:
+    """Record ``digest`` in the folder's ``config.json`` (``key``: that of the weights or the train state)."""
     config = json.loads((folder / "config.json").read_text())
-    (folder / "config.json").write_text(json.dumps({**config, "weights_sha256": digest}))
+    (folder / "config.json").write_text(json.dumps({**config, key: digest}))
 
 
 def _weights(folder: Path) -> dict[str, Tensor]:
@@ -194,7 +195,8 @@ def test_missing_extra_and_misshaped_tensors_are_refused_by_key(tmp_path: Path):
 def test_changed_digest_is_refused(tmp_path: Path):
     folder = _cnn_folder(tmp_path / "digest")
     _set_digest(folder, "0" * 64)
-    with pytest.raises(CheckpointError, match=r"model\.safetensors: checksum mismatch .*records sha256 0000"):
+    with pytest.raises(CheckpointError, match=r"model\.safetensors: corrupt or partial: "
+                                              r"checksum mismatch .*records sha256 0000"):
         load_model(folder)
 
 
@@ -227,14 +229,14 @@ def test_truncated_weights_give_one_line(tmp_path: Path, draw_pictures, capsys: 
     weights.write_bytes(data[:len(data) // 2])
 
     line = _one_error_line(capsys, ["caption", str(image), "--model", str(folder), "--device", "cpu"])
-    assert "model.safetensors: checksum mismatch" in line and "truncated" in line
+    assert "model.safetensors: corrupt or partial: checksum mismatch" in line and "truncated" in line
     with pytest.raises(CheckpointError, match="checksum mismatch"):
         load_model(folder)
 
     _set_digest(folder, sha256_file(weights))   # the digest of the cut file: safetensors itself must refuse it
     line = _one_error_line(capsys, ["caption", str(image), "--model", str(folder), "--device", "cpu"])
-    assert "model.safetensors: cannot read" in line
-    with pytest.raises(CheckpointError, match=r"model\.safetensors: cannot read"):
+    assert "model.safetensors: corrupt or partial: cannot read" in line
+    with pytest.raises(CheckpointError, match=r"model\.safetensors: corrupt or partial: cannot read"):
         load_model(folder)
 
 

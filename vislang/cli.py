@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -38,10 +39,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def os_error_message(e: OSError) -> str:
+    """One line for an ``OSError``: the file (the target of a rename) and the system's reason."""
+    name = e.filename2 if e.filename2 is not None else e.filename
+    reason = e.strerror or str(e)
+    if name is None:
+        return reason
+    return f"{os.fsdecode(name) if isinstance(name, (str, bytes)) else name}: {reason}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI on ``argv`` (default ``sys.argv[1:]``); returns the exit code.
 
-    Errors vislang anticipates (bad data, missing tools) print ``error: ...`` and return 2.
+    Errors vislang anticipates (bad data, missing tools) print ``error: ...`` and return 2, as does an
+    ``OSError`` (a file that cannot be read or written), in one line naming the file.
     """
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -49,6 +60,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except VislangError as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a file no check foresaw: a directory, no permission, a full disk
+        print(f"error: {os_error_message(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from vislang.data.records import QA
 from vislang.errors import DataError
 from vislang.metrics import evaluate_vqa, normalize_answer, vqa_accuracy
+from vislang.metrics.vqa import CONTRACTIONS
 
 
 def test_full_credit_needs_three_humans() -> None:
@@ -86,3 +89,78 @@ def test_evaluate_vqa_errors() -> None:
         evaluate_vqa([QA("Q?", ["a"])], {})
     with pytest.raises(DataError, match="no human answer"):
         evaluate_vqa([QA("Q?", [], question_id=1)], {1: "a"})
+
+
+# --------------------------------------------------------- the official normalisation, digits beyond ASCII
+
+# The official vqaEval.py (GT-Vision-Lab/VQA) re-typed from its source. It ran on Python 2, where a pattern
+# compiled without re.UNICODE has \d = [0-9]; Python 3's equivalent is re.ASCII. Its periodStrip.sub passes
+# re.UNICODE (32) as the substitution count. (Its contraction table is long and not at stake here: the one
+# vislang derives is used.)
+OFFICIAL_PERIOD_STRIP = re.compile(r"(?!<=\d)(\.)(?!\d)", re.ASCII)
+OFFICIAL_COMMA_STRIP = re.compile(r"(\d)(\,)(\d)", re.ASCII)
+OFFICIAL_PUNCT = [";", r"/", "[", "]", '"', "{", "}", "(", ")", "=", "+", "\\", "_", "-", ">", "<", "@", "`",
+                  ",", "?", "!"]
+OFFICIAL_MANUAL_MAP = {"none": "0", "zero": "0", "one": "1", "two": "2", "three": "3", "four": "4",
+                       "five": "5", "six": "6", "seven": "7", "eight": "8", "nine": "9", "ten": "10"}
+OFFICIAL_ARTICLES = ["a", "an", "the"]
+
+
+def official_process_punctuation(in_text: str, comma_strip: re.Pattern = OFFICIAL_COMMA_STRIP,
+                                 period_strip: re.Pattern = OFFICIAL_PERIOD_STRIP) -> str:
+    out_text = in_text
+    for p in OFFICIAL_PUNCT:
+        if (p + " " in in_text or " " + p in in_text) or (re.search(comma_strip, in_text) is not None):
+            out_text = out_text.replace(p, "")
+        else:
+            out_text = out_text.replace(p, " ")
+    return period_strip.sub("", out_text, re.UNICODE)
+
+
+def official_process_digit_article(in_text: str) -> str:
+    manual_map = dict(OFFICIAL_MANUAL_MAP)
+    out_text = []
+    for word in in_text.lower().split():
+        word = manual_map.setdefault(word, word)
+        if word not in OFFICIAL_ARTICLES:
+            out_text.append(word)
+    for word_id, word in enumerate(out_text):
+        if word in CONTRACTIONS:
+            out_text[word_id] = CONTRACTIONS[word]
+    return " ".join(out_text)
+
+
+def official_normalize(answer: str) -> str:
+    """What the official evaluation compares when the humans disagree (after its strip of the answer)."""
+    answer = answer.replace("\n", " ").replace("\t", " ").strip()
+    return official_process_digit_article(official_process_punctuation(answer))
+
+
+ANSWERS = [
+    # ASCII
+    "1,000", "3.5", "yes.", "2.", "1,000 x-ray", "hot-dog", "(red)", "Two dogs", "a.m.", "U.S.A.",
+    "3,5 apples", "1.000,5", "e.g. the dog", "no, thanks", "...", "3 . 5", "$1.50", "10:30.",
+    "left/right, up",
+    # digits beyond ASCII: fullwidth, Arabic-Indic, Extended Arabic-Indic (Persian), Devanagari
+    "１,０００", "٣.٥", "٣,٥ apples", "١٠٠٠.", "２.５", "1,０", "１,000", "x-ray １,０００", "٣.", "۴.۵", "१,२",
+    "１,０００ x-ray", "two ٣.٥",
+]
+
+
+@pytest.mark.parametrize("answer", ANSWERS)
+def test_normalisation_equals_the_official_code(answer: str) -> None:
+    assert normalize_answer(answer) == official_normalize(answer)
+
+
+def test_digits_beyond_ascii_are_not_digits_to_the_official_regexes() -> None:
+    # "," between non-ASCII digits is not a digit-comma-digit: replaced by a space, not deleted; a "." before
+    # one is not before a digit: deleted.
+    assert normalize_answer("１,０００") == "１ ０００" and normalize_answer("1,000") == "1000"
+    assert normalize_answer("٣.٥") == "٣٥" and normalize_answer("3.5") == "3.5"
+    # With Unicode \d (Python 3's default) the same code would keep them: what vislang must not do.
+    unicode_digits = official_process_punctuation("１,０００", re.compile(r"(\d)(\,)(\d)"),
+                                                  re.compile(r"(?!<=\d)(\.)(?!\d)"))
+    assert unicode_digits == "１０００"
+    # Humans who disagree are normalised: "١,٠٠٠" becomes "١ ٠٠٠" (with Unicode \d: "١٠٠٠", all 10 match).
+    humans = ["١٠٠٠"] * 3 + ["١,٠٠٠"] * 7
+    assert vqa_accuracy("١٠٠٠", humans) == pytest.approx((3 * (2 / 3) + 7 * 1) / 10)

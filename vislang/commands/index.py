@@ -50,6 +50,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--add", action="store_true", help="add to the index in --out (same model required)")
     q.add_argument("--skip-existing", action="store_true", help="with --add: leave out ids already indexed")
     q.add_argument("--force", action="store_true", help="replace an existing index in --out")
+    q.add_argument("--wait", nargs="?", type=float, const=True, default=False, metavar="SECONDS",
+                   help="when another vislang process is writing --out, wait for it to finish (at most SECONDS "
+                        "if given) instead of failing at once")
     q.add_argument("--skip-bad", action="store_true",
                    help="leave out missing or unreadable images with a warning instead of failing")
     q.add_argument("--batch-size", type=int, default=64, help="images embedded at once (default 64)")
@@ -101,17 +104,12 @@ def text_items(spec: str, split: str | None = None, root: str | None = None, ima
     path = Path(spec)
     texts, ids, meta = [], [], []
     if path.suffix.lower() == ".txt":
-        try:
-            lines = path.read_text(encoding="utf-8").splitlines()
-        except FileNotFoundError:
-            raise VislangError(f"{path}: file not found") from None
-        except (OSError, UnicodeDecodeError) as e:
-            raise VislangError(f"{path}: cannot read: {e}") from None
-        for lineno, line in enumerate(lines, 1):
-            if line.strip():
-                texts.append(line.strip())
-                ids.append(f"{path.name}:{lineno}")
-                meta.append({})
+        from vislang.data.text import read_texts
+
+        for lineno, line in read_texts(path):
+            texts.append(line)
+            ids.append(f"{path.name}:{lineno}")
+            meta.append({})
     else:
         from vislang.data import load_dataset
 
@@ -148,6 +146,15 @@ def _load_embedder(model: str | os.PathLike):
 
 
 def cmd_index_build(args: argparse.Namespace) -> int:
+    from vislang.utils.lock import file_lock
+
+    if not isinstance(args.wait, bool) and args.wait < 0:
+        raise VislangError(f"--wait takes a number of seconds >= 0, got {args.wait}")
+    with file_lock(args.out, wait=args.wait):  # from before the index is read to after the new one is in place
+        return _index_build(args)
+
+
+def _index_build(args: argparse.Namespace) -> int:
     from vislang.index import Index, VectorIndexError
 
     if args.batch_size < 1:
@@ -201,10 +208,15 @@ def cmd_index_build(args: argparse.Namespace) -> int:
         report = index.add_texts(texts, ids, meta, skip_existing=args.skip_existing)
         unit = "texts"
     else:
-        report = index.add_images(paths, ids, meta, batch_size=args.batch_size, skip_bad=args.skip_bad,
-                                  skip_existing=args.skip_existing, label=label)
+        from vislang.errors import MissingImagesError
+
+        try:
+            report = index.add_images(paths, ids, meta, batch_size=args.batch_size, skip_bad=args.skip_bad,
+                                      skip_existing=args.skip_existing, label=label)
+        except MissingImagesError as e:  # also those whose pixel data broke while embedding: name the images
+            raise MissingImagesError(label, e.bad, e.total) from None
         unit = "images"
-    index.save(out)
+    index.save(out, overwrite=args.force)  # under the lock: refuses an index another writer saved meanwhile
 
     rate = report.added / report.seconds if report.seconds > 0 else 0.0
     kind = index.kind + (f" (asked for {index.requested_kind})" if index.kind != index.requested_kind else "")
@@ -232,9 +244,12 @@ def cmd_index_info(args: argparse.Namespace) -> int:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
+    import sys
+
     from vislang.data.images import load_image
+    from vislang.data.text import knows_no_word
     from vislang.index import Index, build_text_index
-    from vislang.utils.io import format_table
+    from vislang.utils.io import check_output_file, format_table
     from vislang.viz import save_contact_sheet
 
     if (args.query is None) == (args.image is None):
@@ -243,6 +258,8 @@ def cmd_search(args: argparse.Namespace) -> int:
         raise VislangError("the text query is empty")
     if args.k < 1:
         raise VislangError(f"-k must be at least 1, got {args.k}")
+    if args.sheet:
+        check_output_file(args.sheet, "--sheet")
     query_image = load_image(args.image) if args.image else None  # a bad file fails before any model work
 
     if args.index:
@@ -264,6 +281,10 @@ def cmd_search(args: argparse.Namespace) -> int:
     if args.nprobe is not None or args.ef_search is not None:
         index.set_search_options(nprobe=args.nprobe, ef_search=args.ef_search)
 
+    tokenizer = getattr(index.embedder, "tokenizer", None)
+    if args.query is not None and tokenizer is not None and knows_no_word(tokenizer, args.query):
+        print(f"warning: no word of the query {args.query!r} is known to the model (all outside its vocabulary); "
+              "the ranking below says nothing about it", file=sys.stderr)
     hits = index.search_text(args.query, args.k) if args.query is not None else index.search_image(query_image,
                                                                                                    args.k)
     if args.sheet:

@@ -86,9 +86,12 @@ def print_result(result: FitResult, metric: str) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from vislang.errors import VislangError
     from vislang.tasks import train
 
     spec = args.task_spec
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        raise VislangError(f"--out {args.out}: is a file, not a run directory; choose another --out")
     cfg = run_config(spec.config, args, {flag: key for flag, (key, _) in spec.train_flags.items()})
     print_result(train(spec, cfg, Path(args.out), resume=args.resume), spec.monitor_label)
     return 0

@@ -49,12 +49,15 @@ def cmd_ask(args: argparse.Namespace) -> int:
     from vislang.data.images import load_image
     from vislang.errors import VislangError
     from vislang.inference.vqa import VQAPredictor
+    from vislang.utils.io import check_output_file
     from vislang.viz import attention_figure, save_figure
 
     if args.top_k < 1:
         raise VislangError(f"--top-k must be at least 1, got {args.top_k}")
+    if args.attention:
+        check_output_file(args.attention, "--attention")
     vqa = VQAPredictor.load(args.model, args.checkpoint, args.device)
-    image = load_image(args.image)
+    image = load_image(args.image, min_side=vqa.decode_side)  # for the model and the figure (512 px or more)
     answers = vqa.ask(image, args.questions, k=args.top_k)
     for k, a in enumerate(answers):
         for note in a.notes:

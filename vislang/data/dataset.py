@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from vislang.data import readers
@@ -27,11 +27,14 @@ class ImageTextDataset:
         name: Dataset name or file path.
         split: Split name, or None when the source has no splits.
         records: The records.
+        sources: Image path -> where a record of the source file names it (``FILE: line 3: field 'image'``),
+            so that errors about an image point at the line to fix (see :func:`load_dataset`).
     """
 
     name: str
     split: str | None
     records: list[Record]
+    sources: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     def __len__(self) -> int:
         return len(self.records)
@@ -63,15 +66,16 @@ class ImageTextDataset:
         if not bad:
             return self
         label = self.name + (f" [{self.split}]" if self.split else "")
+        named = [(f"{self.sources[p]}: {p}" if p in self.sources else p, reason) for p, reason in bad]
         if not skip_bad:
-            raise MissingImagesError(label, bad, len(paths))
+            raise MissingImagesError(label, named, len(paths))
         bad_paths = {p for p, _ in bad}
         import sys
 
         print(f"warning: skipping {len(bad)} of {len(paths)} images of {label} that are missing or "
-              f"unreadable (first: {bad[0][0]}: {bad[0][1]})", file=sys.stderr)
+              f"unreadable (first: {named[0][0]}: {named[0][1]})", file=sys.stderr)
         return ImageTextDataset(self.name, self.split,
-                                [r for r in self.records if r.image not in bad_paths])
+                                [r for r in self.records if r.image not in bad_paths], self.sources)
 
 
 def load_dataset(spec: str | os.PathLike, split: str | None = None, *, root: str | os.PathLike | None = None,
@@ -100,14 +104,19 @@ def load_dataset(spec: str | os.PathLike, split: str | None = None, *, root: str
         if split not in info.splits:
             raise DataError(f"dataset {name!r} has no split {split!r}; splits: {', '.join(info.splits)}")
         out = prepare_dataset(spec, root)
-        return ImageTextDataset(spec, split, readers.read_manifest(out / f"{split}.jsonl"))
+        sources: dict[str, str] = {}
+        return ImageTextDataset(spec, split, readers.read_manifest(out / f"{split}.jsonl", sources), sources)
     path = Path(spec)
     if not path.exists():
         raise DataError(f"no such dataset or file: {spec!r} (registered datasets: "
                         f"{', '.join(list_datasets())})")
-    records = readers.read_any(path, image_root=image_root, annotations=annotations)
+    if path.is_dir():
+        raise DataError("is a directory; expected a .jsonl manifest or a COCO / Karpathy / VQA .json file",
+                        path=str(path))
+    sources = {}
+    records = readers.read_any(path, image_root=image_root, annotations=annotations, sources=sources)
     if split is not None and any("split" in r.meta for r in records):
         records = [r for r in records if r.meta.get("split") == split]
         if not records:
             raise DataError(f"{path}: no records with split {split!r}")
-    return ImageTextDataset(str(path), split, records)
+    return ImageTextDataset(str(path), split, records, sources)

@@ -12,7 +12,8 @@ JSONL manifest, one object per line (blank lines are skipped)::
 - ``image`` (required): path, relative to the manifest's folder or absolute.
 - ``text``: one caption or a list of captions.
 - ``label``: class label (string or integer).
-- ``question`` + ``answer`` (a string or a list of human answers), optional ``question_type``; or ``qa``:
+- ``question`` + ``answer`` (a string or a non-empty list of human answers; a question without one is an
+  error), optional ``question_type``; or ``qa``:
   a list of ``{"question", "answer", "question_type"}`` objects for several questions (``answer_type`` and
   ``question_id`` are kept too).
 - ``id``: sample id (default: the line number); ``split``: split name (``--split`` filters on it).
@@ -89,23 +90,67 @@ class _Checker:
 
     def image_path(self, v: Any, base: Path, field: str = "image") -> str:
         s = self.string(v, field, allow_empty=False)
-        p = Path(s).expanduser()
-        return str(p if p.is_absolute() else (base / p).resolve())
+        if "\0" in s:
+            raise self.fail("not a file name (holds a NUL character)", field)
+        try:
+            os.fsencode(s)
+            p = Path(s).expanduser()
+            return str(p if p.is_absolute() else (base / p).resolve())
+        except (ValueError, RuntimeError, OSError) as e:  # unencodable characters, an unknown ~user, ...
+            raise self.fail(f"not a usable file name ({e})", field) from None
+
+    def locate(self, field: str) -> str:
+        """Where a field of this line or entry is, as errors name it (``FILE: line 3: field 'image'``)."""
+        return f"{self.path}: {self.where}: field '{field}'"
+
+
+def read_text_file(path: str | os.PathLike) -> str:
+    """A UTF-8 text file's contents.
+
+    Raises:
+        DataError: Naming the file: it is missing, a directory or unreadable, or a byte is not UTF-8 (the
+            message names its line).
+    """
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise DataError("file not found", path=str(path)) from None
+    except IsADirectoryError:
+        raise DataError("is a directory, not a file", path=str(path)) from None
+    except OSError as e:
+        raise DataError(f"cannot read ({e.strerror or e})", path=str(path)) from None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        column = e.start - raw.rfind(b"\n", 0, e.start)
+        raise DataError(f"not UTF-8 text on line {line} ({e.reason} at byte {column} of the line)",
+                        path=str(path)) from None
+
+
+def _parse_json(text: str) -> Any:
+    """``json.loads`` with every failure a :class:`json.JSONDecodeError` or a ``ValueError`` to report."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ValueError("invalid JSON: nested too deeply") from None
+    except json.JSONDecodeError:
+        raise
+    except ValueError as e:  # e.g. an integer of more digits than Python converts
+        raise ValueError(f"invalid JSON: {e}") from None
 
 
 def load_json(path: str | os.PathLike) -> Any:
     """Parse a JSON file; syntax errors name the line and column."""
     path = Path(path)
     try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except FileNotFoundError:
-        raise DataError("file not found", path=str(path)) from None
-    except UnicodeDecodeError as e:
-        raise DataError(f"not UTF-8 text ({e.reason} at byte {e.start})", path=str(path)) from None
+        return _parse_json(read_text_file(path))
     except json.JSONDecodeError as e:
         raise DataError(f"invalid JSON: {e.msg}", path=str(path),
                         where=f"line {e.lineno}, column {e.colno}") from None
+    except ValueError as e:
+        raise DataError(str(e), path=str(path)) from None
 
 
 def load_format(path: str | os.PathLike, fmt: str, message: str) -> dict[str, Any]:
@@ -126,39 +171,46 @@ def _qa_from(c: _Checker, obj: dict, field_prefix: str = "") -> QA:
         raise c.fail("missing required field", f"{field_prefix}question")
     question = c.string(obj["question"], f"{field_prefix}question", allow_empty=False)
     ans_key = "answers" if "answers" in obj else "answer"
-    answers = c.strings(obj[ans_key], f"{field_prefix}{ans_key}") if ans_key in obj else []
+    if ans_key not in obj:
+        raise c.fail("a question without an answer", f"{field_prefix}answer")
+    answers = c.strings(obj[ans_key], f"{field_prefix}{ans_key}")
+    if not answers:
+        raise c.fail("a question without an answer (an empty list)", f"{field_prefix}{ans_key}")
     qtype = c.string(obj.get("question_type", ""), f"{field_prefix}question_type")
     atype = c.string(obj.get("answer_type", ""), f"{field_prefix}answer_type")
     qid = c.ident(obj["question_id"], f"{field_prefix}question_id") if "question_id" in obj else None
     return QA(question=question, answers=answers, question_type=qtype, answer_type=atype, question_id=qid)
 
 
-def read_manifest(path: str | os.PathLike) -> list[Record]:
-    """Read a JSONL manifest (format in the module docstring)."""
+def read_manifest(path: str | os.PathLike, sources: dict[str, str] | None = None) -> list[Record]:
+    """Read a JSONL manifest (format in the module docstring).
+
+    Args:
+        path: The manifest.
+        sources: When given, filled with each image path -> where the first record naming it is
+            (``FILE: line N: field 'image'``), for errors about the image found later.
+    """
     path = Path(path)
     base = path.parent.resolve()
     records: list[Record] = []
     seen: dict[str, int] = {}
-    try:
-        lines = path.read_text(encoding="utf-8").split("\n")
-    except FileNotFoundError:
-        raise DataError("file not found", path=str(path)) from None
-    except UnicodeDecodeError as e:
-        raise DataError(f"not UTF-8 text ({e.reason} at byte {e.start})", path=str(path)) from None
-    for lineno, line in enumerate(lines, 1):
+    for lineno, line in enumerate(read_text_file(path).split("\n"), 1):
         if not line.strip():
             continue
         c = _Checker(path, f"line {lineno}")
         try:
-            obj = json.loads(line)
+            obj = _parse_json(line)
         except json.JSONDecodeError as e:
             raise c.fail(f"invalid JSON: {e.msg} (column {e.colno})") from None
+        except ValueError as e:
+            raise c.fail(str(e)) from None
         c.obj(obj)
         rid = str(c.ident(obj["id"], "id")) if "id" in obj else str(lineno)
         if rid in seen:
             raise c.fail(f"duplicate id {rid!r} (first on line {seen[rid]})", "id")
         seen[rid] = lineno
         image = c.image_path(c.require(obj, "image"), base)
+        _note_source(sources, image, c, "image")
         captions = c.strings(obj["text"], "text") if "text" in obj else []
         qa: list[QA] = []
         if "question" in obj:
@@ -178,13 +230,20 @@ def read_manifest(path: str | os.PathLike) -> list[Record]:
     return records
 
 
+def _note_source(sources: dict[str, str] | None, image: str, c: _Checker, field: str) -> None:
+    if sources is not None:
+        sources.setdefault(image, c.locate(field))
+
+
 def read_coco_captions(path: str | os.PathLike, image_root: str | os.PathLike | None = None,
-                       data: Any = None) -> list[Record]:
+                       data: Any = None, sources: dict[str, str] | None = None) -> list[Record]:
     """Read a COCO captions file (``images`` + ``annotations``).
 
     Args:
         path: e.g. ``captions_val2014.json``.
         image_root: Folder holding the ``file_name`` images (default: the JSON file's folder).
+        data: The file's parsed JSON, when already read.
+        sources: Filled as by :func:`read_manifest` (``FILE: images[3]: field 'file_name'``).
     """
     path = Path(path)
     data = load_json(path) if data is None else data
@@ -203,6 +262,7 @@ def read_coco_captions(path: str | os.PathLike, image_root: str | os.PathLike | 
         if iid in by_id:
             raise c.fail(f"duplicate image id {iid!r}", "id")
         file_name = c.image_path(c.require(im, "file_name"), root, "file_name")
+        _note_source(sources, file_name, c, "file_name")
         meta = {"image_id": iid}
         meta.update({k: im[k] for k in ("width", "height") if k in im})
         by_id[iid] = Record(id=str(iid), image=file_name, meta=meta)
@@ -218,11 +278,12 @@ def read_coco_captions(path: str | os.PathLike, image_root: str | os.PathLike | 
 
 
 def read_karpathy(path: str | os.PathLike, image_root: str | os.PathLike | None = None,
-                  data: Any = None) -> list[Record]:
+                  data: Any = None, sources: dict[str, str] | None = None) -> list[Record]:
     """Read a Karpathy split file (``dataset_coco.json`` style: ``images[].sentences[].raw``, ``split``).
 
     The image path is ``image_root/filepath/filename`` (``filepath`` optional). ``restval`` images keep
-    that split name; pass ``split="train"`` and ``"restval"`` separately or merge them yourself.
+    that split name; pass ``split="train"`` and ``"restval"`` separately or merge them yourself. ``data`` and
+    ``sources`` as for :func:`read_coco_captions`.
     """
     path = Path(path)
     data = load_json(path) if data is None else data
@@ -249,7 +310,8 @@ def read_karpathy(path: str | os.PathLike, image_root: str | os.PathLike | None 
             captions.append(c.string(s["raw"], f"sentences[{j}].raw"))
         split = c.string(c.require(im, "split"), "split", allow_empty=False)
         iid = c.ident(im["cocoid"], "cocoid") if "cocoid" in im else c.ident(im.get("imgid", i), "imgid")
-        image = c.image_path(str(Path(filepath) / filename), root, "filename")
+        image = c.image_path(os.path.join(filepath, filename), root, "filename")
+        _note_source(sources, image, c, "filename")
         records.append(Record(id=str(iid), image=image, captions=captions,
                               meta={"image_id": iid, "split": split}))
     return records
@@ -269,11 +331,13 @@ def _find_vqa_annotations(questions: Path) -> Path | None:
 
 
 def read_vqa(questions: str | os.PathLike, annotations: str | os.PathLike | None = None,
-             image_root: str | os.PathLike | None = None, data: Any = None) -> list[Record]:
+             image_root: str | os.PathLike | None = None, data: Any = None,
+             sources: dict[str, str] | None = None) -> list[Record]:
     """Read VQA v2 questions (and annotations, when given or found beside them), one record per image.
 
     Images are looked up as ``image_root/<data_subtype>/COCO_<data_subtype>_<id:012d>.jpg`` or directly
-    in ``image_root`` (default: the questions file's folder).
+    in ``image_root`` (default: the questions file's folder). ``data`` and ``sources`` as for
+    :func:`read_coco_captions` (``FILE: questions[3]: field 'image_id'``).
     """
     qpath = Path(questions)
     qdata = load_json(qpath) if data is None else data
@@ -282,7 +346,9 @@ def read_vqa(questions: str | os.PathLike, annotations: str | os.PathLike | None
     qs = top.require(qdata, "questions")
     if not isinstance(qs, list):
         raise top.fail(f"expected a list, got {_type_name(qs)}", "questions")
-    subtype = str(qdata.get("data_subtype", ""))
+    subtype = top.string(qdata.get("data_subtype", ""), "data_subtype")
+    if "\0" in subtype or "/" in subtype or "\\" in subtype or subtype in (".", ".."):
+        raise top.fail("expected a folder name such as val2014", "data_subtype")
     root = Path(image_root) if image_root else qpath.parent
     apath = Path(annotations) if annotations else _find_vqa_annotations(qpath)
     anns: dict[Any, dict] = {}
@@ -305,7 +371,7 @@ def read_vqa(questions: str | os.PathLike, annotations: str | os.PathLike | None
                 c.string(c.require(ans, "answer"), f"answers[{j}].answer")
             anns[qid] = a
     by_image: dict[Any, Record] = {}
-    missing_ann = 0
+    missing_ann: list[int] = []
     for i, q in enumerate(qs):
         c = _Checker(qpath, f"questions[{i}]")
         c.obj(q)
@@ -314,26 +380,30 @@ def read_vqa(questions: str | os.PathLike, annotations: str | os.PathLike | None
         text = c.string(c.require(q, "question"), "question", allow_empty=False)
         a = anns.get(qid)
         if a is None:
-            missing_ann += 1
+            missing_ann.append(i)
         qa = QA(question=text, answers=[x["answer"] for x in a["answers"]] if a else [],
                 question_type=str(a.get("question_type", "")) if a else "",
                 answer_type=str(a.get("answer_type", "")) if a else "", question_id=qid)
         if iid not in by_image:
-            by_image[iid] = Record(id=str(iid), image=_vqa_image(root, subtype, iid), meta={"image_id": iid})
+            image = _vqa_image(c, root, subtype, iid)
+            _note_source(sources, image, c, "image_id")
+            by_image[iid] = Record(id=str(iid), image=image, meta={"image_id": iid})
         by_image[iid].qa.append(qa)
     if apath is not None and missing_ann:
-        raise DataError(f"{missing_ann} of {len(qs)} questions have no annotation in {apath}",
-                        path=str(qpath), field="question_id")
+        raise DataError(f"{len(missing_ann)} of {len(qs)} questions have no annotation in {apath}",
+                        path=str(qpath), where=f"questions[{missing_ann[0]}]", field="question_id")
     return list(by_image.values())
 
 
-def _vqa_image(root: Path, subtype: str, iid: Any) -> str:
-    name = f"COCO_{subtype}_{int(iid):012d}.jpg" if subtype and str(iid).isdigit() else f"{iid}.jpg"
-    candidates = [root / subtype / name, root / name] if subtype else [root / name]
+def _vqa_image(c: _Checker, root: Path, subtype: str, iid: Any) -> str:
+    """The image of an ``image_id``: the official COCO name in ``root/subtype`` or ``root``, else ``ID.jpg``."""
+    digits = isinstance(iid, int) or (iid.isascii() and iid.isdigit())
+    name = f"COCO_{subtype}_{int(iid):012d}.jpg" if subtype and digits else f"{iid}.jpg"
+    candidates = [os.path.join(subtype, name), name] if subtype else [name]
     for p in candidates:
-        if p.exists():
-            return str(p.resolve())
-    return str(candidates[0].resolve())
+        if os.path.exists(root / p):  # False, not an error, for a name the OS cannot take
+            return c.image_path(p, root, "image_id")
+    return c.image_path(candidates[0], root, "image_id")
 
 
 def detect_format(path: str | os.PathLike, data: Any = None) -> str:
@@ -358,16 +428,16 @@ def detect_format(path: str | os.PathLike, data: Any = None) -> str:
 
 
 def read_any(path: str | os.PathLike, image_root: str | os.PathLike | None = None,
-             annotations: str | os.PathLike | None = None) -> list[Record]:
-    """Read a dataset file of any supported format."""
+             annotations: str | os.PathLike | None = None, sources: dict[str, str] | None = None) -> list[Record]:
+    """Read a dataset file of any supported format (``sources`` as for :func:`read_manifest`)."""
     path = Path(path)
     if path.suffix.lower() == ".jsonl":
-        return read_manifest(path)
+        return read_manifest(path, sources)
     data = load_json(path) if path.suffix.lower() == ".json" else None
     fmt = detect_format(path, data)
     if fmt == "vqa":
-        return read_vqa(path, annotations, image_root, data=data)
+        return read_vqa(path, annotations, image_root, data=data, sources=sources)
     if fmt == "karpathy":
-        return read_karpathy(path, image_root, data=data)
-    return read_coco_captions(path, image_root, data=data)
+        return read_karpathy(path, image_root, data=data, sources=sources)
+    return read_coco_captions(path, image_root, data=data, sources=sources)
 

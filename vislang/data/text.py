@@ -142,7 +142,8 @@ class HFTokenizer:
 
     Special ids are taken from the file's own special tokens: ``[PAD]``/``<pad>``, ``[CLS]``/``<s>``/
     ``<bos>`` as BOS and ``[SEP]``/``</s>``/``<eos>`` as EOS (a ``<|endoftext|>``-only vocabulary uses it
-    for all three).
+    for all three). ``unk_id`` is the id of the model's unknown token, None for a model without one (byte-level
+    BPE reads every string).
 
     Args:
         path: ``tokenizer.json`` file, or a folder holding one.
@@ -178,6 +179,8 @@ class HFTokenizer:
         self.pad_id = pad if pad is not None else fallback
         self.bos_id = bos if bos is not None else fallback
         self.eos_id = eos if eos is not None else fallback
+        unk = getattr(self.tok.model, "unk_token", None)
+        self.unk_id: int | None = vocab.get(unk) if unk else None
 
     def __len__(self) -> int:
         return self.tok.get_vocab_size(with_added_tokens=True)
@@ -197,6 +200,27 @@ class HFTokenizer:
         return self.tok.decode(out, skip_special_tokens=True)
 
 
+def knows_no_word(tokenizer: TextTokenizer, text: str) -> bool:
+    """Whether ``text`` gives ``tokenizer`` nothing to read: no token at all (e.g. only punctuation for a
+    :class:`Vocabulary`), or only its unknown token (emoji or words it never saw). A tokenizer without an
+    unknown token (``unk_id``) reads every non-empty text, so only an empty one counts."""
+    ids = tokenizer.encode(text, add_special=False)
+    unk = getattr(tokenizer, "unk_id", None)
+    return not ids or (unk is not None and all(i == unk for i in ids))
+
+
+def read_texts(path: str | os.PathLike) -> list[tuple[int, str]]:
+    """The non-blank lines of a UTF-8 text file, stripped, with their line numbers (from 1).
+
+    Raises:
+        DataError: Naming the file: missing, a directory, unreadable, or not UTF-8 (naming the line).
+    """
+    from vislang.data.readers import read_text_file
+
+    lines = read_text_file(path).split("\n")
+    return [(n, line.strip()) for n, line in enumerate(lines, 1) if line.strip()]
+
+
 def load_tokenizer(path: str | os.PathLike) -> TextTokenizer:
     """Load a vislang vocabulary JSON or a Hugging Face ``tokenizer.json`` (or a folder with one)."""
     p = Path(path)
@@ -209,4 +233,4 @@ def load_tokenizer(path: str | os.PathLike) -> TextTokenizer:
     return HFTokenizer(p)
 
 
-__all__ = ["HFTokenizer", "TextTokenizer", "Vocabulary", "load_tokenizer", "tokenize"]
+__all__ = ["HFTokenizer", "TextTokenizer", "Vocabulary", "knows_no_word", "load_tokenizer", "read_texts", "tokenize"]

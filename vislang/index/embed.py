@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from vislang.data.images import load_image
-from vislang.errors import ImageError
+from vislang.errors import ImageError, MissingImagesError
 from vislang.index.common import Embedder, as_matrix
 from vislang.utils.io import progress
 
@@ -25,20 +25,27 @@ def embed_image_files(emb: Embedder, paths: Sequence[str], todo: Sequence[int], 
         todo: Positions in ``paths`` to embed, in order.
         dim: The index's vector size.
         batch_size: Images embedded at once.
-        skip_bad: Leave out an image whose pixel data is broken (it passed the header check) instead of
-            raising its :class:`vislang.errors.ImageError`.
+        skip_bad: Leave out an image whose pixel data is broken (it passed the header check) with a warning
+            instead of failing.
         show_progress: Show a progress bar on stderr.
+
+    Images are decoded on threads, by the embedder's ``preprocess`` when it has one (a predictor's: decoded
+    at reduced size and made a small tensor at once, so no full-size image outlives its decoding).
 
     Returns:
         ``(vectors, done, bad)``: the normalised (len(done), dim) vectors (None when none), the positions
         embedded, and the ``(path, reason)`` of the images left out.
+
+    Raises:
+        MissingImagesError: Some images' pixel data is broken and ``skip_bad`` is False; all of them are
+            decoded first and listed together.
     """
+    prepare = getattr(emb, "preprocess", load_image)
+
     def load(i: int) -> tuple[int, Any]:
         try:
-            return i, load_image(paths[i])
+            return i, prepare(paths[i])
         except ImageError as e:  # passed the header check but the pixel data is broken
-            if not skip_bad:
-                raise
             return i, e.reason
 
     late_bad: list[tuple[str, str]] = []
@@ -50,11 +57,13 @@ def embed_image_files(emb: Embedder, paths: Sequence[str], todo: Sequence[int], 
             loaded = list(pool.map(load, todo[start:start + batch_size]))
             ok = [(i, im) for i, im in loaded if not isinstance(im, str)]
             late_bad += [(paths[i], im) for i, im in loaded if isinstance(im, str)]
-            if ok:
+            if ok and (skip_bad or not late_bad):  # once one fails without skip_bad, only look for the others
                 chunks.append(as_matrix(emb.embed_images([im for _, im in ok], batch_size=batch_size),
                                         dim, "image embeddings"))
                 done += [i for i, _ in ok]
             bar.update(len(loaded))
+    if late_bad and not skip_bad:
+        raise MissingImagesError("the images", late_bad, len(todo))
     return (np.concatenate(chunks) if chunks else None), done, late_bad
 
 

@@ -7,12 +7,18 @@
 The scheme of :mod:`vislang.train.checkpoint` (:func:`vislang.utils.io.atomic_dir`): fill ``.NAME.tmp-*``,
 move the old directory to ``.NAME.old-*``, rename the new one into place, delete the old one. A crash
 between the two renames leaves only the old copy, which the next load or save puts back.
+
+Writers hold the index's lock (``.NAME.lock`` beside it, :func:`vislang.utils.lock.file_lock`). Every save
+writes a new random ``save_id`` into ``index.json``, so the digest of that file (:func:`meta_digest`)
+tells a writer whether the index it read is still the one on disk.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -26,16 +32,23 @@ from vislang.index.common import (
     faiss_module,
 )
 from vislang.utils.io import atomic_dir, restore_interrupted_swap
+from vislang.utils.lock import file_lock
+
+#: How long a reader waits for a writer in the middle of its swap before reporting the index busy.
+REPAIR_WAIT_S = 60.0
 
 
-def write_index_dir(directory: Path, faiss_index: Any, items: list[dict[str, Any]], info: dict[str, Any]) -> None:
-    """Write an index directory atomically, replacing any index there.
+def write_index_dir(directory: Path, faiss_index: Any, items: list[dict[str, Any]], info: dict[str, Any]) -> str:
+    """Write an index directory atomically, replacing any index there (the caller holds its lock).
 
     Args:
         directory: Where the index goes.
         faiss_index: The FAISS index (None: an ivf index not trained yet, no vectors file).
         items: The ``items.jsonl`` rows, in FAISS order.
-        info: The ``index.json`` body; file sizes and the time are added.
+        info: The ``index.json`` body; file sizes, the time and a new ``save_id`` are added.
+
+    Returns:
+        The :func:`meta_digest` of the new index.
     """
     faiss = faiss_module()
     with atomic_dir(directory) as tmp:
@@ -46,26 +59,49 @@ def write_index_dir(directory: Path, faiss_index: Any, items: list[dict[str, Any
                 f.write(json.dumps(it, ensure_ascii=False) + "\n")
         files = {name: (tmp / name).stat().st_size for name in (VECTORS_FILE, ITEMS_FILE)
                  if (tmp / name).exists()}
-        body = {**info, "files": files, "saved": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-        with open(tmp / META_FILE, "w", encoding="utf-8") as f:
-            json.dump(body, f, indent=1, ensure_ascii=False)
-            f.write("\n")
+        body = {**info, "files": files, "saved": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "save_id": uuid.uuid4().hex}
+        data = (json.dumps(body, indent=1, ensure_ascii=False) + "\n").encode("utf-8")
+        (tmp / META_FILE).write_bytes(data)
+    return _digest(data)
 
 
-def read_meta(directory: Path) -> dict[str, Any]:
-    """The checked ``index.json`` of ``directory`` (after repairing a swap a crash interrupted).
+def _digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def meta_digest(directory: Path) -> str | None:
+    """The SHA-256 of the ``index.json`` of ``directory``; None when there is none."""
+    try:
+        return _digest((directory / META_FILE).read_bytes())
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+
+
+def repair_interrupted_swap(directory: Path) -> None:
+    """Put back the index a writer killed between its two renames left moved aside, holding the index's lock
+    (a writer in the middle of its swap holds it: wait for it to finish rather than race it)."""
+    if directory.exists() or not any(directory.parent.glob(f".{directory.name}.old-*")):
+        return
+    with file_lock(directory, wait=REPAIR_WAIT_S, hint="try again when it has finished"):
+        restore_interrupted_swap(directory)
+
+
+def read_meta(directory: Path) -> tuple[dict[str, Any], str]:
+    """The checked ``index.json`` of ``directory`` (after repairing a swap a crash interrupted), and the
+    :func:`meta_digest` of what was read.
 
     Raises:
         VectorIndexError: No index there, or its ``index.json`` is unreadable or lacks a field.
     """
-    restore_interrupted_swap(directory)
+    repair_interrupted_swap(directory)
     meta_path = directory / META_FILE
     if not directory.exists():
         raise VectorIndexError(f"{directory}: no index there (the directory does not exist)")
     if not meta_path.is_file():
         raise VectorIndexError(f"{directory}: not a vislang index ({META_FILE} is missing)")
     try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        data = meta_path.read_bytes()
+        meta = json.loads(data.decode("utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise VectorIndexError(f"{meta_path}: cannot read: {e}") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
@@ -78,7 +114,7 @@ def read_meta(directory: Path) -> dict[str, Any]:
                      ("options", dict), ("files", dict)):
         if not isinstance(meta.get(key), typ):
             raise VectorIndexError(f"{meta_path}: field '{key}': missing or not {typ.__name__}")
-    return meta
+    return meta, _digest(data)
 
 
 def read_vectors(directory: Path, meta: dict[str, Any]) -> Any:

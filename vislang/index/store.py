@@ -32,7 +32,8 @@ from vislang.index.common import (
     faiss_module,
 )
 from vislang.index.embed import embed_image_files, embed_text_batches
-from vislang.index.files import read_items, read_meta, read_vectors, write_index_dir
+from vislang.index.files import meta_digest, read_items, read_meta, read_vectors, write_index_dir
+from vislang.utils.lock import file_lock
 
 
 class Index:
@@ -69,6 +70,7 @@ class Index:
         self._faiss_index: Any = None  # built on the first add for "ivf" (it is trained on those vectors)
         self._items: list[dict[str, Any]] = []
         self._pos: dict[str, int] = {}
+        self._base: tuple[Path, str] | None = None  # the directory read or last saved, and its meta_digest
         if kind != "ivf":
             self._faiss_index = self._new_faiss(kind)
 
@@ -430,14 +432,39 @@ class Index:
             "model_id": self.model_id, "dim": self.dim, "model": self.model_path, "count": len(self),
         }
 
-    def save(self, directory: str | os.PathLike) -> Path:
-        """Write the index to ``directory`` atomically, replacing any index there.
+    def save(self, directory: str | os.PathLike, *, overwrite: bool = True, wait: bool | float = False) -> Path:
+        """Write the index to ``directory`` atomically.
 
         Everything is written into a temporary directory beside ``directory``, flushed, then swapped in
-        with renames; an error or a crash part-way leaves the previous index (if any) readable.
+        with renames; an error or a crash part-way leaves the previous index (if any) readable. The save
+        holds the index's lock (:func:`vislang.utils.lock.file_lock`), and an index saved back where it was
+        loaded (or last saved) from must still be the one there: another writer's save in between is never
+        silently overwritten.
+
+        Args:
+            directory: Where the index goes.
+            overwrite: Replace another index found in ``directory`` (False: refuse).
+            wait: Wait for another process writing ``directory`` (True, or at most that many seconds)
+                instead of failing at once.
+
+        Raises:
+            LockedError: Another process is writing ``directory``.
+            VectorIndexError: ``directory`` changed since this index was read from it, or holds another
+                index and ``overwrite`` is False.
         """
         directory = Path(directory)
-        write_index_dir(directory, self._faiss_index, self._items, self.info())
+        with file_lock(directory, wait=wait):
+            current = meta_digest(directory)
+            if self._base is not None and self._base[0] == directory.resolve():
+                if current != self._base[1]:
+                    raise VectorIndexError(
+                        f"{directory}: the index there changed since this one was read from it (another process "
+                        "saved it meanwhile); load it again and redo the change")
+            elif current is not None and not overwrite:
+                raise VectorIndexError(f"{directory}: an index is already there (written by another process?); "
+                                       "pass --force (overwrite=True) to replace it")
+            digest = write_index_dir(directory, self._faiss_index, self._items, self.info())
+        self._base = (directory.resolve(), digest)
         return directory
 
     @classmethod
@@ -452,7 +479,7 @@ class Index:
             VislangError: The directory is missing, partial or corrupt.
         """
         directory = Path(directory)
-        meta = read_meta(directory)
+        meta, digest = read_meta(directory)
         try:
             index = cls(meta["model_id"], meta["dim"], meta["kind"], modality=meta["modality"],
                         model_path=meta.get("model"), options=meta["options"],
@@ -470,6 +497,7 @@ class Index:
         index._pos = {it["id"]: i for i, it in enumerate(index._items)}
         if len(index._pos) != len(index._items):
             raise VectorIndexError(f"{directory / ITEMS_FILE}: ids are not unique")
+        index._base = (directory.resolve(), digest)
         if embedder is not None:
             index.attach(embedder)
         return index

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -43,7 +43,6 @@ class CaptionPredictor(Predictor):
         """Longest caption in tokens, as trained."""
         return int(self.config.get("max_len", 24))
 
-    @torch.inference_mode()
     def caption(self, images: Sequence[ImageInput], beam: int = 1, max_len: int | None = None,
                 batch_size: int = 32, length_penalty: float = 0.0) -> list[Caption]:
         """Caption images given as paths or PIL images (bad files raise :class:`vislang.errors.ImageError`).
@@ -56,13 +55,19 @@ class CaptionPredictor(Predictor):
             length_penalty: Beam search ranks finished captions by ``log p / length ** length_penalty``
                 (0: the plain sum of log-probabilities, which favours short captions; 1: the mean per token).
         """
-        out: list[Caption] = []
-        for start in range(0, len(images), batch_size):
-            x = self.images_tensor(images[start:start + batch_size])                  # (B, 3, S, S)
+        return [cap for _, cap in self.iter_captions(images, beam, max_len, batch_size, length_penalty)]
+
+    @torch.inference_mode()
+    def iter_captions(self, images: Sequence[ImageInput], beam: int = 1, max_len: int | None = None,
+                      batch_size: int = 32, length_penalty: float = 0.0,
+                      bad: list[tuple[str, str]] | None = None) -> Iterator[tuple[int, Caption]]:
+        """``(position in images, caption)`` as each batch is decoded; the arguments are those of
+        :meth:`caption`, and ``bad`` collects the files that fail to decode instead of raising (see
+        :meth:`Predictor.batches`)."""
+        for positions, x in self.batches(images, batch_size, bad):                      # x: (B, 3, S, S)
             dec = decode_batch(self.model, x, beam, max_len or self.max_len, length_penalty)
             h, w = dec.grid_hw
             for i, toks in enumerate(dec.tokens):
                 words = [self.vocab.itos[t] for t in toks]
                 att = dec.attention[i].view(-1, h, w) if dec.attention is not None else None
-                out.append(Caption(" ".join(words), words, dec.scores[i], att))
-        return out
+                yield positions[i], Caption(" ".join(words), words, dec.scores[i], att)

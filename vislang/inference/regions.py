@@ -48,8 +48,8 @@ class RegionPredictor(Predictor):
         """Tag every grid cell of images given as paths or PIL images (bad files raise
         :class:`vislang.errors.ImageError`)."""
         out: list[RegionTags] = []
-        for start in range(0, len(images), batch_size):
-            res = self.model(self.images_tensor(images[start:start + batch_size]))   # logits (B, N, C) each
+        for _, x in self.batches(images, batch_size):
+            res = self.model(x)                                                          # logits (B, N, C) each
             h, w = res.grid_hw
             probs = {k: v.float().softmax(-1).view(v.shape[0], h, w, -1).cpu() for k, v in res.logits.items()}
             for i in range(next(iter(probs.values())).shape[0]):

@@ -62,8 +62,7 @@ class RetrievalPredictor(Predictor):
             vislang.errors.ImageError: A file is missing or not a decodable image.
         """
         out = [torch.empty(0, self.dim)]
-        for start in range(0, len(images), batch_size):
-            x = self.images_tensor(images[start:start + batch_size])                  # (B, 3, S, S)
+        for _, x in self.batches(images, batch_size):                                  # x: (B, 3, S, S)
             out.append(self.model.encode_image(x).float().cpu())                      # (B, E)
         return torch.cat(out)
 

@@ -6,12 +6,15 @@ a grid of spatial features for attention (captioning, VQA) and one pooled vector
 
 Encoders are transfer-learned by freezing them (:func:`set_trainable`) or by fine-tuning them at their own
 learning rate (the trainer puts their parameters in a parameter group of their own). Weights are plain state
-dicts in ``.safetensors`` (preferred) or ``.pth`` files: :func:`save_weights`, :func:`load_weights`.
+dicts in ``.safetensors`` (preferred) or ``.pth`` files: :func:`save_weights`, :func:`load_weights`. A
+``.safetensors`` file vislang writes records the sha256 of its tensor data in its header, checked on reading.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -21,10 +24,20 @@ import torch
 from torch import Tensor, nn
 
 from vislang.errors import VislangError
-from vislang.utils.folder import read_config, read_weights_of, resolve_checkpoint
+from vislang.utils.folder import (
+    WEIGHTS_FILE,
+    corrupt,
+    find_checkpoint,
+    first_line,
+    read_config,
+    read_weights_of,
+    resolve_checkpoint,
+)
 from vislang.utils.io import atomic_open
 
 M = TypeVar("M", bound=nn.Module)
+
+DATA_DIGEST = "vislang_data_sha256"  # :func:`save_weights`' header entry: sha256 of the tensor data
 
 
 class ImageFeatures(NamedTuple):
@@ -111,31 +124,38 @@ def read_state_dict(path: str | os.PathLike, submodule: str | None = None) -> di
     vislang run or checkpoint directory.
 
     ``.pth`` files are read with ``weights_only=True`` (no code runs). A checkpoint that wraps its state dict
-    under ``"state_dict"`` or ``"model"`` is unwrapped. From a vislang run (its best checkpoint) or checkpoint
-    directory, ``submodule`` picks one part of the saved model, e.g. ``"image_encoder"``: its entries, with the
-    ``image_encoder.`` prefix removed. That is how an encoder trained in one task starts another (transfer
-    learning: a shapes captioner's CNN for VQA, a retrieval run's image tower for captioning).
+    under ``"state_dict"`` or ``"model"`` is unwrapped. The digest a vislang-written file records (in its
+    header, :func:`save_weights`; or its model folder's ``config.json``) is checked first. From a vislang run
+    (its best checkpoint) or checkpoint directory, ``submodule`` picks one part of the saved model, e.g.
+    ``"image_encoder"``: its entries, with the ``image_encoder.`` prefix removed. That is how an encoder
+    trained in one task starts another (transfer learning: a shapes captioner's CNN for VQA, a retrieval run's
+    image tower for captioning).
 
     Raises:
-        VislangError: The file is missing, unreadable, or not a mapping of names to tensors; a run whose model
-            has no ``submodule``.
+        VislangError: The file is missing, corrupt or partial (its recorded digest differs, or it cannot be
+            parsed), or not a mapping of names to tensors; a run whose model has no ``submodule``.
     """
     path = Path(path)
     if path.is_dir():
         return _run_state_dict(path, submodule)
     if not path.is_file():
         raise VislangError(f"{path}: weights file not found")
+    if path.name == WEIGHTS_FILE and find_checkpoint(path.parent) is not None:
+        return read_weights_of(path.parent)  # the weights of a model folder: its config.json has their digest
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
 
+            _check_data_digest(path)
             state: Any = load_file(str(path), device="cpu")
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # every reader failure means the same to the user: not a weights file
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise VislangError(f"{path}: cannot read weights ({reason}); expected a .safetensors file or a state "
-                           "dict saved with torch.save(model.state_dict(), path)") from None
+    except VislangError:
+        raise
+    except Exception as e:  # every reader failure means the same to the user: not a (whole) weights file
+        raise VislangError(f"{path}: cannot read weights ({first_line(e)}); the file is corrupt or partial, "
+                           "or not a .safetensors file or a state dict saved with "
+                           "torch.save(model.state_dict(), path)") from None
     for wrapper in ("state_dict", "model"):
         if isinstance(state, Mapping) and isinstance(state.get(wrapper), Mapping):
             state = state[wrapper]
@@ -220,15 +240,51 @@ def load_local_hf_model(path: Path, what: str) -> nn.Module:
     try:
         return AutoModel.from_pretrained(str(path), local_files_only=True)
     except (OSError, ValueError, KeyError, RuntimeError) as e:
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise VislangError(f"{path}: cannot load the Hugging Face model ({reason})") from None
+        raise VislangError(f"{path}: cannot load the Hugging Face model ({first_line(e)})") from None
 
 
 def save_weights(model: nn.Module, path: str | os.PathLike) -> None:
-    """Write ``model.state_dict()`` to a ``.safetensors`` file atomically."""
+    """Write ``model.state_dict()`` to a ``.safetensors`` file atomically, with the sha256 of its tensor data
+    in the header's metadata (:func:`read_state_dict` checks it)."""
     from safetensors.torch import save
 
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    data = save(tensors, metadata={"format": "pt"})
+    plain = save(tensors, metadata={"format": "pt"})
+    digest = hashlib.sha256(memoryview(plain)[_data_start(plain[:8])]).hexdigest()
+    data = save(tensors, metadata={"format": "pt", DATA_DIGEST: digest})  # same tensor data, longer header
     with atomic_open(path, "wb") as f:
         f.write(data)
+
+
+def _data_start(prefix: bytes) -> slice:
+    """Where the tensor data of a ``.safetensors`` file starts (``prefix``: its first 8 bytes, the length of
+    the header that follows them)."""
+    return slice(8 + int.from_bytes(prefix, "little"), None)
+
+
+def _check_data_digest(path: Path) -> None:
+    """Compare the sha256 of the tensor data of ``path`` with the one :func:`save_weights` recorded in its
+    header; a file without that record (or a header safetensors will refuse anyway) is left to the reader.
+
+    Raises:
+        CheckpointError: The digests differ (corrupt or partial).
+    """
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        start = _data_start(f.read(8)).start
+        if start > size:
+            return
+        try:
+            metadata = json.loads(f.read(start - 8)).get("__metadata__") or {}
+            expected = metadata.get(DATA_DIGEST)
+        except (ValueError, AttributeError):
+            return
+        if not isinstance(expected, str):
+            return
+        digest = hashlib.sha256()
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    if digest.hexdigest() != expected:
+        raise corrupt(path, f"checksum mismatch (its tensor data was truncated or changed after saving; its "
+                            f"header records sha256 {expected[:16]}..., the data has "
+                            f"{digest.hexdigest()[:16]}...)")

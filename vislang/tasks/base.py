@@ -39,7 +39,7 @@ from vislang.tasks.common import open_split, transform_config
 from vislang.train import FitResult, find_checkpoint, fit, load_model, seed_everything
 from vislang.train.card import model_card
 from vislang.train.checkpoint import read_config, resolve_checkpoint
-from vislang.train.loop import Task
+from vislang.train.loop import Task, run_lock
 from vislang.train.runtime import resolve_device
 from vislang.utils.registry import Registry
 
@@ -183,6 +183,17 @@ def train(task: str | TaskSpec, cfg: Any = None, out: str | os.PathLike = "runs/
     spec.check(cfg)
     if model_family(cfg.model) is not None:
         model_config(cfg.model, **cfg.model_kwargs)  # a mistyped model option fails before any data is read
+    created = not run_dir.exists()
+    try:
+        with run_lock(run_dir):  # before anything reads or repairs the run's checkpoints
+            return _train(spec, cfg, run_dir, resume)
+    except BaseException:
+        if created and run_dir.is_dir() and not any(run_dir.iterdir()):
+            run_dir.rmdir()  # a run that failed before writing anything leaves no empty folder behind
+        raise
+
+
+def _train(spec: TaskSpec, cfg: Any, run_dir: Path, resume: bool) -> FitResult:
     data = spec.open_data(cfg)
     last = run_dir / "checkpoints" / "last"
     artifacts = spec.prepare(cfg, data, last if resume and find_checkpoint(last) else None)

@@ -27,6 +27,7 @@ from vislang.data.records import Record
 from vislang.errors import VislangError
 from vislang.tasks.base import TrainedModel, add_split_args, eval_dir, load_trained
 from vislang.tasks.caption import add_decoding_args, caption_records
+from vislang.tasks.common import check_at_least_one
 from vislang.utils.io import atomic_write_json, format_table
 from vislang.utils.tensors import model_device
 
@@ -121,6 +122,7 @@ def evaluate_captioner(run: str | os.PathLike, data: str, split: str | None, *, 
     """
     from vislang.metrics.captions import evaluate_captions
 
+    check_at_least_one(beam=beam, limit=limit)
     run = Path(run)
     trained = trained or load_trained(run, "caption")
     ds = load_dataset(data, split, root=root, image_root=image_root)

@@ -90,6 +90,16 @@ def label_counts(records: Sequence[Record], field_name: str) -> Counter:
     return Counter(x for r in records if (x := record_label(r, field_name)) is not None)
 
 
+def warn_unlabelled(records: Sequence[Record], field_name: str, source: str) -> int:
+    """Say on stderr how many of ``records`` (of ``source``, e.g. ``m.jsonl [train]``) have no class in
+    ``field_name``, and so are left out, naming the first; returns that count."""
+    missing = [r for r in records if record_label(r, field_name) is None]
+    if missing:
+        print(f"warning: {len(missing)} of {len(records)} records of {source} have no {field_name!r} and are left "
+              f"out (first: record {missing[0].id!r}, image {missing[0].image})", file=sys.stderr)
+    return len(missing)
+
+
 def record_text(rec: Record, field_name: str) -> str:
     """The text of ``rec`` by ``field_name`` (``auto``: tags, else the first caption; ``""`` when none)."""
     if field_name == "auto":
@@ -258,7 +268,11 @@ class Classification(ImageTextSpec):
 
     def open_data(self, cfg: ClassifyRunConfig) -> TrainData:
         data = super().open_data(cfg)
-        n_classes = len(label_counts(data.train, cfg.task.label_field))
+        field_name = cfg.task.label_field
+        warn_unlabelled(data.train, field_name, f"{cfg.data.name} [{cfg.data.train_split}]")
+        if data.val:
+            warn_unlabelled(data.val, field_name, f"{cfg.data.name} [{cfg.data.val_split}]")
+        n_classes = len(label_counts(data.train, field_name))
         if n_classes < 2:
             raise VislangError(f"{cfg.data.name} [{cfg.data.train_split}] has {n_classes} class(es) in field "
                                f"{cfg.task.label_field!r}; classification needs at least two (task.label_field)")

@@ -57,10 +57,22 @@ def transform_config(cfg: DataConfig) -> TransformConfig:
     return tf
 
 
+def check_at_least_one(**values: int | None) -> None:
+    """Refuse a count option below 1 (``limit``, ``beam``, ``batch_size``; None means unset) in one line.
+
+    Raises:
+        VislangError: Naming the first such option and its value.
+    """
+    for name, value in values.items():
+        if value is not None and value < 1:
+            raise VislangError(f"{name.replace('_', ' ')} must be at least 1, got {value}")
+
+
 def load_split(data: str, split: str | None, *, root: str | None = None, image_root: str | None = None,
                limit: int | None = None, skip_bad: bool = False) -> ImageTextDataset:
     """Load a split, keep its first ``limit`` records and check their images up front (all problems reported
     together; ``skip_bad`` leaves the bad ones out with a warning)."""
+    check_at_least_one(limit=limit)
     ds = load_dataset(data, split, root=root, image_root=image_root)
     if limit is not None:
         ds = ImageTextDataset(ds.name, ds.split, ds.records[:limit])

@@ -22,7 +22,7 @@ from vislang.models.fusion_model import FusionModelOutput, fusion_model_config
 from vislang.models.registry import list_models
 from vislang.models.text_encoders import HF_TOWERS, saved_tokenizer, text_tokenizer
 from vislang.tasks.base import TaskSpec, add_split_args, eval_dir
-from vislang.tasks.common import MODALITY_MODES, DataConfig, blank_inputs
+from vislang.tasks.common import MODALITY_MODES, DataConfig, blank_inputs, check_at_least_one
 from vislang.train import TrainConfig
 from vislang.utils.tensors import lengths_to_mask, model_device
 
@@ -292,6 +292,7 @@ def image_text_evaluate_command(command: str, evaluate: Callable[..., Any], *, d
 
     def run_evaluate(args: argparse.Namespace) -> int:
         """Score a run and its baselines on a split, print the table, write the scores (exit code 0)."""
+        check_at_least_one(batch_size=args.batch_size)
         out = eval_dir(args)
         ev = evaluate(args.model, args.data, args.split, root=args.root, image_root=args.image_root,
                       limit=args.limit, skip_bad=args.skip_bad, baselines=not args.no_baselines,

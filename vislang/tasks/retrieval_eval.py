@@ -25,7 +25,7 @@ from torch import Tensor
 from vislang.errors import VislangError
 from vislang.metrics.classification import classification_report
 from vislang.tasks.base import TrainedModel, add_split_args, eval_dir, load_trained
-from vislang.tasks.common import load_split
+from vislang.tasks.common import check_at_least_one, load_split
 from vislang.tasks.retrieval_embed import embed_record_images, embed_texts, model_fingerprint
 from vislang.tasks.retrieval_galleries import (
     galleries_of,
@@ -160,6 +160,7 @@ def evaluate_retriever(run: str | os.PathLike, data: str, split: str | None, *, 
     if gallery_size is not None and (gallery_size < 1 or gallery_draws < 1):
         raise VislangError(f"--gallery-size and --gallery-draws must be >= 1, got {gallery_size} and "
                            f"{gallery_draws}")
+    check_at_least_one(batch_size=batch_size)
     trained = trained or load_trained(run, "retrieval")
     ds = load_split(data, split, root=root, image_root=image_root, limit=limit, skip_bad=skip_bad)
     records = ds.records

@@ -4,8 +4,9 @@ A folder is written into a temporary directory beside its final place, flushed t
 with renames. A crash at any point leaves either the old or the new folder: if it strikes between the two
 renames, :func:`find_checkpoint` puts the old one back.
 
-Loading is strict: a missing, extra or mis-shaped tensor is refused with its key named, and the weights'
-sha256 recorded in ``config.json`` is checked first (a truncated file gives a one-line error).
+Loading is strict: a missing, extra or mis-shaped tensor is refused with its key named, and the sha256 of
+``model.safetensors`` and ``train_state.pt`` recorded in ``config.json`` is checked first: a truncated or
+damaged file gives one line naming it as ``corrupt or partial``.
 """
 
 from __future__ import annotations
@@ -30,11 +31,16 @@ from vislang.utils.folder import (
     FORMAT,
     LIBRARY,
     PREPROCESSOR_FILE,
+    STATE_DIGEST,
     STATE_FILE,
     VERSION,
+    WEIGHTS_DIGEST,
     WEIGHTS_FILE,
     CheckpointError,
+    check_digest,
+    corrupt,
     find_checkpoint,
+    first_line,
     read_config,
     read_weights,
     resolve_checkpoint,
@@ -80,15 +86,16 @@ def save_checkpoint(directory: str | os.PathLike, model: nn.Module, model_spec: 
     spec = _check_spec(model_spec)
     with _staged(directory) as tmp:
         safetensors.torch.save_model(model, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
-        body = {"library": LIBRARY, "format": FORMAT, "version": VERSION,
-                **{k: v for k, v in spec.items() if k != "preprocessor"},
-                "weights_sha256": sha256_file(tmp / WEIGHTS_FILE), **(info or {})}
-        _write_json(tmp / CONFIG_FILE, body)
-        _write_json(tmp / PREPROCESSOR_FILE, spec.get("preprocessor") or {})
+        digests = {WEIGHTS_DIGEST: sha256_file(tmp / WEIGHTS_FILE)}
         if train_state is not None:
             buf = io.BytesIO()
             torch.save(train_state, buf)
             (tmp / STATE_FILE).write_bytes(buf.getvalue())
+            digests[STATE_DIGEST] = sha256_file(tmp / STATE_FILE)
+        body = {"library": LIBRARY, "format": FORMAT, "version": VERSION,
+                **{k: v for k, v in spec.items() if k != "preprocessor"}, **digests, **(info or {})}
+        _write_json(tmp / CONFIG_FILE, body)
+        _write_json(tmp / PREPROCESSOR_FILE, spec.get("preprocessor") or {})
         if artifacts is not None:
             artifacts(tmp)
         if card is not None:
@@ -125,20 +132,26 @@ def load_checkpoint(directory: str | os.PathLike, map_location: str | torch.devi
         ``train_state`` is None when the folder has no ``train_state.pt``.
     """
     config = read_config(directory)
-    state_dict = read_weights(directory, map_location, expected_sha256=config.get("weights_sha256"))
+    state_dict = read_weights(directory, map_location, expected_sha256=config.get(WEIGHTS_DIGEST))
     return config, state_dict, load_train_state(directory, map_location)
 
 
 def load_train_state(directory: str | os.PathLike, map_location: str | torch.device = "cpu",
                      ) -> dict[str, Any] | None:
-    """A folder's ``train_state.pt`` (None when it has none), without reading the weights."""
+    """A folder's ``train_state.pt`` (None when it has none), without reading the weights.
+
+    Raises:
+        CheckpointError: The file is corrupt or partial: its digest differs from the one ``config.json``
+            records, or torch cannot read it.
+    """
     path = Path(directory) / STATE_FILE
     if not path.is_file():
         return None
+    check_digest(path, read_config(directory).get(STATE_DIGEST), CONFIG_FILE)
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # truncated or foreign file
-        raise CheckpointError(f"{path}: cannot read: {e}") from None
+        raise corrupt(path, f"cannot read it ({first_line(e)})") from None
 
 
 def load_weights(model: nn.Module, directory: str | os.PathLike) -> None:
@@ -151,7 +164,7 @@ def load_weights(model: nn.Module, directory: str | os.PathLike) -> None:
     directory = Path(directory)
     config = read_config(directory)
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
-    saved = read_weights(directory, device, expected_sha256=config.get("weights_sha256"))
+    saved = read_weights(directory, device, expected_sha256=config.get(WEIGHTS_DIGEST))
     check_state_dict(model, saved, f"{directory / WEIGHTS_FILE}")
     with torch.no_grad():
         model.load_state_dict(saved, strict=False)  # checked above; a tied tensor is saved under one name

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
+
+from vislang.errors import VislangError
+from vislang.train.loggers import check_logger
 
 
 @dataclass
@@ -71,3 +75,29 @@ class TrainConfig:
     log_every: int = 10
     logger: str = "jsonl"
     optim: OptimConfig = field(default_factory=OptimConfig)
+
+
+def check_train_config(cfg: TrainConfig, task: Any) -> None:
+    """Refuse impossible training settings (and a task object without ``monitor`` / ``mode``) in one line."""
+    name = type(task).__name__
+    checks = [
+        (cfg.epochs >= 1, "epochs must be >= 1"),
+        (cfg.batch_size >= 1, "batch_size must be >= 1"),
+        (cfg.accum_steps >= 1, "accum_steps must be >= 1"),
+        (cfg.eval_every >= 1, "eval_every must be >= 1"),
+        (cfg.log_every >= 1, "log_every must be >= 1"),
+        (cfg.workers >= 0, "workers must be >= 0"),
+        (cfg.max_steps is None or cfg.max_steps >= 1, "max_steps must be >= 1 (or none)"),
+        (cfg.early_stopping is None or cfg.early_stopping >= 1, "early_stopping must be >= 1 (or none)"),
+        (cfg.checkpoint_every is None or cfg.checkpoint_every >= 1,
+         "checkpoint_every must be >= 1 (or none)"),
+        (cfg.optim.lr > 0, "optim.lr must be > 0"),
+        (cfg.optim.grad_clip is None or cfg.optim.grad_clip > 0, "optim.grad_clip must be > 0 (or none)"),
+        (cfg.amp in ("auto", "bf16", "off"), f"amp must be auto, bf16 or off, not {cfg.amp!r}"),
+        (isinstance(getattr(task, "monitor", None), str), f"{name}.monitor must name a metric"),
+        (getattr(task, "mode", None) in ("max", "min"), f"{name}.mode must be 'max' or 'min'"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise VislangError(f"bad training config: {message}")
+    check_logger(cfg.logger)  # an unknown logger, or tensorboard not installed: fail before any work

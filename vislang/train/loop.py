@@ -48,8 +48,8 @@ from vislang.train.checkpoint import (
     read_config,
     save_checkpoint,
 )
-from vislang.train.config import OptimConfig, TrainConfig
-from vislang.train.loggers import check_logger, open_logger
+from vislang.train.config import OptimConfig, TrainConfig, check_train_config
+from vislang.train.loggers import open_logger
 from vislang.train.optim import ENCODER_ATTR, build_optimizer, build_scheduler, param_groups, warmup_steps
 from vislang.train.runtime import (
     autocast_dtype,
@@ -60,6 +60,7 @@ from vislang.train.runtime import (
     set_rng_state,
 )
 from vislang.utils.io import atomic_write_jsonl, progress
+from vislang.utils.lock import file_lock
 from vislang.viz.charts import Chart, Series, save_charts
 
 __all__ = ["FitResult", "OptimConfig", "Task", "TrainConfig", "TrainingDivergedError", "fit", "resolve_device",
@@ -169,13 +170,21 @@ class _Progress:
     stopped: str | None = None
 
 
+def run_lock(run_dir: Path):
+    """The run directory's lock (``RUN/.lock``, the directory made if needed), held by one training process at
+    a time; re-entrant in the process that holds it."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return file_lock(run_dir, inside=True, what="run directory",
+                     hint="wait until that run ends, or choose another --out")
+
+
 class Trainer:
     """One training run (use :func:`fit`). The methods follow the run from top to bottom."""
 
     def __init__(self, model: nn.Module, task: Task, train_samples: Dataset, cfg: TrainConfig,
                  run_dir: Path, *, model_spec: dict, pad_id: int = 0, config_to_save: dict | None = None,
                  card: Callable[[dict], str] | None = None):
-        _check_config(cfg, task)
+        check_train_config(cfg, task)
         self.model, self.task, self.cfg, self.run_dir = model, task, cfg, run_dir
         self.model_spec, self.config_to_save, self.card = model_spec, config_to_save, card
         self.device = resolve_device(cfg.device)
@@ -202,8 +211,12 @@ class Trainer:
     # --------------------------------------------------------------------------------------------- setup
 
     def run(self, resume: bool = False) -> FitResult:
-        """Train (or continue training) until the epochs, ``max_steps`` or early stopping end it."""
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        """Train (or continue training) until the epochs, ``max_steps`` or early stopping end it, holding the
+        run directory's lock (``RUN/.lock``) throughout: another process training into it is refused."""
+        with run_lock(self.run_dir):
+            return self._run(resume)
+
+    def _run(self, resume: bool) -> FitResult:
         has_run = find_checkpoint(self.last_dir) is not None
         if resume and not has_run and find_checkpoint(self.best_dir) is not None:
             copy_checkpoint(self.best_dir, self.last_dir)  # killed between writing best and last
@@ -533,31 +546,6 @@ class _Window:
 
     def rate(self) -> float:
         return round(self.samples / max(1e-9, time.monotonic() - self.start), 2)
-
-
-def _check_config(cfg: TrainConfig, task: Task) -> None:
-    name = type(task).__name__
-    checks = [
-        (cfg.epochs >= 1, "epochs must be >= 1"),
-        (cfg.batch_size >= 1, "batch_size must be >= 1"),
-        (cfg.accum_steps >= 1, "accum_steps must be >= 1"),
-        (cfg.eval_every >= 1, "eval_every must be >= 1"),
-        (cfg.log_every >= 1, "log_every must be >= 1"),
-        (cfg.workers >= 0, "workers must be >= 0"),
-        (cfg.max_steps is None or cfg.max_steps >= 1, "max_steps must be >= 1 (or none)"),
-        (cfg.early_stopping is None or cfg.early_stopping >= 1, "early_stopping must be >= 1 (or none)"),
-        (cfg.checkpoint_every is None or cfg.checkpoint_every >= 1,
-         "checkpoint_every must be >= 1 (or none)"),
-        (cfg.optim.lr > 0, "optim.lr must be > 0"),
-        (cfg.optim.grad_clip is None or cfg.optim.grad_clip > 0, "optim.grad_clip must be > 0 (or none)"),
-        (cfg.amp in ("auto", "bf16", "off"), f"amp must be auto, bf16 or off, not {cfg.amp!r}"),
-        (isinstance(getattr(task, "monitor", None), str), f"{name}.monitor must name a metric"),
-        (getattr(task, "mode", None) in ("max", "min"), f"{name}.mode must be 'max' or 'min'"),
-    ]
-    for ok, message in checks:
-        if not ok:
-            raise VislangError(f"bad training config: {message}")
-    check_logger(cfg.logger)  # an unknown logger, or tensorboard not installed: fail before any work
 
 
 def _batch_size(batch: dict) -> int:

@@ -3,12 +3,17 @@
 A trained model is one folder::
 
     config.json          {"library": "vislang", "format", "version", "task", "model", "model_config",
-                          "weights_sha256", "step", ...}: what :func:`vislang.models.create_model` rebuilds
+                          "weights_sha256", "train_state_sha256", "step", ...}: what
+                          :func:`vislang.models.create_model` rebuilds
     model.safetensors    the weights (their sha256 is in config.json and checked on load)
     preprocessor.json    the image preprocessing (size, mean / std, trim, ...)
     vocab.json, ...      the task's files (tokenizer / vocabulary, answers, classes)
     README.md            the model card
-    train_state.pt       only in ``checkpoints/last``: optimiser, scheduler, step and RNG states
+    train_state.pt       in ``checkpoints/last``: optimiser, scheduler, step and RNG states (sha256 in
+                         config.json, checked on load)
+
+A weights file that differs from its recorded digest, or that its reader cannot parse, is refused in one
+line naming it as ``corrupt or partial`` (:func:`corrupt`).
 
 A folder of the previous format (``model.json`` instead of ``config.json`` and ``preprocessor.json``) is
 read the same way. This module is the lowest layer of it (file names, finding and reading a folder), so that
@@ -39,6 +44,8 @@ PREPROCESSOR_FILE = "preprocessor.json"
 CARD_FILE = "README.md"
 STATE_FILE = "train_state.pt"
 LEGACY_SPEC_FILE = "model.json"
+WEIGHTS_DIGEST = "weights_sha256"       # the config.json entries recording the files' sha256
+STATE_DIGEST = "train_state_sha256"
 
 
 class CheckpointError(VislangError):
@@ -121,6 +128,31 @@ def sha256_file(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
+def first_line(error: BaseException) -> str:
+    """The first line of an exception's message, or its type's name when it has none."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def corrupt(path: str | os.PathLike, detail: str) -> CheckpointError:
+    """The one-line error of a weights file that is damaged: ``<path>: corrupt or partial: <detail>``."""
+    return CheckpointError(f"{path}: corrupt or partial: {detail}")
+
+
+def check_digest(path: str | os.PathLike, expected: str | None, record: str) -> None:
+    """Refuse ``path`` unless its sha256 is ``expected`` (the digest ``record`` holds; None: no record).
+
+    Raises:
+        CheckpointError: The digests differ (:func:`corrupt`).
+    """
+    if expected is None:
+        return
+    actual = sha256_file(path)
+    if actual != expected:
+        raise corrupt(path, f"checksum mismatch (the file is truncated or was changed after saving; {record} "
+                            f"records sha256 {expected[:16]}..., the file has {actual[:16]}...)")
+
+
 def read_weights(directory: str | os.PathLike, device: str | torch.device = "cpu", *,
                  expected_sha256: str | None = None) -> dict[str, torch.Tensor]:
     """The tensors of a folder's ``model.safetensors``.
@@ -131,22 +163,20 @@ def read_weights(directory: str | os.PathLike, device: str | torch.device = "cpu
         expected_sha256: The digest recorded at save time (checked when given).
 
     Raises:
-        CheckpointError: The file is missing, truncated or corrupt, or its digest differs from the record.
+        CheckpointError: The file is missing, or corrupt or partial: its digest differs from the record, or
+            safetensors cannot parse it.
     """
     path = Path(directory) / WEIGHTS_FILE
     if not path.is_file():
         raise CheckpointError(f"{directory}: {WEIGHTS_FILE} is missing")
-    if expected_sha256 is not None and sha256_file(path) != expected_sha256:
-        raise CheckpointError(f"{path}: checksum mismatch (the file is truncated or was changed after saving; "
-                              f"{CONFIG_FILE} records sha256 {expected_sha256[:16]}...)")
+    check_digest(path, expected_sha256, CONFIG_FILE)
     try:
         return safetensors.torch.load_file(str(path), device=str(device))
     except Exception as e:  # safetensors reports truncated or corrupt files with its own error types
-        raise CheckpointError(f"{path}: cannot read: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
-                              ) from None
+        raise corrupt(path, f"cannot read it ({first_line(e)})") from None
 
 
 def read_weights_of(directory: str | os.PathLike, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
     """:func:`read_weights` with the digest recorded in the folder's ``config.json`` checked."""
     body = read_config(directory)
-    return read_weights(directory, device, expected_sha256=body.get("weights_sha256"))
+    return read_weights(directory, device, expected_sha256=body.get(WEIGHTS_DIGEST))

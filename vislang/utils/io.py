@@ -5,15 +5,66 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
 from tqdm import tqdm
+
+from vislang.errors import VislangError
+
+#: ``os.open`` flags of a new temporary file: exclusive, not through a symlink, binary on Windows.
+_NEW_FILE = os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
+
+
+def _new_file(path: Path) -> int:
+    """Create ``path`` (which must not exist) with mode 0666 less the umask, as a plain ``open()`` would
+    (``tempfile.mkstemp`` would make it 0600); returns its descriptor."""
+    return os.open(path, _NEW_FILE, 0o666)
+
+
+def _temp_beside(path: Path, suffix: str = ".tmp") -> tuple[int, Path]:
+    """A new file ``.NAME.<random>.tmp`` beside ``path``, opened; see :func:`_new_file`."""
+    for _ in range(100):
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}{suffix}"
+        with contextlib.suppress(FileExistsError):
+            return _new_file(tmp), tmp
+    raise FileExistsError(f"{path.parent}: no free temporary file name for {path.name}")
+
+
+def new_file_mode(directory: str | os.PathLike) -> int:
+    """The permission bits a new file in ``directory`` gets from a plain ``open()``: 0666 less the umask (or
+    what the folder's default ACL gives), measured by creating and removing a file there."""
+    fd, tmp = _temp_beside(Path(directory) / "mode", ".probe")
+    try:
+        return os.fstat(fd).st_mode & 0o777
+    finally:
+        os.close(fd)
+        os.unlink(tmp)
+
+
+def check_output_file(path: str | os.PathLike, option: str | None = None) -> Path:
+    """``path`` as a file about to be written: refuses a directory and a folder that does not exist.
+
+    Args:
+        path: The file.
+        option: The option that named it (``--attention``), for the message.
+
+    Raises:
+        VislangError: One line naming the option and the path.
+    """
+    p = Path(path)
+    label = f"{option} {p}" if option else str(p)
+    if p.is_dir():
+        raise VislangError(f"{label}: is a directory; give a file name (e.g. {p / 'out.png'})")
+    if not p.parent.is_dir():
+        what = "is not a folder" if p.parent.exists() else "does not exist"
+        raise VislangError(f"{label}: the folder {p.parent} {what}; create it first")
+    return p
 
 
 @contextlib.contextmanager
@@ -24,7 +75,7 @@ def atomic_open(path: str | os.PathLike, mode: str = "w", **kwargs: Any) -> Iter
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = _temp_beside(path)
     try:
         with os.fdopen(fd, mode, **kwargs) as f:
             yield f
@@ -53,7 +104,10 @@ def atomic_dir(directory: str | os.PathLike) -> Iterator[Path]:
     """A temporary directory beside ``directory`` to fill; on success its files are synced to disk and it is
     swapped in as ``directory`` (the previous version is moved aside first and deleted after), on any error it
     is removed and ``directory`` is left as it was. A crash between the two renames leaves the old version
-    as ``.NAME.old-*``, which :func:`restore_interrupted_swap` puts back."""
+    as ``.NAME.old-*``, which :func:`restore_interrupted_swap` puts back.
+
+    Files written into it get the mode a plain ``open()`` gives (0666 less the umask) whatever wrote them
+    (safetensors makes its files 0600); files hard-linked from elsewhere keep theirs."""
     directory = Path(directory)
     restore_interrupted_swap(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
@@ -63,9 +117,13 @@ def atomic_dir(directory: str | os.PathLike) -> Iterator[Path]:
     tmp.mkdir()
     try:
         yield tmp
+        mode = new_file_mode(tmp)
         for path in tmp.rglob("*"):
             if path.is_file():
                 with open(path, "rb") as f:
+                    st = os.fstat(f.fileno())
+                    if st.st_nlink == 1 and (st.st_mode & 0o777) != mode:
+                        os.chmod(path, mode)
                     os.fsync(f.fileno())
         _fsync_dir(tmp)
         old = None

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw
 
-from vislang.utils.io import atomic_save_image
+from vislang.utils.io import atomic_save_image, check_output_file
 from vislang.viz.fonts import default_font
 
 
@@ -62,5 +62,9 @@ def attention_figure(image: Image.Image, words: Sequence[str], attention: torch.
 
 
 def save_figure(fig: Image.Image, path: str | os.PathLike) -> None:
-    """Write a figure as PNG atomically."""
-    atomic_save_image(path, fig, format="PNG")
+    """Write a figure as PNG atomically.
+
+    Raises:
+        VislangError: ``path`` is a directory, or its folder does not exist (it is not created).
+    """
+    atomic_save_image(check_output_file(path), fig, format="PNG")
