@@ -32,3 +32,12 @@ def test_bad_augmentation_settings_are_named(setting, message):
     with pytest.raises(VislangError) as e:
         transform_config(resolve_config(CaptionRunConfig, None, [setting]).data)
     assert str(e.value) == message
+
+
+def test_a_limited_split_still_names_the_manifest_line_of_a_missing_image(tmp_path):
+    from vislang.errors import MissingImagesError
+    from vislang.tasks.common import load_split
+
+    (tmp_path / "m.jsonl").write_text('{"image": "gone.png", "text": "a cat"}\n{"image": "b.png", "text": "x"}\n')
+    with pytest.raises(MissingImagesError, match=r"m\.jsonl: line 1: field 'image': .*gone\.png: file not found"):
+        load_split(str(tmp_path / "m.jsonl"), None, limit=1)

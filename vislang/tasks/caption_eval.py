@@ -129,7 +129,7 @@ def evaluate_captioner(run: str | os.PathLike, data: str, split: str | None, *, 
     records = [r for r in ds.records if r.captions][:limit]
     if not records:
         raise VislangError(f"{data} [{split}] has no images with reference captions to evaluate on")
-    records = ImageTextDataset(ds.name, ds.split, records).check_images(skip_bad=skip_bad).records
+    records = ImageTextDataset(ds.name, ds.split, records, ds.sources).check_images(skip_bad=skip_bad).records
     ev = CaptionEvaluation(split=f"{data} [{split}]" if split else data, n_images=len(records), records=records)
     ev.captions["model"], _ = caption_records(trained.model, records, trained.artifacts, trained.transform,
                                               beam=beam, max_len=int(trained.config.get("max_len", 24)),

@@ -75,7 +75,7 @@ def load_split(data: str, split: str | None, *, root: str | None = None, image_r
     check_at_least_one(limit=limit)
     ds = load_dataset(data, split, root=root, image_root=image_root)
     if limit is not None:
-        ds = ImageTextDataset(ds.name, ds.split, ds.records[:limit])
+        ds = ImageTextDataset(ds.name, ds.split, ds.records[:limit], ds.sources)
     return ds.check_images(skip_bad=skip_bad)
 
 
