@@ -39,7 +39,7 @@ from vislang.tasks.common import open_split, transform_config
 from vislang.train import FitResult, find_checkpoint, fit, load_model, seed_everything
 from vislang.train.card import model_card
 from vislang.train.checkpoint import read_config, resolve_checkpoint
-from vislang.train.loop import Task, run_lock
+from vislang.train.loop import Task, can_resume, nothing_to_resume, run_lock
 from vislang.train.runtime import resolve_device
 from vislang.utils.registry import Registry
 
@@ -194,6 +194,8 @@ def train(task: str | TaskSpec, cfg: Any = None, out: str | os.PathLike = "runs/
 
 
 def _train(spec: TaskSpec, cfg: Any, run_dir: Path, resume: bool) -> FitResult:
+    if resume and not can_resume(run_dir):
+        raise nothing_to_resume(run_dir)  # before any data is read or built
     data = spec.open_data(cfg)
     last = run_dir / "checkpoints" / "last"
     artifacts = spec.prepare(cfg, data, last if resume and find_checkpoint(last) else None)

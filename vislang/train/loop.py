@@ -170,6 +170,16 @@ class _Progress:
     stopped: str | None = None
 
 
+def nothing_to_resume(run_dir: Path) -> VislangError:
+    """The error of ``--resume`` on a run directory without a checkpoint."""
+    return VislangError(f"nothing to resume in {run_dir}: it has no checkpoints/last; start the run without --resume")
+
+
+def can_resume(run_dir: Path) -> bool:
+    """Whether ``run_dir`` holds a checkpoint to resume from (``last``, or ``best`` when a kill came between)."""
+    return any(find_checkpoint(run_dir / "checkpoints" / name) is not None for name in ("last", "best"))
+
+
 def run_lock(run_dir: Path):
     """The run directory's lock (``RUN/.lock``, the directory made if needed), held by one training process at
     a time; re-entrant in the process that holds it."""
@@ -222,8 +232,7 @@ class Trainer:
             copy_checkpoint(self.best_dir, self.last_dir)  # killed between writing best and last
             has_run = True
         if resume and not has_run:
-            raise VislangError(f"nothing to resume in {self.run_dir}: it has no checkpoints/last; "
-                               "start the run without --resume")
+            raise nothing_to_resume(self.run_dir)
         if not resume and has_run:
             raise VislangError(f"{self.run_dir} already holds a run (checkpoints/last); continue it with "
                                "--resume or choose another run directory")
