@@ -103,6 +103,12 @@ def torch_threads(n: int):
         torch.set_num_threads(before)
 
 
+@pytest.fixture(scope="session")
+def threads():
+    """:func:`torch_threads` for fixtures of other folders: ``with threads(1): ...``."""
+    return torch_threads
+
+
 @pytest.fixture(scope="module")
 def single_torch_thread():
     """One torch thread for a test module (``pytestmark = pytest.mark.usefixtures("single_torch_thread")``)."""

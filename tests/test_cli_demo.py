@@ -7,7 +7,9 @@ import pytest
 from vislang.cli import main
 
 TINY = ["--set", "model=caption_lstm_tiny", "--set", "model_kwargs={}", "--set", "train.max_steps=3",
-        "--set", "data.max_val=16", "--set", "data.transform.image_size=32", "--limit", "12"]
+        "--set", "data.max_val=16", "--set", "data.transform.image_size=32", "--limit", "12",
+        "--search-set", "data.name=emoji", "--search-set", "train.max_steps=2", "--search-set", "data.max_train=32",
+        "--search-set", "data.max_val=16", "--search-set", "task.text_bank=false"]
 
 
 def test_demo_data_only(data_root, capsys):
@@ -28,6 +30,13 @@ def test_demo_pipeline_with_a_tiny_recipe(data_root, tmp_path, capsys):
     page = (out / "report.html").read_text()
     assert "<table>" in page and "curves.png" in page and page.count('class="card"') == 3 * 6
     assert len(list((out / "report_files").glob("*_attention.png"))) == 18
+    # it ends with the one command that serves the captioner with an index of the test images, which loads
+    assert text.rstrip().splitlines()[-1].strip() == f"vislang serve {out} --index {out / 'search.index'}"
+    from vislang.serve import load_service
+
+    service = load_service([out], out / "search.index")
+    assert sorted(m.task for m in service.models.values()) == ["caption", "retrieval"]
+    assert len(service.index) == 24 and service.index.search_text("a red heart", k=3)
 
 
 @pytest.mark.slow

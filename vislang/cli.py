@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "vislang.commands.index",
     "vislang.commands.vqa",
     "vislang.commands.experiment",
+    "vislang.commands.serve",
 )
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from vislang.commands.explain import add_explain_option
     from vislang.tasks.caption import add_decoding_args
 
     p = sub.add_parser("caption", help="caption image files with a trained captioning run")
@@ -19,8 +20,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=32,
                    help="images captioned at once; each batch's captions are printed when it is done (default 32)")
     p.add_argument("--json", action="store_true", help="print one JSON object per image")
-    p.add_argument("--attention", metavar="OUT.png",
-                   help="write the per-word attention figure (several images: OUT_<image name>.png)")
+    add_explain_option(p, "write the per-word attention figure (several images: OUT_<image name>.png)",
+                       attention_alias=True)
     p.add_argument("--skip-bad", action="store_true",
                    help="report missing or unreadable images as a warning and exit 0 (default: an error, exit 2, "
                         "after the other images' captions)")
@@ -29,10 +30,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_caption(args: argparse.Namespace) -> int:
+    from vislang.commands.explain import explain_output
     from vislang.data.images import load_image
     from vislang.errors import VislangError
     from vislang.inference.caption import CaptionPredictor
-    from vislang.utils.io import check_output_file
     from vislang.viz import attention_figure, save_figure
 
     if args.beam < 1:
@@ -41,15 +42,14 @@ def cmd_caption(args: argparse.Namespace) -> int:
         raise VislangError(f"--max-len must be at least 1, got {args.max_len}")
     if args.batch_size < 1:
         raise VislangError(f"--batch-size must be at least 1, got {args.batch_size}")
-    if args.attention:
-        check_output_file(args.attention, "--attention")
+    figure, _ = explain_output(args)
     captioner = CaptionPredictor.load(args.model, args.checkpoint, args.device)
     bad: list[tuple[str, str]] = []  # every bad file is reported at the end, after the good ones' captions
     for i, cap in captioner.iter_captions(args.images, beam=args.beam, max_len=args.max_len,
                                           batch_size=args.batch_size, length_penalty=args.length_penalty, bad=bad):
         path = args.images[i]
-        if args.attention and cap.attention is not None:
-            out = Path(args.attention)
+        if figure and cap.attention is not None:
+            out = Path(figure)
             if len(args.images) > 1:
                 out = out.with_name(f"{out.stem}_{Path(path).stem}{out.suffix or '.png'}")
             h, w = cap.attention.shape[1:]

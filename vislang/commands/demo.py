@@ -29,6 +29,12 @@ EVAL_SPLITS = (("emoji", "test_seen_concepts_new_style"), ("emoji", "test_new_co
 # The demo's training recipe (any key can be changed with --set, as for `vislang train caption`).
 DEMO_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "demo.yaml"  # the repository's configs/
 
+# The search model the demo serves beside its captioner: the retrieval recipe (locked MiniLM text tower, LiT-style)
+# trained for a few epochs only; its index holds the demo's emoji test images.
+SEARCH_CONFIG = DEMO_CONFIG.with_name("retrieval_emoji.yaml")
+SEARCH_EPOCHS = 3
+SEARCH_SPLITS = ("test_seen_concepts_new_style", "test_new_concepts")
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="build the data, train a captioner on CPU, evaluate it and write a report")
@@ -37,6 +43,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="change the training recipe, e.g. --set train.epochs=8 (repeatable)")
     p.add_argument("--data-only", action="store_true", help="only build the data and show what is in it")
+    p.add_argument("--no-search", action="store_true",
+                   help="skip the search model and the index of the test images (what `vislang serve` searches)")
+    p.add_argument("--search-set", action="append", default=[], metavar="KEY=VALUE",
+                   help="change the search model's recipe (configs/retrieval_emoji.yaml, 3 epochs), e.g. "
+                        "--search-set train.epochs=10 (repeatable)")
     p.add_argument("--limit", type=int, help="evaluate at most N images per test split")
     p.add_argument("--beam", type=int, default=DEMO_BEAM, help=f"beam size for the test captions (default {DEMO_BEAM})")
     p.add_argument("--length-penalty", type=float, default=DEMO_LENGTH_PENALTY, metavar="P",
@@ -93,5 +104,38 @@ def cmd_demo(args: argparse.Namespace) -> int:
                           notes=f"{cfg.model} trained {result.steps} steps on Google + Twitter emoji "
                                 f"({cfg.data.transform.image_size} px); OpenMoji and Tux Paint never seen in training; "
                                 f"test captions by {decoding}.")
-    print(f"report: {report}  (total {time.perf_counter() - t0:.0f} s)")
+    print(f"report: {report}  ({time.perf_counter() - t0:.0f} s so far)")
+    served = [str(out)]
+    if not args.no_search:
+        index = build_search_index(out, args.root, args.search_set, args.limit)
+        served += ["--index", str(index)]
+        print(f"search index of the emoji test images: {index}  (total {time.perf_counter() - t0:.0f} s)")
+    print("\nserve the model (and search the test images) at http://127.0.0.1:8000/ with:\n"
+          f"  vislang serve {' '.join(served)}")
     return 0
+
+
+def build_search_index(out: Path, root: str | None, overrides: list[str], limit: int | None) -> Path:
+    """Train the demo's search model into ``out/search`` (resumed if there; ``overrides`` change its recipe) and
+    index the emoji test images (at most ``limit`` per split) with it into ``out/search.index``; returns the
+    index directory."""
+    from vislang.config import resolve_config
+    from vislang.data import load_dataset
+    from vislang.index import build_image_index
+    from vislang.inference.retrieval import RetrievalPredictor
+    from vislang.tasks.base import train
+    from vislang.tasks.retrieval import RetrievalRunConfig
+
+    run, index_dir = out / "search", out / "search.index"
+    cfg = resolve_config(RetrievalRunConfig, SEARCH_CONFIG,
+                         [f"train.epochs={SEARCH_EPOCHS}", *([f"data.root={root}"] if root else []), *overrides])
+    print(f"training the search model ({cfg.model}, {cfg.train.epochs} epochs) into {run} ...")
+    result = train("retrieval", cfg, run, resume=(run / "checkpoints" / "last").exists())
+    print(f"trained {result.steps} steps; best val rsum {result.best_metric:.3f}")
+    records = [r for split in SEARCH_SPLITS for r in load_dataset("emoji", split, root=root).records[:limit]]
+    meta = [{"captions": list(r.captions)} for r in records]
+    index = build_image_index(RetrievalPredictor.load(run), [r.image for r in records], [r.id for r in records],
+                              meta, model_path=run.resolve(), show_progress=False)
+    index.save(index_dir, overwrite=True)
+    return index_dir
+

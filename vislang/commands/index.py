@@ -9,6 +9,7 @@
     vislang search --image q.png --index runs/photos.index                           # image -> image
     vislang search --image q.png --index runs/captions.index                         # image -> text
     vislang search --image q.png --texts captions.txt --model runs/retr              # rank a file's texts
+    vislang search "a red circle" --index runs/photos.index --explain maps.png       # where each hit matches
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ KIND_FLAGS = {"nlist": "nlist", "nprobe": "nprobe", "hnsw_m": "m", "ef_construct
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from vislang.commands.explain import add_explain_option
+
     p = sub.add_parser("index", help="build and inspect vector indexes of images or texts (for `vislang search`)")
     isub = p.add_subparsers(dest="index_command", metavar="ACTION", required=True)
 
@@ -76,6 +79,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--ef-search", type=int, help="hnsw: candidate list size (default: the index's)")
     p.add_argument("--json", action="store_true", help="print the results as one JSON object")
     p.add_argument("--sheet", metavar="OUT.png", help="write a contact sheet of the query and the results")
+    add_explain_option(p, "write where each image hit matches the query (or, for text hits, where the query "
+                          "image matches each text): one heat map per hit, each map's mean its score")
     p.set_defaults(func=cmd_search)
 
 
@@ -246,11 +251,12 @@ def cmd_index_info(args: argparse.Namespace) -> int:
 def cmd_search(args: argparse.Namespace) -> int:
     import sys
 
+    from vislang.commands.explain import check_search_explain, explain_output, search_figure
     from vislang.data.images import load_image
     from vislang.data.text import knows_no_word
     from vislang.index import Index, build_text_index
     from vislang.utils.io import check_output_file, format_table
-    from vislang.viz import save_contact_sheet
+    from vislang.viz import save_contact_sheet, save_figure
 
     if (args.query is None) == (args.image is None):
         raise VislangError("give either a text query or --image FILE (not both)")
@@ -260,10 +266,13 @@ def cmd_search(args: argparse.Namespace) -> int:
         raise VislangError(f"-k must be at least 1, got {args.k}")
     if args.sheet:
         check_output_file(args.sheet, "--sheet")
+    figure, _ = explain_output(args)
     query_image = load_image(args.image) if args.image else None  # a bad file fails before any model work
 
     if args.index:
         index = Index.load(args.index)
+        if figure:
+            check_search_explain(index.modality, args.query)
         model = args.model or index.model_path
         if model is None:
             raise VislangError(f"{args.index}: the index records no model run; pass --model RUN")
@@ -275,6 +284,8 @@ def cmd_search(args: argparse.Namespace) -> int:
     else:
         if not args.model:
             raise VislangError("--texts needs --model RUN (there is no index to take the model from)")
+        if figure:
+            check_search_explain("text", args.query)
         texts, ids, meta = text_items(args.texts)
         index = build_text_index(_load_embedder(args.model), texts, ids, meta, model_path=args.model)
         source = args.texts
@@ -289,6 +300,8 @@ def cmd_search(args: argparse.Namespace) -> int:
                                                                                                    args.k)
     if args.sheet:
         save_contact_sheet(args.sheet, hits, args.query if args.query is not None else Path(args.image))
+    if figure:
+        save_figure(search_figure(index.embedder, hits, index.modality, args.query, query_image), figure)
     if args.json:
         query = {"text": args.query} if args.query is not None else {"image": str(args.image)}
         print(json.dumps({"query": query, "index": str(source), "modality": index.modality, "kind": index.kind,
@@ -299,4 +312,6 @@ def cmd_search(args: argparse.Namespace) -> int:
         print(format_table(rows, ("rank", "score", "id", last)))
         if args.sheet:
             print(f"sheet: {args.sheet}")
+        if figure:
+            print(f"explain: {figure}")
     return 0

@@ -9,18 +9,19 @@ from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from vislang.commands.explain import add_explain_option
+
     p = sub.add_parser("ask", help="answer a question about an image with a trained VQA run",
                        description="Answer questions about an image: the answer, its confidence and the top-k "
-                                   "answers; --attention writes where the model looked.")
+                                   "answers; --explain writes where the model looked.")
     p.add_argument("image", help="image file (PNG, JPEG, SVG, ...)")
     p.add_argument("questions", nargs="+", metavar="QUESTION", help="one or more questions")
     p.add_argument("--model", required=True, help="run directory of `vislang train vqa` (or a checkpoint)")
     p.add_argument("--checkpoint", default="best", choices=("best", "last"))
     p.add_argument("--top-k", type=int, default=5, help="answers listed (default 5)")
     p.add_argument("--json", action="store_true", help="print one JSON object per question")
-    p.add_argument("--attention", metavar="OUT.png",
-                   help="write the image attention map (several questions: OUT_<k>.png); needs an attending "
-                        "fusion (attention, bilinear, transformer, ...)")
+    add_explain_option(p, "write the image attention map (several questions: OUT_<k>.png); needs an attending "
+                          "fusion (attention, bilinear, transformer, ...)", attention_alias=True)
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_ask)
 
@@ -34,6 +35,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--checkpoint", default="best", choices=("best", "last"))
     c.add_argument("--top-k", type=int, default=5)
     c.add_argument("--json", action="store_true", help="print a JSON object")
+    add_explain_option(c, "write how much the image and the text each carried the top class (in the title; "
+                          "also on stderr, or in the --json object) and where in the image (the fusion's "
+                          "attention, else occlusion)")
     c.add_argument("--device", default="auto")
     c.set_defaults(func=cmd_classify)
 
@@ -46,30 +50,29 @@ def _attention_path(base: str, k: int, n: int) -> Path:
 def cmd_ask(args: argparse.Namespace) -> int:
     import sys
 
+    from vislang.commands.explain import explain_output
     from vislang.data.images import load_image
     from vislang.errors import VislangError
     from vislang.inference.vqa import VQAPredictor
-    from vislang.utils.io import check_output_file
     from vislang.viz import attention_figure, save_figure
 
     if args.top_k < 1:
         raise VislangError(f"--top-k must be at least 1, got {args.top_k}")
-    if args.attention:
-        check_output_file(args.attention, "--attention")
+    figure, option = explain_output(args)
     vqa = VQAPredictor.load(args.model, args.checkpoint, args.device)
     image = load_image(args.image, min_side=vqa.decode_side)  # for the model and the figure (512 px or more)
     answers = vqa.ask(image, args.questions, k=args.top_k)
     for k, a in enumerate(answers):
         for note in a.notes:
             print(f"note: {note}", file=sys.stderr)
-        if args.attention:
+        if figure:
             if a.attention is None:
                 raise VislangError("this model's fusion has no attention over the image regions (late fusion); "
-                                   "train with --fusion attention, bilinear or transformer for --attention")
+                                   f"train with --fusion attention, bilinear or transformer for {option}")
             h, w = a.attention.shape
             title = f"{a.question} -> {a.answer} ({a.confidence:.2f})"
             save_figure(attention_figure(image, [a.answer], a.attention.reshape(1, -1), (h, w), title, cell=192,
-                                         columns=2), _attention_path(args.attention, k, len(answers)))
+                                         columns=2), _attention_path(figure, k, len(answers)))
         if args.json:
             print(json.dumps({"image": args.image, **a.to_json()}, ensure_ascii=False))
         else:
@@ -81,19 +84,35 @@ def cmd_ask(args: argparse.Namespace) -> int:
 def cmd_classify(args: argparse.Namespace) -> int:
     import sys
 
+    from vislang.commands.explain import explain_output
+    from vislang.data.images import load_image
     from vislang.errors import VislangError
     from vislang.inference.classify import ClassifyPredictor
+    from vislang.viz import heatmap_figure, save_figure
 
     if args.top_k < 1:
         raise VislangError(f"--top-k must be at least 1, got {args.top_k}")
+    figure, _ = explain_output(args)
     clf = ClassifyPredictor.load(args.model, args.checkpoint, args.device)
-    top, seen = clf.classify(args.image, args.text, k=args.top_k)
+    image = load_image(args.image, min_side=clf.decode_side)  # for the model and the figure (512 px or more)
+    top, seen = clf.classify(image, args.text, k=args.top_k)
     if args.text and seen != " ".join(args.text.lower().split()):
         print(f"note: the model reads the text as {seen!r} (class-name words removed, as in training)",
               file=sys.stderr)
+    why = clf.explain(image, args.text) if figure else None
+    if why is not None:
+        weights = ", ".join(f"{m} {w:.2f}" for m, w in why.modality_weights.items())
+        save_figure(heatmap_figure(image, why.attention, f"{why.label} ({why.probability:.2f}): {weights}"), figure)
+        if not args.json:
+            print(f"explain: {why.label}: {weights} ({why.method}); figure: {figure}", file=sys.stderr)
     if args.json:
-        print(json.dumps({"image": args.image, "text": args.text, "label": top[0][0], "confidence": round(top[0][1], 4),
-                          "top": [{"label": c, "p": round(p, 4)} for c, p in top]}, ensure_ascii=False))
+        out = {"image": args.image, "text": args.text, "label": top[0][0], "confidence": round(top[0][1], 4),
+               "top": [{"label": c, "p": round(p, 4)} for c, p in top]}
+        if why is not None:
+            out["explanation"] = {"label": why.label, "probability": round(why.probability, 4),
+                                  "modality_weights": {m: round(w, 4) for m, w in why.modality_weights.items()},
+                                  "method": why.method, "grid_hw": list(why.grid_hw), "figure": str(figure)}
+        print(json.dumps(out, ensure_ascii=False))
     else:
         print(f"{args.image}\t{top[0][0]}\t{top[0][1]:.3f}\ttop-{len(top)}: "
               + ", ".join(f"{c} {p:.3f}" for c, p in top))

@@ -36,6 +36,9 @@ class ImageTextPredictor(Predictor):
                   ) -> FusionModelOutput:
         """The model on preprocessed images ``(B, 3, S, S)`` and ``texts`` (truncated to :attr:`max_len` tokens);
         ``image_index`` ``(Q,)``: the image of each text (None: one text per image)."""
-        tokens, lengths = pad_sequences([self.tokenizer.encode(t, max_len=self.max_len) for t in texts],
-                                        self.tokenizer.pad_id)                       # (Q, L), (Q,)
+        tokens, lengths = self.encode_texts(texts)                                    # (Q, L), (Q,)
         return run_fusion(self.model, images, tokens, lengths, image_index)
+
+    def encode_texts(self, texts: Sequence[str]) -> tuple[Tensor, Tensor]:
+        """Token ids ``(Q, L)`` (padded, truncated to :attr:`max_len`) and lengths ``(Q,)`` of ``texts``."""
+        return pad_sequences([self.tokenizer.encode(t, max_len=self.max_len) for t in texts], self.tokenizer.pad_id)

@@ -67,12 +67,23 @@ class VQAPredictor(ImageTextPredictor):
                 notes.append(f"unknown words read as <unk>: {', '.join(dict.fromkeys(unknown))}")
         return notes
 
-    @torch.inference_mode()
     def ask(self, image: ImageInput, questions: Sequence[str], k: int = 5) -> list[Answer]:
         """Answer ``questions`` about one image (a path or a PIL image; the image is encoded once for all)."""
-        x = self.images_tensor([image])                                               # (1, 3, S, S)
+        return self._answer(self.images_tensor([image]), questions, torch.zeros(len(questions), dtype=torch.long), k)
+
+    def ask_many(self, images: Sequence[ImageInput], questions: Sequence[str], k: int = 5) -> list[Answer]:
+        """Answer one question per image in one batch: ``questions[i]`` about ``images[i]``."""
+        if len(images) != len(questions):
+            raise VislangError(f"ask_many takes one question per image, got {len(images)} images and "
+                               f"{len(questions)} questions")
+        return self._answer(self.images_tensor(images), questions, None, k)
+
+    @torch.inference_mode()
+    def _answer(self, x: Tensor, questions: Sequence[str], image_index: Tensor | None, k: int) -> list[Answer]:
+        """Answers of ``questions`` about the images ``x`` ``(B, 3, S, S)``; ``image_index`` ``(Q,)``: the
+        image of each question (None: one question per image)."""
         notes = [self.check_question(q) for q in questions]
-        out = self.run_texts(x, questions, torch.zeros(len(questions), dtype=torch.long))
+        out = self.run_texts(x, questions, image_index)
         probs = out.logits.float().sigmoid().cpu()                                    # (Q, A)
         answers = []
         for row, question in enumerate(questions):

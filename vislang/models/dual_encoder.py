@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vislang.errors import VislangError
-from vislang.models.encoders import set_trainable
+from vislang.models.encoders import ImageFeatures, set_trainable
 from vislang.models.registry import create_model, family_config, register_family, register_model
 from vislang.models.text_encoders import HF_TOWERS, TEXT_MODES
 
@@ -91,6 +91,14 @@ class DualEncoderOutput(NamedTuple):
     logit_scale: Tensor     # () the similarity scale exp(logit_scale), clamped
 
 
+class RegionScores(NamedTuple):
+    """What :meth:`DualEncoder.region_scores` returns."""
+
+    maps: Tensor            # (B, h, w) each grid cell's contribution, scaled so that maps.mean((1, 2)) == scores
+    scores: Tensor          # (B,) query · image embedding
+    exact: bool             # False: the fallback map of an encoder whose pooled feature is not its grid mean
+
+
 class DualEncoder(nn.Module):
     """Image tower + text tower with linear projections into a shared, normalised space.
 
@@ -122,7 +130,10 @@ class DualEncoder(nn.Module):
 
     def encode_image(self, images: Tensor) -> Tensor:
         """L2-normalised image embeddings ``(B, E)`` of ImageNet-normalised ``images`` ``(B, 3, H, W)``."""
-        feats = self.image_encoder(images)
+        return F.normalize(self.image_proj(self._projection_input(images, self.image_encoder(images))), dim=-1)
+
+    def _projection_input(self, images: Tensor, feats: ImageFeatures) -> Tensor:
+        """What ``image_proj`` reads: the pooled feature (or the ``k x k`` pooled cells) and the thumbnail."""
         if self.image_pool_grid:
             h, w = feats.grid_hw
             grid = feats.grid.transpose(1, 2).reshape(len(images), -1, h, w)  # (B, D, h, w)
@@ -132,7 +143,73 @@ class DualEncoder(nn.Module):
         if self.image_thumbnail:
             thumb = F.adaptive_avg_pool2d(images, self.image_thumbnail).flatten(1)  # (B, 3*t*t)
             pooled = torch.cat([pooled, thumb], dim=1)
-        return F.normalize(self.image_proj(pooled), dim=-1)                    # (B, E)
+        return pooled                                                          # (B, F)
+
+    def region_scores(self, images: Tensor, queries: Tensor) -> RegionScores:
+        """How much each cell of the image encoder's grid contributes to the score ``query · image embedding``.
+
+        The embedding is ``normalize(W x)`` with ``W`` = ``image_proj`` (linear, no bias) and ``x`` what it
+        reads, so the score is ``(W^T q) · x / ||W x||``, linear in ``x`` once the norm is fixed. ``x`` splits
+        over the regions of the picture:
+
+        * ``image_pool_grid=0``: ``x`` is the encoder's pooled feature; when that is the mean of its grid cells
+          ``g_i`` (the CNNs, ResNets, Hugging Face models without a pooler), cell ``i`` contributes
+          ``c_i = (W g_i) · q / ||W x||`` and ``mean_i c_i`` is the score;
+        * ``image_pool_grid=k``: the ``D*k*k`` columns of ``W`` split into one block ``W_j`` per pooled cell
+          ``j``, the average of the grid cells ``R_j`` under it: cell ``i`` contributes
+          ``sum_{j: i in R_j} (W_j g_i) · q / (|R_j| ||W x||)`` (exactly as ``adaptive_avg_pool2d`` averages);
+        * ``image_thumbnail=t``: each thumbnail pixel's term ``sum_c (W^T q)_{c,p} x_{c,p} / ||W x||`` is spread
+          over the grid cells by the area they share with it.
+
+        The terms of each cell are summed and the map is scaled by ``N = h * w``, so its **mean** is the score
+        (a picture whose regions all matched alike would be flat at the score).
+
+        Fallback: with ``image_pool_grid=0`` and an encoder whose pooled feature is not its grid mean (a ViT's
+        class token, a Hugging Face pooler), the score is not a sum over cells; the map is then the cells'
+        projections ``c_i`` shifted by one constant so that its mean is still the score, and ``exact`` is False.
+
+        Args:
+            images: ImageNet-normalised ``(B, 3, H, W)``.
+            queries: L2-normalised query embeddings ``(B, E)``, or ``(E,)`` for every image.
+
+        Raises:
+            VislangError: ``queries`` is not ``(E,)`` or ``(B, E)``.
+        """
+        feats = self.image_encoder(images)
+        grid = feats.grid.float()                                              # (B, N, D)
+        b, n, d = grid.shape
+        h, w = feats.grid_hw
+        if queries.dim() == 1:
+            queries = queries.expand(b, -1)
+        if queries.dim() != 2 or queries.shape != (b, self.embed_dim):
+            raise VislangError(f"region scores: queries must be ({self.embed_dim},) or ({b}, {self.embed_dim}) "
+                               f"for {b} images, got {tuple(queries.shape)}")
+        q = queries.float()                                                    # (B, E)
+        weight = self.image_proj.weight.float()                                # (E, F)
+        x = self._projection_input(images, feats).float()                      # (B, F)
+        emb = x @ weight.T                                                     # (B, E)
+        norm = emb.norm(dim=-1).clamp_min(1e-12)                               # (B,) as F.normalize
+        scores = (emb * q).sum(-1) / norm                                      # (B,)
+        pull = q @ weight                                                      # (B, F) W^T q
+        k = self.image_pool_grid
+        cells = max(1, k) ** 2
+        pool = _pool_matrix((h, w), k, grid.device)                            # (K, N)
+        r_grid = pull[:, :d * cells].view(b, d, cells)                         # (B, D, K)
+        per_cell = ((grid @ r_grid) * pool.T).sum(-1)                          # (B, N)
+        exact = True
+        if not k:
+            pooled = feats.pooled.float()                                      # (B, D)
+            exact = bool(torch.allclose(pooled, grid.mean(dim=1), rtol=1e-4, atol=1e-5))
+            if not exact:                                                      # shift to the true grid term
+                true = (pooled * r_grid[..., 0]).sum(-1)                       # (B,)
+                per_cell = per_cell + ((true - per_cell.sum(-1)) / n)[:, None]
+        if self.image_thumbnail:
+            t = self.image_thumbnail
+            thumb = x[:, d * cells:].view(b, 3, t, t) * pull[:, d * cells:].view(b, 3, t, t)
+            ay, ax = _overlap(h, t, grid.device), _overlap(w, t, grid.device)  # (h, t), (w, t)
+            per_cell = per_cell + (ay @ thumb.sum(1) @ ax.T).flatten(1)        # (B, N)
+        maps = per_cell * (n / norm)[:, None]                                  # (B, N) mean = score
+        return RegionScores(maps.view(b, h, w), scores, exact)
 
     def encode_text(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
         """L2-normalised text embeddings ``(B, E)`` of ``input_ids`` ``(B, L)`` with ``attention_mask`` ``(B, L)``."""
@@ -170,6 +247,25 @@ class DualEncoder(nn.Module):
             for i, vec in zip(missing, pooled):
                 self._text_cache[keys[i]] = vec
         return torch.stack([self._text_cache[k] for k in keys]).to(input_ids.device)  # (B, D_txt)
+
+
+def _pool_matrix(grid_hw: tuple[int, int], k: int, device: torch.device) -> Tensor:
+    """``(K, N)``: row ``j`` is how pooled cell ``j`` averages the ``N = h*w`` grid cells (``adaptive_avg_pool2d``
+    to ``k x k``, ``K = k*k``; ``k = 0``: one row, the mean)."""
+    h, w = grid_hw
+    if not k:
+        return torch.full((1, h * w), 1.0 / (h * w), device=device)
+    eye = torch.eye(h * w, device=device).view(h * w, 1, h, w)                # one image per grid cell
+    return F.adaptive_avg_pool2d(eye, k).view(h * w, k * k).T                 # (K, N)
+
+
+def _overlap(cells: int, pixels: int, device: torch.device) -> Tensor:
+    """``(cells, pixels)``: the share of each of ``pixels`` equal intervals of ``[0, 1]`` inside each of
+    ``cells`` equal intervals (every column sums to 1)."""
+    c = torch.arange(cells + 1, dtype=torch.float64) / cells
+    p = torch.arange(pixels + 1, dtype=torch.float64) / pixels
+    inter = (torch.minimum(c[1:, None], p[None, 1:]) - torch.maximum(c[:-1, None], p[None, :-1])).clamp_min(0)
+    return (inter * pixels).float().to(device)
 
 
 @register_family("dual_encoder", DualEncoderConfig)

@@ -75,11 +75,13 @@ class FusionModelConfig:
 
 
 class FusionModelOutput(NamedTuple):
-    """What :meth:`FusionModel.forward` returns."""
+    """What :meth:`FusionModel.forward` returns (``modality_weights``: the fusion's own weights of the modalities,
+    e.g. the gates of ``late-gating``, in the order of :attr:`FusionModel.modalities`)."""
 
     logits: Tensor                 # (B, C) over the answers / classes
     attention: Tensor | None       # (B, N) weights over the image regions (attending fusions), else None
     grid_hw: tuple[int, int]       # (h, w) of the image grid, to draw the attention map
+    modality_weights: Tensor | None = None  # (B, M) gates of the fusion (FusionModel.modalities order), else None
 
 
 class RegionPosition(nn.Module):
@@ -147,7 +149,12 @@ class FusionModel(nn.Module):
         ``(B_img, 3, H, W)``: several questions about one image share one pass of the image encoder."""
         feats, grid_hw = self.features(images, input_ids, attention_mask, image_index)
         out = self.fusion(feats)
-        return FusionModelOutput(self.head(out.fused), out.attention, grid_hw)
+        return FusionModelOutput(self.head(out.fused), out.attention, grid_hw, out.modality_weights)
+
+    @property
+    def modalities(self) -> list[str]:
+        """The modalities the fusion reads, in the order of :attr:`FusionModelOutput.modality_weights`."""
+        return list(self.fusion.dims)
 
 
 @register_family("fusion_model", FusionModelConfig, merge=("fusion_kwargs",))

@@ -1,5 +1,5 @@
-"""Everything vislang draws: attention figures, the captioning report, training charts, search contact
-sheets and the fusion experiment's figure.
+"""Everything vislang draws: attention figures, explanation heat maps, the captioning report, training charts,
+search contact sheets and the fusion experiment's figure.
 
 viz depends only on data, errors and utils: it takes the objects it draws (captioners, evaluations, search
 hits) by what they provide (small :class:`typing.Protocol` classes), not by importing their modules.
@@ -8,6 +8,7 @@ hits) by what they provide (small :class:`typing.Protocol` classes), not by impo
 from vislang.viz.attention import attention_figure, attention_overlay, save_figure
 from vislang.viz.charts import PALETTE, Chart, Series, render_chart, render_charts, save_charts
 from vislang.viz.fusion import save_fusion_plot
+from vislang.viz.heatmap import heatmap_figure, heatmap_overlay, png_bytes, stack_figures
 from vislang.viz.report import write_report
 from vislang.viz.sheet import contact_sheet, save_contact_sheet, sheet_size
 
@@ -18,6 +19,9 @@ __all__ = [
     "attention_figure",
     "attention_overlay",
     "contact_sheet",
+    "heatmap_figure",
+    "heatmap_overlay",
+    "png_bytes",
     "render_chart",
     "render_charts",
     "save_charts",
@@ -25,5 +29,6 @@ __all__ = [
     "save_figure",
     "save_fusion_plot",
     "sheet_size",
+    "stack_figures",
     "write_report",
 ]

@@ -23,12 +23,17 @@ def attention_overlay(image: Image.Image, attention: torch.Tensor, size: int = 1
         size: Output side in pixels.
     """
     im = image.convert("RGB").resize((size, size), Image.Resampling.BICUBIC)
-    a = attention.detach().float()[None, None]  # (1, 1, h, w)
-    a = F.interpolate(a, size=(size, size), mode="bilinear", align_corners=False)[0, 0]
+    a = upsample_map(attention, size)
     a = (a - a.min()) / (a.max() - a.min() + 1e-8)  # (size, size) in [0, 1]
-    light = 0.25 + 0.75 * a.numpy()[..., None]
+    light = 0.25 + 0.75 * a[..., None]
     out = np.asarray(im, dtype=np.float32) * light
     return Image.fromarray(out.clip(0, 255).astype(np.uint8))
+
+
+def upsample_map(weights: torch.Tensor, size: int) -> np.ndarray:
+    """A ``(h, w)`` map bilinearly upsampled to ``(size, size)`` float32 values (not rescaled)."""
+    a = weights.detach().float().cpu()[None, None]  # (1, 1, h, w)
+    return F.interpolate(a, size=(size, size), mode="bilinear", align_corners=False)[0, 0].numpy()
 
 
 def attention_figure(image: Image.Image, words: Sequence[str], attention: torch.Tensor, grid_hw: tuple[int, int],
