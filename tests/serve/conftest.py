@@ -10,32 +10,33 @@ import pytest
 pytest.importorskip("fastapi")
 pytest.importorskip("prometheus_client")
 
-SHAPES = "shapes:n_train=40,n_val=8,n_test=8,size=32"
 PICTURE_NAMES = ["red", "green", "blue", "yellow", "purple", "orange"]
 
 
-def _train(threads, data_root: Path, out: Path, *args: str) -> Path:
+def _train(threads, shapes: str, data_root: Path, out: Path, *args: str) -> Path:
     from vislang.cli import main
 
     with threads(1):
-        assert main(["train", *args, "--data", SHAPES, "--root", str(data_root), "--batch-size", "8",
+        assert main(["train", *args, "--data", shapes, "--root", str(data_root), "--batch-size", "8",
                      "--image-size", "32", "--max-steps", "3", "--out", str(out)]) == 0
     return out
 
 
 @pytest.fixture(scope="session")
-def serve_runs(data_root: Path, retrieval_run: Path, threads, tmp_path_factory: pytest.TempPathFactory
-               ) -> dict[str, Path]:
+def serve_runs(data_root: Path, retrieval_run: Path, shapes_spec: str, threads,
+               tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Task -> a tiny real run: caption (attention LSTM), retrieval, vqa (attention fusion), classify (late
     fusion: no attention, so its explanation takes the occlusion path)."""
     root = tmp_path_factory.mktemp("serve-runs")
+
+    def train(name: str, *args: str) -> Path:
+        return _train(threads, shapes_spec, data_root, root / name, *args)
+
     return {
-        "caption": _train(threads, data_root, root / "cap", "caption", "--model", "caption_lstm_tiny",
-                          "--set", "task.max_len=12"),
+        "caption": train("cap", "caption", "--model", "caption_lstm_tiny", "--set", "task.max_len=12"),
         "retrieval": retrieval_run,
-        "vqa": _train(threads, data_root, root / "vqa", "vqa", "--model", "vqa_tiny", "--fusion", "attention",
-                      "--set", "task.max_len=16"),
-        "classify": _train(threads, data_root, root / "cls", "classify", "--model", "fusion_classifier_tiny"),
+        "vqa": train("vqa", "vqa", "--model", "vqa_tiny", "--fusion", "attention", "--set", "task.max_len=16"),
+        "classify": train("cls", "classify", "--model", "fusion_classifier_tiny"),
     }
 
 

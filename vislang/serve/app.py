@@ -258,7 +258,7 @@ def create_app(service: Service, config: ServeConfig) -> Any:
     # ------------------------------------------------------------------------------------ images and the page
     @app.get("/v1/images/{item_id:path}", tags=["service"], dependencies=guarded)
     async def indexed_image(item_id: str) -> Any:
-        path = service.image_paths.get(item_id)
+        path = service.image_path(item_id)
         if path is None:
             raise ApiError(404, f"no image {item_id!r} in the loaded index", "not_found")
         if not path.is_file():

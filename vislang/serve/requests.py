@@ -35,10 +35,6 @@ class Fields:
     image: bytes | None
     max_text_chars: int
 
-    def has(self, name: str) -> bool:
-        value = self.values.get(name)
-        return value is not None and not (isinstance(value, str) and value == "" and name != "text")
-
     def text(self, name: str, *, required: bool = True, allow_empty: bool = False) -> str | None:
         """A text field, stripped: 422 when missing (``required``), empty (unless ``allow_empty``) or too long."""
         value = self.values.get(name)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Hashable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -67,7 +67,6 @@ class Service:
     index: Any = None
     index_model: str | None = None
     index_path: Path | None = None
-    image_paths: dict[str, Path] = field(default_factory=dict)
 
     def pick(self, task: str, name: str | None) -> ServedModel:
         """The model named ``name`` (it must serve ``task``), or the first of ``task``.
@@ -87,6 +86,12 @@ class Service:
             if model.task == task:
                 return model
         raise ApiError(404, f"no {task} model is loaded", "no_model")
+
+    def image_path(self, item_id: str) -> Path | None:
+        """The file of an item of the loaded image index (None: no image index, or no such item)."""
+        if self.index is None or self.index.modality != "image" or item_id not in self.index:
+            return None
+        return Path(self.index.item(item_id)["path"])
 
     def defaults(self) -> set[str]:
         """The names of the first model of each task (the one used when a request names none)."""
@@ -159,8 +164,6 @@ def _attach_index(service: Service, directory: Path, device: str, checkpoint: st
         m = service.models[name] = ServedModel(name, "retrieval", predictor, Path(index.model_path))
     index.attach(m.predictor)
     service.index, service.index_model, service.index_path = index, m.name, directory
-    if index.modality == "image":
-        service.image_paths = {it: Path(index.item(it)["path"]) for it in index.ids}
 
 
 # ------------------------------------------------------------------------------------- batched operations
@@ -186,7 +189,7 @@ def _embed_text(predictor: Any, key: tuple, items: Sequence[str]) -> list[Any]:
 
 def _match(predictor: Any, key: tuple, items: Sequence[Any]) -> list[Any]:
     """Items ``(images (N, 3, S, S), query (E,))``: the region maps ``(N, h, w)`` of each hit."""
-    return [predictor.match_maps(images, query.expand(len(images), -1)) for images, query in items]
+    return [predictor.match_maps(images, query) for images, query in items]
 
 
 def _ask(predictor: Any, key: tuple, items: Sequence[tuple[Any, str]]) -> list[Any]:
