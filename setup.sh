@@ -11,8 +11,8 @@ dev=0
 [ "${1:-}" = "--dev" ] && dev=1
 # the demo builds data (data), trains its search model on the MiniLM text tower (hf), indexes the test images
 # (index) and prints the command that serves them (serve)
-extras="data,hf,index,serve"
-[ "$dev" = 1 ] && extras="data,hf,index,serve,dev"
+extras="data,hf,index,serve,generate"
+[ "$dev" = 1 ] && extras="data,hf,index,serve,generate,dev"
 
 if [ ! -x "$venv/bin/python" ]; then
   echo "setup: creating $venv"

@@ -139,6 +139,21 @@ def retrieval_run(data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> 
 
 
 @pytest.fixture(scope="session")
+def generate_run(data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real ``diffusion_unet_tiny`` (16 px, text tower from scratch) trained in-process for a few steps on the
+    shapes images (a few seconds). Its pictures mean little; tests check determinism, guidance and plumbing."""
+    pytest.importorskip("diffusers")
+    from vislang.cli import main
+
+    out = tmp_path_factory.mktemp("generate-run") / "run"
+    with torch_threads(1):
+        assert main(["train", "generate", "--data", SHAPES, "--root", str(data_root), "--model",
+                     "diffusion_unet_tiny", "--text-encoder", "scratch", "--epochs", "1", "--max-steps", "3",
+                     "--batch-size", "8", "--image-size", "16", "--seed", "0", "--out", str(out)]) == 0
+    return out
+
+
+@pytest.fixture(scope="session")
 def embedder(retrieval_run: Path):
     """``RetrievalPredictor.load(retrieval_run)``."""
     from vislang.inference.retrieval import RetrievalPredictor

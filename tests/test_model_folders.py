@@ -73,6 +73,9 @@ def model_outputs(model: nn.Module) -> dict[str, Tensor]:
               "attention_mask": torch.tensor([[1] * 6, [1] * 4 + [0] * 2])}  # (B, L)
     inputs["input_ids"] = inputs["tokens"]
     params = inspect.signature(model.forward).parameters
+    if "context" in params:  # a text-conditional denoiser: noisy images, timesteps, the text tower's context
+        inputs.update(noisy=inputs["images"], timesteps=torch.tensor([3, 50]),
+                      context=model.encode_text(inputs["input_ids"], inputs["attention_mask"]))
     args = [inputs[p] for p, v in params.items() if v.default is inspect.Parameter.empty]
     with torch.no_grad():
         return _flatten(model(*args))

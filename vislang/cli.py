@@ -19,6 +19,7 @@ COMMAND_MODULES = (
     "vislang.commands.models",
     "vislang.commands.train",
     "vislang.commands.caption",
+    "vislang.commands.generate",
     "vislang.commands.evaluate",
     "vislang.commands.demo",
     "vislang.commands.index",

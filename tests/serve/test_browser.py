@@ -245,3 +245,71 @@ def test_panels_follow_the_loaded_models(tab, token_server, picture):
     assert answer.value.status == 200 and answer.value.json()["model"] == "cap-2"  # the chosen model answered
     expect(page.locator("#caption-text")).not_to_be_empty()
     tab.check_clean(token_server)
+
+
+@pytest.fixture(scope="module")
+def generate_server(generate_run) -> str:
+    """A real ``vislang serve`` of the tiny generator alone: its base URL."""
+    with live_server([str(generate_run)], timeout=READY_TIMEOUT_S) as base:
+        yield base
+
+
+def test_generate_tab_at_phone_width(tab, server, generate_server, artifacts):
+    """The generate panel shows only beside a generator; a prompt gives the API's images in a grid, its
+    warning, its explanation, and a blank prompt the server's message; nothing overflows 375 px."""
+    page = tab.page
+    page.goto(server + "/")  # no generator loaded: no generate panel
+    expect(page.locator("#search-panel")).to_be_visible()
+    expect(page.locator("#generate-panel")).to_be_hidden()
+    tab.check_clean(server)
+    tab.urls.clear()
+
+    page.set_viewport_size({"width": 375, "height": 800})
+    page.goto(generate_server + "/")
+    expect(page.locator("#generate-panel")).to_be_visible()
+    for hidden in ("#search-panel", "#image-panel", "#generate-model"):
+        expect(page.locator(hidden)).to_be_hidden()
+    page.fill("#prompt", "a red circle")
+    page.fill("#generate-n", "3")
+    page.fill("#steps", "4")
+    page.fill("#seed", "2")
+    with page.expect_response(lambda r: r.url.endswith("/v1/generate")) as answer:
+        page.press("#prompt", "Enter")
+    assert answer.value.status == 200
+    expect(page.locator("#generated img")).to_have_count(3)
+    page.wait_for_function("""() => [...document.querySelectorAll('#generated img')]
+        .every((i) => i.complete && i.naturalWidth === 16)""")
+    status, want = call(generate_server, "/v1/generate", {"prompt": "a red circle", "n": 3, "steps": 4, "seed": 2})
+    assert status == 200
+    srcs = page.eval_on_selector_all("#generated img", "imgs => imgs.map((i) => i.src)")
+    assert srcs == [im["png"] for im in want["images"]]  # the page's request is the API's, PNG for PNG
+    expect(page.locator("#generated .score")).to_have_text(["seed 2", "seed 3", "seed 4"])
+    expect(page.locator("#generate-warnings")).to_be_hidden()
+    expect(page.locator("#status")).not_to_have_class("error")
+    assert page.evaluate("document.documentElement.scrollWidth") <= 375
+    screenshot(page, artifacts / "browser-generate-phone.png")
+
+    # an over-long prompt with explain: the server's warning and the per-token attention strip
+    long_prompt = " ".join(["a small red circle"] * 10)
+    status, want = call(generate_server, "/v1/generate", {"prompt": long_prompt, "n": 1, "steps": 4})
+    assert status == 200 and len(want["warnings"]) == 1
+    page.check("#explain")
+    page.fill("#prompt", long_prompt)
+    page.fill("#generate-n", "1")
+    page.click("#generate-button")
+    expect(page.locator("#generate-warnings")).to_have_text(want["warnings"][0])
+    page.wait_for_function("() => document.getElementById('generate-explanation').naturalWidth > 0")
+    expect(page.locator("#generated img")).to_have_count(1)
+    assert page.evaluate("document.documentElement.scrollWidth") <= 375
+    screenshot(page, artifacts / "browser-generate-explain-phone.png")
+
+    # a blank prompt: the message of the server's JSON error body, and no images
+    code, body = call(generate_server, "/v1/generate", {"prompt": "   "})
+    assert code == 422
+    page.fill("#prompt", "   ")
+    page.click("#generate-button")
+    expect(page.locator("#status")).to_have_text(body["error"]["message"])
+    expect(page.locator("#status")).to_have_class("error")
+    expect(page.locator("#generated img")).to_have_count(0)
+    expect(page.locator("#generate-explanation")).to_be_hidden()
+    tab.check_clean(generate_server)

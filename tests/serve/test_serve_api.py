@@ -63,7 +63,7 @@ def test_health_ready_and_models(client, service, serve_index):
 def test_openapi_lists_every_endpoint_and_no_cdn_docs_page(client):
     paths = client.get("/openapi.json").json()["paths"]
     for p in ("/v1/caption", "/v1/search", "/v1/embed", "/v1/ask", "/v1/classify", "/v1/images/{item_id}",
-              "/v1/models", "/healthz", "/readyz"):
+              "/v1/generate", "/v1/models", "/healthz", "/readyz"):
         assert p in paths, p
     assert "multipart/form-data" in paths["/v1/caption"]["post"]["requestBody"]["content"]
     assert client.get("/docs").status_code == 404  # swagger's page would load its assets from a CDN

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import subprocess
 import sys
@@ -68,3 +69,24 @@ def test_no_models_and_no_index_is_an_error(capsys):
 
     assert main(["serve"]) == 2
     assert "at least one run" in capsys.readouterr().err
+
+
+def test_a_live_server_generates_the_predictors_images(generate_run, threads):
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    import vislang
+
+    with live_server([str(generate_run)]) as url, httpx.Client(base_url=url, timeout=60) as http:
+        r = http.post("/v1/generate", json={"prompt": "a red circle", "n": 2, "steps": 4, "seed": 1})
+        bad = http.post("/v1/generate", json={"prompt": 12})
+    assert r.status_code == 200, r.text
+    assert bad.status_code == 422 and bad.json()["error"]["message"] == "prompt must be text, got int"
+    with threads(1):  # the server runs on one thread too (OMP_NUM_THREADS=1)
+        want = vislang.load(generate_run).generate(["a red circle"], n=2, steps=4, seed=1, warn=False)
+    got = [Image.open(io.BytesIO(base64.b64decode(im["png"].partition(",")[2]))) for im in r.json()["images"]]
+    assert [im["seed"] for im in r.json()["images"]] == [g.seed for g in want] == [1, 2]
+    for g, w in zip(got, want, strict=True):
+        np.testing.assert_array_equal(np.asarray(g), np.asarray(w.image))

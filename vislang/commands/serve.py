@@ -8,8 +8,8 @@ import argparse
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve", help="serve trained models over HTTP, with a web page (the 'serve' extra)",
                        description="Load trained runs or model folders (and an index) once, then answer HTTP "
-                                   "requests: /v1/caption, /v1/search, /v1/embed, /v1/ask, /v1/classify, the page at "
-                                   "/ and /metrics. The API is in docs/serve.md.")
+                                   "requests: /v1/caption, /v1/search, /v1/embed, /v1/ask, /v1/classify, "
+                                   "/v1/generate, the page at / and /metrics. The API is in docs/serve.md.")
     p.add_argument("models", nargs="*", metavar="RUN_OR_FOLDER", help="run directories or model folders")
     p.add_argument("--index", help="an index directory of `vislang index` (search; its model is loaded with it)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")

@@ -4,6 +4,7 @@ from vislang.models import (  # noqa: F401  (registers)
     caption_lstm,
     caption_transformer,
     cnn,
+    diffusion_unet,
     dual_encoder,
     fusion_model,
     hf_vision,

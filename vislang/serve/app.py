@@ -1,4 +1,4 @@
-"""The FastAPI application: health, models, the five predicting endpoints, indexed images, metrics and the page.
+"""The FastAPI application: health, models, the six predicting endpoints, indexed images, metrics and the page.
 
 See ``docs/serve.md`` for the API. Every model runs behind its :class:`~vislang.serve.batching.Batcher`;
 image decoding and drawing run on threads; errors are JSON (:mod:`vislang.serve.errors`).
@@ -18,15 +18,19 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
+from vislang.errors import VislangError
 from vislang.serve.batching import Batcher
 from vislang.serve.config import DEFAULT_BEAM, DEFAULT_LENGTH_PENALTY, ServeConfig
 from vislang.serve.errors import ApiError, install_handlers
-from vislang.serve.explain import caption_explanation, heatmap_explanation
+from vislang.serve.explain import caption_explanation, data_url, grid_list, heatmap_explanation
 from vislang.serve.observe import Metrics, ObserveMiddleware, setup_access_log
 from vislang.serve.requests import Fields, decode_image, read_fields
 from vislang.serve.service import ServedModel, Service
 
 STATIC = Path(__file__).parent / "static"
+
+#: ``/v1/generate``: images per request, sampler steps and seeds allowed (the defaults are 4, 50 and 0).
+MAX_IMAGES, MAX_STEPS, MAX_SEED = 16, 200, 2**31 - 1
 
 
 def _body(**fields: dict[str, Any]) -> dict[str, Any]:
@@ -66,7 +70,8 @@ def create_app(service: Service, config: ServeConfig) -> Any:
                 await m.batcher.stop()
 
     app = FastAPI(title="vislang", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
-                  description="Captioning, search, embeddings, VQA and classification with trained vislang models.")
+                  description="Captioning, search, embeddings, VQA, classification and text-to-image generation "
+                              "with trained vislang models.")
     install_handlers(app)
     if config.access_log:
         setup_access_log()
@@ -255,6 +260,31 @@ def create_app(service: Service, config: ServeConfig) -> Any:
                                                          modality_weights=weights, method=ex.method)
         return out
 
+    @app.post("/v1/generate", tags=["predict"], dependencies=guarded,
+              openapi_extra=_body(prompt=_STR, n=_INT, guidance=_NUM, steps=_INT, seed=_INT,
+                                  sampler={"type": "string", "enum": ["ddim", "dpm"]}, model=_STR, explain=_BOOL))
+    async def generate(request: Request) -> dict[str, Any]:
+        from vislang.models.diffusion_unet import SAMPLERS
+
+        f = await fields_of(request)
+        m = service.pick("generate", model_name(f))
+        prompt = f.prompt()
+        n, guidance = f.number("n", 4, 1, MAX_IMAGES), f.number("guidance", 3.0, 0, 50, integer=False)
+        steps, seed = f.number("steps", 50, 1, MAX_STEPS), f.number("seed", 0, 0, MAX_SEED)
+        sampler, explain = f.choice("sampler", SAMPLERS, "ddim"), f.flag("explain")
+        try:
+            warnings = [w for w in m.predictor.check_prompts([prompt]) if w]
+        except VislangError as e:  # an empty prompt: the predictor's message
+            raise ApiError(422, str(e), "invalid_field") from None
+        images = await run(m, ("generate", n, guidance, steps, seed, sampler), prompt)         # (n, 3, S, S)
+        out = {"model": m.name, "prompt": prompt, "size": int(images.shape[-1]),
+               "options": {"n": n, "guidance": guidance, "steps": steps, "seed": seed, "sampler": sampler},
+               "images": await run_in_threadpool(_image_urls, images, seed), "warnings": warnings}
+        if explain:
+            ex = await run(m, ("explain_generate", guidance, steps, seed, sampler), prompt)
+            out["explanation"] = await run_in_threadpool(_generation_explanation, ex, seed)
+        return out
+
     # ------------------------------------------------------------------------------------ images and the page
     @app.get("/v1/images/{item_id:path}", tags=["service"], dependencies=guarded)
     async def indexed_image(item_id: str) -> Any:
@@ -276,3 +306,26 @@ def create_app(service: Service, config: ServeConfig) -> Any:
         return FileResponse(index_html, media_type="text/html")
 
     return app
+
+
+def _image_urls(images: Any, seed: int) -> list[dict[str, Any]]:
+    """Generated images ``(n, 3, S, S)`` in [0, 1] as ``[{"seed", "png"}]``, ``png`` a ``data:`` URL."""
+    from vislang.inference.generate import to_pil
+    from vislang.viz import png_bytes
+
+    return [{"seed": seed + j, "png": data_url(png_bytes(to_pil(x)))} for j, x in enumerate(images)]
+
+
+def _generation_explanation(ex: Any, seed: int) -> dict[str, Any]:
+    """A ``GenerationExplanation`` as JSON: per token its cross-attention map ``(h, w)`` (each summing to 1) and
+    share of the attention, the image of ``seed`` drawn alone, and the figure of the maps over it (the one
+    ``vislang generate --explain`` draws)."""
+    from vislang.viz import png_bytes
+    from vislang.viz.token_maps import token_maps_figure
+
+    _, h, w = ex.maps.shape                                                          # (T, h, w)
+    title = f"{ex.prompt}  (seed {seed}; per token: share of the attention, peak over uniform)"
+    strip = token_maps_figure(ex.image, ex.tokens, ex.maps, ex.weights, title)
+    return {"kind": "cross_attention", "grid": [h, w], "seed": seed, "tokens": ex.tokens,
+            "weights": [round(float(v), 4) for v in ex.weights], "maps": [grid_list(m, 6) for m in ex.maps],
+            "image": data_url(png_bytes(ex.image)), "png": data_url(png_bytes(strip))}

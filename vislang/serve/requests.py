@@ -52,6 +52,28 @@ class Fields:
                                 f"{self.max_text_chars:,})", "invalid_field")
         return value
 
+    def prompt(self, name: str = "prompt") -> str:
+        """A prompt, stripped: 422 when missing, not text or too long; an empty one is left to the model to refuse
+        (with its own message)."""
+        value = self.values.get(name)
+        if value is None:
+            raise ApiError(422, f"field '{name}' is missing", "invalid_field")
+        if not isinstance(value, str):
+            raise ApiError(422, f"{name} must be text, got {type(value).__name__}", "invalid_field")
+        if len(value.strip()) > self.max_text_chars:
+            raise ApiError(422, f"field '{name}' is too long ({len(value.strip()):,} characters; at most "
+                                f"{self.max_text_chars:,})", "invalid_field")
+        return value.strip()
+
+    def choice(self, name: str, choices: tuple[str, ...], default: str) -> str:
+        """One of ``choices`` (``default`` when absent or empty); 422 otherwise."""
+        value = self.values.get(name)
+        if value is None or value == "":
+            return default
+        if not isinstance(value, str) or value.strip().lower() not in choices:
+            raise ApiError(422, f"field '{name}' must be one of {', '.join(choices)}, got {value!r}", "invalid_field")
+        return value.strip().lower()
+
     def number(self, name: str, default: float, lo: float, hi: float, *, integer: bool = True) -> Any:
         """A number field in ``[lo, hi]`` (``default`` when absent); 422 otherwise."""
         value = self.values.get(name)

@@ -12,7 +12,7 @@ from vislang.errors import VislangError
 from vislang.serve.errors import ApiError
 
 #: The endpoints' tasks and the model tasks that serve them.
-SERVED_TASKS = ("caption", "retrieval", "vqa", "classify")
+SERVED_TASKS = ("caption", "retrieval", "vqa", "classify", "generate")
 
 
 @dataclass
@@ -21,7 +21,7 @@ class ServedModel:
 
     Attributes:
         name: Its name in requests (the run or folder name, made unique).
-        task: ``caption``, ``retrieval``, ``vqa`` or ``classify``.
+        task: ``caption``, ``retrieval``, ``vqa``, ``classify`` or ``generate``.
         predictor: Its :mod:`vislang.inference` predictor.
         path: The run or model folder given.
         batcher: Its :class:`vislang.serve.batching.Batcher` (set when the app starts).
@@ -213,5 +213,31 @@ def _explain_classify(predictor: Any, key: tuple, items: Sequence[tuple[Any, str
     return [predictor.explain(x, text, label) for x, text, label in items]
 
 
+def _generate(predictor: Any, key: tuple, items: Sequence[str]) -> list[Any]:
+    """Key ``("generate", n, guidance, steps, seed, sampler)``, items prompts: ``(n, 3, S, S)`` in [0, 1] each.
+
+    Each request is its own :meth:`~vislang.inference.generate.GeneratePredictor.generate_tensor` call, the call
+    ``GeneratePredictor.generate([prompt], n=n, seed=seed, ...)`` makes: drawn in one UNet batch with other
+    prompts, its images would differ in the last bits (~1e-5, enough to flip a few 8-bit pixels), and a request
+    must get the same PNGs whoever it was batched with.
+    """
+    _, n, guidance, steps, seed, sampler = key
+    out: list[Any] = []
+    for prompt in items:
+        try:
+            out.append(predictor.generate_tensor([prompt], n=n, guidance=guidance, steps=steps, seed=seed,
+                                                 sampler=sampler))
+        except VislangError as e:
+            out.append(ApiError(422, str(e), "invalid_field"))
+    return out
+
+
+def _explain_generate(predictor: Any, key: tuple, items: Sequence[str]) -> list[Any]:
+    """Key ``("explain_generate", guidance, steps, seed, sampler)``: a ``GenerationExplanation`` per prompt."""
+    _, guidance, steps, seed, sampler = key
+    return [predictor.explain(p, guidance=guidance, steps=steps, seed=seed, sampler=sampler) for p in items]
+
+
 OPERATIONS = {"caption": _caption, "embed_image": _embed_image, "embed_text": _embed_text, "match": _match,
-              "ask": _ask, "classify": _classify, "explain_classify": _explain_classify}
+              "ask": _ask, "classify": _classify, "explain_classify": _explain_classify, "generate": _generate,
+              "explain_generate": _explain_generate}

@@ -3,6 +3,7 @@
 from vislang.tasks import (  # noqa: F401
     caption,
     classify,
+    generate,
     regions,
     retrieval,
     vqa,

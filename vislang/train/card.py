@@ -14,6 +14,7 @@ TASK_TAGS = {
     "retrieval": "zero-shot-image-classification",
     "vqa": "visual-question-answering",
     "classify": "image-classification",
+    "generate": "text-to-image",
     "regions": "image-segmentation",
 }
 

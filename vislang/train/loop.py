@@ -73,7 +73,9 @@ _RESERVED = ("kind", "step", "epoch", "time", "lr", "encoder_lr", "text_encoder_
 
 class Task(Protocol):
     """What a task tells the loop. ``monitor`` names the metric that picks the best checkpoint, ``mode``
-    says whether higher ("max") or lower ("min") is better."""
+    says whether higher ("max") or lower ("min") is better. A task may also define
+    ``after_optimizer_step(model)``, called after each optimiser step (e.g. to update a moving average of the
+    weights)."""
 
     monitor: str
     mode: str
@@ -386,6 +388,9 @@ class Trainer:
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
+        after = getattr(self.task, "after_optimizer_step", None)
+        if after is not None:  # e.g. a moving average of the weights
+            after(self.model)
         return norm
 
     def _diverged(self, what: str) -> None:

@@ -74,12 +74,12 @@ def heatmap_figure(image: Image.Image, heat: torch.Tensor, title: str | None = N
     font = default_font(13)
     if title is not None:
         title_font = default_font(15)
-        draw.text((6, 6), _fit(draw, title, title_font, 2 * cell - 12), fill="black", font=title_font)
+        draw.text((6, 6), fit_text(draw, title, title_font, 2 * cell - 12), fill="black", font=title_font)
     fig.paste(image.convert("RGB").resize((cell, cell), Image.Resampling.BICUBIC), (0, top))
     fig.paste(heatmap_overlay(image, heat, cell), (cell, top))
     lo, hi = float(heat.min()), float(heat.max())
     draw.text((4, top + cell + 3), "image", fill="black", font=font)
-    draw.text((cell + 4, top + cell + 3), _fit(draw, f"map {heat.shape[-2]}x{heat.shape[-1]}: {lo:.3g} to {hi:.3g}",
+    draw.text((cell + 4, top + cell + 3), fit_text(draw, f"map {heat.shape[-2]}x{heat.shape[-1]}: {lo:.3g} to {hi:.3g}",
                                                 font, cell - 8), fill="black", font=font)
     return fig
 
@@ -109,7 +109,7 @@ def png_bytes(fig: Image.Image) -> bytes:
     return buf.getvalue()
 
 
-def _fit(draw: ImageDraw.ImageDraw, text: str, font, width: int) -> str:
+def fit_text(draw: ImageDraw.ImageDraw, text: str, font, width: int) -> str:
     """``text`` cut (with an ellipsis) to fit ``width`` pixels in ``font``."""
     if draw.textlength(text, font=font) <= width:
         return text

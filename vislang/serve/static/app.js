@@ -1,11 +1,14 @@
-// The vislang web page: search the index, caption / ask about / classify an image. Plain JavaScript, no
-// build step; every request goes to this server's /v1 API (docs/serve.md).
+// The vislang web page: search the index, caption / ask about / classify an image, generate images from a
+// prompt. Plain JavaScript, no build step; every request goes to this server's /v1 API (docs/serve.md).
 "use strict";
 
 const $ = (id) => document.getElementById(id);
 const TOKEN_KEY = "vislang-token";
 // page panel -> the tasks whose models serve it (`task` of GET /v1/models)
-const PANELS = { search: ["retrieval"], caption: ["caption"], ask: ["vqa"], classify: ["classify"] };
+const PANELS = { search: ["retrieval"], caption: ["caption"], ask: ["vqa"], classify: ["classify"],
+  generate: ["generate"] };
+// the element shown or hidden for a panel (the image tasks are forms of one panel)
+const PANEL_ELEMENT = { search: "search-panel", generate: "generate-panel" };
 
 let image = null;      // the chosen image (a File or Blob)
 let previewUrl = null; // its object URL
@@ -104,7 +107,7 @@ async function loadModels() {
     const models = body.models.filter((m) => tasks.includes(m.task));
     let shown = models.length > 0;
     if (panel === "search") shown = shown && body.index !== null;
-    $(panel === "search" ? "search-panel" : panel + "-form").hidden = !shown;
+    $(PANEL_ELEMENT[panel] || panel + "-form").hidden = !shown;
     if (shown) fillModels(panel, models);
   }
   $("image-panel").hidden = ["caption", "ask", "classify"].every((p) => $(p + "-form").hidden);
@@ -252,6 +255,40 @@ async function classify() {
   showExplanation("classify-explanation", body.explanation);
 }
 
+// ------------------------------------------------------------------------------------------ generate
+
+function generatedCard(generated, prompt) {
+  const li = document.createElement("li");
+  li.className = "card";
+  const link = document.createElement("a");
+  link.href = generated.png;
+  link.download = "generated-seed-" + generated.seed + ".png";
+  link.title = "Download (seed " + generated.seed + ")";
+  const img = document.createElement("img");
+  img.className = "generated-image";
+  img.src = generated.png;
+  img.alt = "“" + prompt + "”, seed " + generated.seed;
+  link.append(img);
+  const seed = document.createElement("span");
+  seed.className = "score";
+  seed.textContent = "seed " + generated.seed;
+  li.append(link, seed);
+  return li;
+}
+
+async function generate() {
+  $("generate-warnings").textContent = "";
+  $("generated").replaceChildren();
+  showExplanation("generate-explanation", null);
+  const body = await post("v1/generate", {
+    prompt: $("prompt").value, n: $("generate-n").value, guidance: $("guidance").value,
+    steps: $("steps").value, seed: $("seed").value, sampler: $("sampler").value, model: modelOf("generate"),
+  });
+  $("generate-warnings").textContent = (body.warnings || []).join(" ");
+  $("generated").replaceChildren(...body.images.map((g) => generatedCard(g, body.prompt)));
+  showExplanation("generate-explanation", body.explanation);
+}
+
 // ------------------------------------------------------------------------------------------ wiring
 
 function onSubmit(formId, buttonId, label, work) {
@@ -266,6 +303,7 @@ function init() {
   onSubmit("caption-form", "caption-button", "Captioning", caption);
   onSubmit("ask-form", "ask-button", "Asking", ask);
   onSubmit("classify-form", "classify-button", "Classifying", classify);
+  onSubmit("generate-form", "generate-button", "Generating", generate);
   $("auth").addEventListener("submit", (event) => {
     event.preventDefault();
     sessionStorage.setItem(TOKEN_KEY, $("token").value.trim());

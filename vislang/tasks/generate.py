@@ -1,0 +1,348 @@
+"""Text-to-image generation as a task of the shared training loop: a text-conditional diffusion model trained
+by noise prediction (diffusers' DDPM schedule), with the caption dropped for some samples (classifier-free
+guidance) and an EMA of the weights; validation is the EMA model's noise-prediction error at fixed noise levels
+on the validation images (fixed noise, so it compares across checkpoints).
+
+``vislang train generate`` / ``vislang.train("generate", ...)``; ``vislang.load(run).generate([...])``;
+``vislang evaluate generate`` (:mod:`vislang.tasks.generate_eval`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import Tensor, nn
+
+from vislang.data.loader import ImageTextSamples, build_loader
+from vislang.data.records import Record
+from vislang.data.text import VOCAB_FILE, TextTokenizer, Vocabulary
+from vislang.data.transforms import TransformConfig
+from vislang.errors import VislangError
+from vislang.models.diffusion_unet import TextContext
+from vislang.models.registry import model_config
+from vislang.models.text_encoders import HF_TOWERS, saved_tokenizer, text_tokenizer
+from vislang.tasks.base import TaskSpec, TrainData, register_task
+from vislang.tasks.common import DataConfig
+from vislang.train import TrainConfig
+from vislang.utils.tensors import lengths_to_mask, model_device, pad_sequences
+
+
+@dataclass
+class GenerateTaskConfig:
+    """Generation options (read by :class:`GenerateTask`).
+
+    Attributes:
+        max_len: Longest caption in tokens (special tokens included); longer prompts are truncated.
+        cond_dropout: Fraction of training samples whose caption is replaced by the empty one, so the model
+            also learns the unconditional prediction that classifier-free guidance needs.
+        snr_gamma: Min-SNR loss weighting (Hang et al., 2023): each sample's noise-prediction error is weighted
+            by ``min(SNR(t), gamma) / SNR(t)``, so the nearly clean timesteps do not dominate training; None: the
+            plain mean squared error.
+        val_noise_levels: Noise levels (evenly spread over the schedule) at which each validation image is
+            scored.
+        val_batch_size: Images per validation batch.
+    """
+
+    max_len: int = 32
+    cond_dropout: float = 0.1
+    snr_gamma: float | None = 5.0
+    val_noise_levels: int = 4
+    val_batch_size: int = 64
+
+
+def _default_data() -> DataConfig:
+    return DataConfig(transform=TransformConfig(image_size=32, trim=True, augment=False))
+
+
+@dataclass
+class GenerateRunConfig:
+    """Everything a generation run needs; saved as ``config.yaml`` in the run directory.
+
+    Attributes:
+        model: Registered generator name (``diffusion_unet``, ``diffusion_unet_tiny``).
+        text_encoder: ``minilm`` (the locked pre-trained tower, default of ``diffusion_unet``), ``scratch`` (a
+            Transformer over the training captions' words, trained with the UNet), or a Hugging Face model
+            directory (locked); None: the model's own.
+        model_kwargs: Options of the model builder (``image_size`` is set from ``data.transform.image_size``).
+        data: Data section.
+        task: Generation options.
+        train: Loop options.
+    """
+
+    model: str = "diffusion_unet"
+    text_encoder: str | None = None
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+    data: DataConfig = field(default_factory=_default_data)
+    task: GenerateTaskConfig = field(default_factory=GenerateTaskConfig)
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=20, batch_size=32))
+
+
+# ------------------------------------------------------------------------------------- images and texts
+
+
+def to_model_range(images: Tensor, tf: TransformConfig) -> Tensor:
+    """Normalised images (the transform's mean/std) ``(B, 3, S, S)`` -> pixels in [-1, 1]."""
+    mean = images.new_tensor(tf.mean).view(1, 3, 1, 1)
+    std = images.new_tensor(tf.std).view(1, 3, 1, 1)
+    return (images * std + mean) * 2.0 - 1.0
+
+
+def to_unit_range(images: Tensor) -> Tensor:
+    """Model output in [-1, 1] -> pixels in [0, 1]."""
+    return ((images + 1.0) / 2.0).clamp(0.0, 1.0)
+
+
+def tokenize(tokenizer: TextTokenizer, texts: Sequence[str], max_len: int,
+             device: torch.device | str = "cpu") -> tuple[Tensor, Tensor]:
+    """Token ids ``(B, L)`` and attention mask ``(B, L)`` of ``texts`` (each truncated to ``max_len``)."""
+    ids = [tokenizer.encode(t, max_len=max_len) for t in texts]
+    tokens, lengths = pad_sequences(ids, tokenizer.pad_id)                           # (B, L), (B,)
+    mask = lengths_to_mask(lengths, tokens.shape[1], dtype=torch.long)              # (B, L)
+    return tokens.to(device), mask.to(device)
+
+
+def text_context(model: nn.Module, tokenizer: TextTokenizer, texts: Sequence[str], max_len: int) -> TextContext:
+    """The cross-attention context of ``texts`` (the empty text is the unconditional one)."""
+    return model.encode_text(*tokenize(tokenizer, texts, max_len, model_device(model)))
+
+
+@torch.no_grad()
+def sample_images(model: nn.Module, tokenizer: TextTokenizer, texts: Sequence[str], max_len: int, *,
+                  guidance: float, steps: int, seed: int, sampler: str = "ddim", batch_size: int = 16,
+                  on_batch: Callable[[int], None] | None = None) -> Tensor:
+    """Images ``(N, 3, S, S)`` in [0, 1] (CPU) of a generator's EMA weights, one per text; image ``j`` starts
+    from the noise of seed ``seed + j`` (whatever the batch it is drawn in). ``on_batch(k)`` after each batch
+    of ``k`` images (progress)."""
+    size, device = int(model.image_size), model_device(model)
+    uncond = text_context(model, tokenizer, [""], max_len)
+    out = []
+    for start in range(0, len(texts), batch_size):
+        chunk = list(texts[start:start + batch_size])
+        noise = torch.cat([seed_noise(seed + start + i, size) for i in range(len(chunk))])     # (B, 3, S, S)
+        x = model.sample(text_context(model, tokenizer, chunk, max_len), uncond, guidance=guidance, steps=steps,
+                         sampler=sampler, noise=noise.to(device))
+        out.append(to_unit_range(x).float().cpu())
+        if on_batch is not None:
+            on_batch(len(chunk))
+    return torch.cat(out) if out else torch.empty(0, 3, size, size)
+
+
+def seed_noise(seed: int, size: int) -> Tensor:
+    """The starting noise ``(1, 3, size, size)`` of seed ``seed``."""
+    return torch.randn((1, 3, size, size), generator=torch.Generator().manual_seed(int(seed)))
+
+
+def to_pil(image: Tensor) -> Image.Image:
+    """A ``(3, S, S)`` tensor in [0, 1] as an 8-bit RGB image."""
+    arr = (image.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    return Image.fromarray(arr, "RGB")
+
+
+# ------------------------------------------------------------------------------------------------ the loop
+
+
+class GenerateTask:
+    """Batch -> noise-prediction loss; validation -> the EMA model's error at fixed noise on the val images.
+
+    Args:
+        tokenizer: The text tower's tokenizer.
+        val_records: Validation images with captions (their first caption conditions them).
+        eval_transform: Image -> tensor for validation.
+        tf: The transform config (its mean/std undo the normalisation).
+        cfg: Task options.
+    """
+
+    monitor = "val_loss"
+    mode = "min"
+
+    def __init__(self, tokenizer: TextTokenizer, val_records: Sequence[Record], eval_transform: Any,
+                 tf: TransformConfig, cfg: GenerateTaskConfig):
+        self.tokenizer, self.val_records, self.eval_transform = tokenizer, list(val_records), eval_transform
+        self.tf, self.cfg = tf, cfg
+        self._scheduler: Any = None  # the training noise schedule, built once
+
+    def training_step(self, model: nn.Module, batch: dict[str, Any]) -> dict[str, Tensor]:
+        x0 = to_model_range(batch["image"], self.tf)                                  # (B, 3, S, S)
+        tokens = batch["tokens"]                                                      # (B, L)
+        mask = lengths_to_mask(batch["tokens_lengths"], tokens.shape[1], dtype=torch.long)
+        context = model.encode_text(tokens, mask)
+        context = self._drop_captions(model, context)
+        if self._scheduler is None:
+            self._scheduler = model.noise_scheduler("ddpm")
+        scheduler = self._scheduler
+        noise = torch.randn_like(x0)
+        t = torch.randint(0, scheduler.config.num_train_timesteps, (len(x0),), device=x0.device)
+        noisy = scheduler.add_noise(x0, noise, t)
+        eps = model(noisy, t, context)
+        err = (eps.float() - noise).pow(2).mean(dim=(1, 2, 3))                          # (B,)
+        if self.cfg.snr_gamma is None:
+            return {"loss": err.mean()}
+        alpha_bar = scheduler.alphas_cumprod.to(x0.device)[t]                          # (B,)
+        snr = alpha_bar / (1.0 - alpha_bar)
+        weight = snr.clamp(max=self.cfg.snr_gamma) / snr
+        return {"loss": (weight * err).mean(), "mse": err.mean().detach()}
+
+    def _drop_captions(self, model: nn.Module, context: TextContext) -> TextContext:
+        """Replace the context of a ``cond_dropout`` fraction of the samples by the empty caption's."""
+        b = context.states.shape[0]
+        drop = torch.rand(b, device=context.states.device) < self.cfg.cond_dropout  # (B,)
+        if not self.cfg.cond_dropout or not bool(drop.any()):
+            return context
+        empty = text_context(model, self.tokenizer, [""], self.cfg.max_len)
+        n = max(context.states.shape[1], empty.states.shape[1])
+        states = F.pad(context.states, (0, 0, 0, n - context.states.shape[1]))
+        mask = F.pad(context.mask, (0, n - context.mask.shape[1]))
+        e_states = F.pad(empty.states, (0, 0, 0, n - empty.states.shape[1])).expand(b, -1, -1)
+        e_mask = F.pad(empty.mask, (0, n - empty.mask.shape[1])).expand(b, -1)
+        return TextContext(torch.where(drop.view(b, 1, 1), e_states, states), torch.where(drop.view(b, 1), e_mask, mask))
+
+    def after_optimizer_step(self, model: nn.Module) -> None:
+        model.update_ema()
+
+    def validate(self, model: nn.Module) -> dict[str, float]:
+        return {"val_loss": validation_loss(model, self.tokenizer, self.val_records, self.eval_transform, self.tf,
+                                            self.cfg)}
+
+    def save_artifacts(self, directory: Path) -> None:
+        if isinstance(self.tokenizer, Vocabulary):
+            self.tokenizer.save(Path(directory) / VOCAB_FILE)
+
+
+@torch.no_grad()
+def validation_loss(model: nn.Module, tokenizer: TextTokenizer, records: Sequence[Record], transform: Any,
+                    tf: TransformConfig, cfg: GenerateTaskConfig, *, ema: bool = True) -> float:
+    """Mean squared noise-prediction error of ``records`` (first caption each) at ``cfg.val_noise_levels``
+    evenly spread timesteps, with noise drawn from a fixed seed: the same number for the same weights."""
+    if not records:
+        return float("nan")
+    device = model_device(model)
+    scheduler = model.noise_scheduler("ddpm")
+    total = scheduler.config.num_train_timesteps
+    levels = [int((j + 0.5) * total / cfg.val_noise_levels) for j in range(cfg.val_noise_levels)]
+    gen = torch.Generator().manual_seed(0)
+    loader = build_loader(ImageTextSamples(records, transform, unit="image"), cfg.val_batch_size)
+    errors, count = 0.0, 0
+    for batch in loader:
+        x0 = to_model_range(batch["image"], tf).to(device)                               # (B, 3, S, S)
+        context = text_context(model, tokenizer, [c[0] if c else "" for c in batch["captions"]], cfg.max_len)
+        for level in levels:
+            noise = torch.randn(x0.shape, generator=gen).to(device)
+            t = torch.full((len(x0),), level, device=device, dtype=torch.long)
+            eps = model(scheduler.add_noise(x0, noise, t), t, context, ema=ema)
+            errors += float(F.mse_loss(eps.float(), noise, reduction="sum")) / x0[0].numel()
+            count += len(x0)
+    return errors / count
+
+
+# ------------------------------------------------------------------------------------------------ the task
+
+
+def resolve_text_encoder(cfg: GenerateRunConfig) -> dict[str, Any]:
+    """The ``text_encoder`` / ``text_mode`` model options the ``--text-encoder`` choice stands for."""
+    choice = cfg.text_encoder
+    if choice is None:
+        return {}
+    if choice == "scratch":  # the model's own tower when it is one trained from scratch, else a Transformer
+        if model_config(cfg.model).text_encoder not in HF_TOWERS:
+            return {"text_mode": "scratch"}
+        return {"text_encoder": "text_transformer", "text_encoder_kwargs": {}, "text_mode": "scratch"}
+    if choice == "minilm":
+        return {"text_encoder": "minilm", "text_encoder_kwargs": {}, "text_mode": "locked"}
+    if Path(choice).is_dir():
+        return {"text_encoder": "hf_text", "text_encoder_kwargs": {"path": str(Path(choice).resolve())},
+                "text_mode": "locked"}
+    raise VislangError(f"text encoder {choice!r}: use scratch, minilm or the directory of a Hugging Face text model")
+
+
+@register_task("generate")
+class Generation(TaskSpec):
+    """Text-to-image generation: a text-conditional diffusion model (noise prediction, classifier-free
+    guidance, EMA), validated by its noise-prediction error at fixed noise.
+
+    The task's artifact is the text tower's tokenizer: its own (a pre-trained tower) or a vocabulary of the
+    training captions (``vocab.json``, a tower trained from scratch).
+    """
+
+    config = GenerateRunConfig
+    help = "text-to-image generation (text-conditional diffusion UNet)"
+    monitor_label = "validation noise-prediction MSE"
+    predictor = "vislang.inference.generate:GeneratePredictor"
+    train_flags = {"text_encoder": ("text_encoder", {
+        "metavar": "TOWER",
+        "help": "text tower: minilm (locked all-MiniLM-L6-v2, default), scratch (a Transformer over the training "
+                "captions' words, the ablation) or a Hugging Face model directory (locked)"})}
+    evaluation = "vislang.tasks.generate_eval"
+    evaluate_help = "generate images for a split's captions and judge them with a separately trained retrieval model"
+    evaluate_description = ("Generate an image for each distinct caption of a split and judge it with a separately "
+                            "trained retrieval model: alignment (R@1/R@5, mean cosine) beside the real images "
+                            "(ceiling) and shuffled prompts (floor), Frechet distance in the judge's feature space "
+                            "beside real-vs-real and a trivial generator, memorisation distances, and the "
+                            "retrieve-the-nearest-caption baseline; writes a table and report.html.")
+
+    def check(self, cfg: GenerateRunConfig) -> None:
+        if not 0.0 <= cfg.task.cond_dropout < 1.0:
+            raise VislangError(f"task.cond_dropout must be in [0, 1), not {cfg.task.cond_dropout}")
+        if cfg.task.snr_gamma is not None and cfg.task.snr_gamma <= 0:
+            raise VislangError(f"task.snr_gamma must be > 0 (or null), not {cfg.task.snr_gamma}")
+        if cfg.task.val_noise_levels < 1 or cfg.task.max_len < 3:
+            raise VislangError("task.val_noise_levels must be >= 1 and task.max_len >= 3")
+        model_config(cfg.model, **self._model_kwargs(cfg, {}))  # a bad size or tower fails before data is read
+
+    def _model_kwargs(self, cfg: GenerateRunConfig, extra: dict[str, Any]) -> dict[str, Any]:
+        return {**cfg.model_kwargs, "image_size": cfg.data.transform.image_size, **resolve_text_encoder(cfg), **extra}
+
+    def open_data(self, cfg: GenerateRunConfig) -> TrainData:
+        data = super().open_data(cfg)
+        train = [r for r in data.train if r.captions]
+        if not train:
+            raise VislangError(f"{cfg.data.name} [{cfg.data.train_split}] has no captions to train a generator on")
+        return TrainData(train, [r for r in data.val if r.captions])
+
+    def prepare(self, cfg: GenerateRunConfig, data: TrainData, reuse: Path | None) -> TextTokenizer:
+        options = model_config(cfg.model, **self._model_kwargs(cfg, {}))
+        tokenizer = text_tokenizer(options.text_encoder, options.text_encoder_kwargs)
+        if tokenizer is not None:
+            return tokenizer
+        if options.text_encoder in HF_TOWERS:
+            raise VislangError(f"cannot tell the tokenizer of text tower {options.text_encoder!r}")
+        if reuse is not None and (reuse / VOCAB_FILE).exists():
+            return Vocabulary.load(reuse / VOCAB_FILE)
+        return Vocabulary.build(c for r in data.train for c in r.captions)
+
+    def model_options(self, cfg: GenerateRunConfig, tokenizer: TextTokenizer) -> dict[str, Any]:
+        options = model_config(cfg.model, **self._model_kwargs(cfg, {}))
+        text_kwargs = dict(options.text_encoder_kwargs)
+        if isinstance(tokenizer, Vocabulary):  # a tower over the training captions' words
+            text_kwargs.update(vocab_size=len(tokenizer), pad_id=tokenizer.pad_id)
+            if options.text_encoder.startswith("text_transformer"):
+                text_kwargs["max_len"] = cfg.task.max_len
+        return self._model_kwargs(cfg, {"text_encoder": options.text_encoder, "text_encoder_kwargs": text_kwargs,
+                                        "text_mode": options.text_mode})
+
+    def samples(self, cfg: GenerateRunConfig, data: TrainData, tokenizer: TextTokenizer, transform) -> ImageTextSamples:
+        return ImageTextSamples(data.train, transform, unit="image_caption", tokenizer=tokenizer,
+                                max_len=cfg.task.max_len, skip_bad=cfg.data.skip_bad)
+
+    def objective(self, cfg: GenerateRunConfig, model: nn.Module, data: TrainData, tokenizer: TextTokenizer,
+                  transform) -> GenerateTask:
+        if getattr(model, "locked", False):  # a locked tower: every caption through it once, in batches by length
+            captions = sorted({c for r in [*data.train, *data.val] for c in r.captions}, key=len)
+            for start in range(0, len(captions), 256):
+                text_context(model, tokenizer, captions[start:start + 256], cfg.task.max_len)
+        return GenerateTask(tokenizer, data.val, transform, cfg.data.transform, cfg.task)
+
+    def extra(self, cfg: GenerateRunConfig, tokenizer: TextTokenizer) -> dict[str, Any]:
+        return {"max_len": cfg.task.max_len,
+                "tokenizer": VOCAB_FILE if isinstance(tokenizer, Vocabulary) else "text_encoder"}
+
+    def pad_id(self, tokenizer: TextTokenizer) -> int:
+        return tokenizer.pad_id
+
+    def load_artifacts(self, folder: Path, config: dict[str, Any]) -> TextTokenizer:
+        return saved_tokenizer(folder, config)
