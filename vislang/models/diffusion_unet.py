@@ -251,15 +251,16 @@ class TextToImageDiffusion(nn.Module):
         return x.clamp(-1.0, 1.0)
 
 
+def pad_context(c: TextContext, length: int) -> TextContext:
+    """``c`` right-padded to ``length`` tokens (zero states, mask 0)."""
+    extra = length - c.states.shape[1]
+    return TextContext(nn.functional.pad(c.states, (0, 0, 0, extra)), nn.functional.pad(c.mask, (0, extra)))
+
+
 def _concat_contexts(a: TextContext, b: TextContext) -> TextContext:
     """Two contexts as one batch, padded to the longer length."""
     n = max(a.states.shape[1], b.states.shape[1])
-
-    def pad(c: TextContext) -> TextContext:
-        extra = n - c.states.shape[1]
-        return TextContext(nn.functional.pad(c.states, (0, 0, 0, extra)), nn.functional.pad(c.mask, (0, extra)))
-
-    a, b = pad(a), pad(b)
+    a, b = pad_context(a, n), pad_context(b, n)
     return TextContext(torch.cat([a.states, b.states]), torch.cat([a.mask, b.mask]))
 
 

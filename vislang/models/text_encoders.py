@@ -278,6 +278,12 @@ def text_tokenizer(name: str, kwargs: dict[str, Any]) -> TextTokenizer | None:
     return None
 
 
+def tokenizer_source(tokenizer: TextTokenizer) -> str:
+    """What ``config.json`` records as ``tokenizer`` (read back by :func:`saved_tokenizer`): the saved vocabulary
+    file, or ``"text_encoder"`` for the tokenizer a pre-trained tower brings."""
+    return VOCAB_FILE if isinstance(tokenizer, Vocabulary) else "text_encoder"
+
+
 def saved_tokenizer(ckpt: Path, spec: dict[str, Any]) -> TextTokenizer:
     """The tokenizer of a checkpoint's text tower: its saved vocabulary, else the one its pre-trained tower brings.
 

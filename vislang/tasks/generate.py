@@ -24,9 +24,9 @@ from vislang.data.records import Record
 from vislang.data.text import VOCAB_FILE, TextTokenizer, Vocabulary
 from vislang.data.transforms import TransformConfig
 from vislang.errors import VislangError
-from vislang.models.diffusion_unet import TextContext
+from vislang.models.diffusion_unet import TextContext, pad_context
 from vislang.models.registry import model_config
-from vislang.models.text_encoders import HF_TOWERS, saved_tokenizer, text_tokenizer
+from vislang.models.text_encoders import HF_TOWERS, saved_tokenizer, text_tokenizer, tokenizer_source
 from vislang.tasks.base import TaskSpec, TrainData, register_task
 from vislang.tasks.common import DataConfig
 from vislang.train import TrainConfig
@@ -196,11 +196,9 @@ class GenerateTask:
             return context
         empty = text_context(model, self.tokenizer, [""], self.cfg.max_len)
         n = max(context.states.shape[1], empty.states.shape[1])
-        states = F.pad(context.states, (0, 0, 0, n - context.states.shape[1]))
-        mask = F.pad(context.mask, (0, n - context.mask.shape[1]))
-        e_states = F.pad(empty.states, (0, 0, 0, n - empty.states.shape[1])).expand(b, -1, -1)
-        e_mask = F.pad(empty.mask, (0, n - empty.mask.shape[1])).expand(b, -1)
-        return TextContext(torch.where(drop.view(b, 1, 1), e_states, states), torch.where(drop.view(b, 1), e_mask, mask))
+        context, empty = pad_context(context, n), pad_context(empty, n)
+        return TextContext(torch.where(drop.view(b, 1, 1), empty.states, context.states),  # (1, n, D) broadcasts
+                           torch.where(drop.view(b, 1), empty.mask, context.mask))
 
     def after_optimizer_step(self, model: nn.Module) -> None:
         model.update_ema()
@@ -339,10 +337,7 @@ class Generation(TaskSpec):
 
     def extra(self, cfg: GenerateRunConfig, tokenizer: TextTokenizer) -> dict[str, Any]:
         return {"max_len": cfg.task.max_len,
-                "tokenizer": VOCAB_FILE if isinstance(tokenizer, Vocabulary) else "text_encoder"}
-
-    def pad_id(self, tokenizer: TextTokenizer) -> int:
-        return tokenizer.pad_id
+                "tokenizer": tokenizer_source(tokenizer)}
 
     def load_artifacts(self, folder: Path, config: dict[str, Any]) -> TextTokenizer:
         return saved_tokenizer(folder, config)

@@ -30,7 +30,7 @@ from vislang.errors import VislangError
 from vislang.losses import ContrastiveLoss, TextBankContrastiveLoss
 from vislang.models.dual_encoder import TEXT_MODES, dual_encoder_config
 from vislang.models.registry import list_models
-from vislang.models.text_encoders import HF_TOWERS, saved_tokenizer, text_tokenizer
+from vislang.models.text_encoders import HF_TOWERS, saved_tokenizer, text_tokenizer, tokenizer_source
 from vislang.tasks.base import TaskSpec, TrainData, register_task
 from vislang.tasks.common import DataConfig
 from vislang.tasks.retrieval_embed import TextBank, embed_record_images, embed_texts
@@ -391,10 +391,7 @@ class Retrieval(TaskSpec):
 
     def extra(self, cfg: RetrievalRunConfig, tokenizer: TextTokenizer) -> dict[str, Any]:
         return {"max_len": cfg.task.max_len,
-                "tokenizer": VOCAB_FILE if isinstance(tokenizer, Vocabulary) else "text_encoder"}
-
-    def pad_id(self, tokenizer: TextTokenizer) -> int:
-        return tokenizer.pad_id
+                "tokenizer": tokenizer_source(tokenizer)}
 
     def load_artifacts(self, folder: Path, config: dict[str, Any]) -> TextTokenizer:
         return saved_tokenizer(folder, config)
