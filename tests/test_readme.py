@@ -43,3 +43,35 @@ def test_readme_command_parses(command, monkeypatch):
     if argv[0] == "train":
         cfg = run_config(args.task_spec.config, args)  # resolves --config, --set and the flags
         assert cfg.train.epochs >= 1
+
+
+def readme_torchrun_lines() -> list[str]:
+    """The README's ``torchrun`` commands (continuation lines joined)."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    return [line.strip() for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S)
+            for line in block.replace("\\\n", " ").splitlines() if line.strip().startswith("torchrun ")]
+
+
+def test_the_readme_shows_a_one_node_and_a_two_node_torchrun_command():
+    lines = readme_torchrun_lines()
+    assert any("--standalone" in line for line in lines) and any("--nnodes 2" in line for line in lines)
+    for line in lines:  # what torchrun runs is a vislang command line this CLI accepts
+        argv = shlex.split(line)
+        rest = argv[argv.index("vislang") + 1:]
+        assert rest[0] == "train" and callable(build_parser().parse_args(rest).func)
+
+
+@pytest.mark.slow
+def test_the_readme_one_node_torchrun_command_runs_as_written(data_root, tmp_path):
+    """The one-node command, as written, on this 2-core machine (torchrun is ``python -m torch.distributed.run``)."""
+    import os
+    import subprocess
+    import sys
+
+    (line,) = [c for c in readme_torchrun_lines() if "--standalone" in c]
+    argv = [sys.executable, "-m", "torch.distributed.run", *shlex.split(line)[1:]]
+    env = {**os.environ, "VISLANG_DATA": str(data_root), "VISLANG_QUIET": "1", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1200)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("run: runs/ddp") == 1  # rank 0 alone reports
+    assert (tmp_path / "runs" / "ddp" / "checkpoints" / "best" / "model.safetensors").exists()

@@ -21,7 +21,7 @@ SHORTCUTS = {
     "data": "data.name", "model": "model", "epochs": "train.epochs", "lr": "train.optim.lr",
     "batch_size": "train.batch_size", "seed": "train.seed", "workers": "train.workers",
     "image_size": "data.transform.image_size", "max_steps": "train.max_steps", "root": "data.root",
-    "device": "train.device", "logger": "train.logger",
+    "device": "train.device", "logger": "train.logger", "amp": "train.amp", "compile": "train.compile",
 }
 
 
@@ -39,6 +39,8 @@ def add_common_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int)
     p.add_argument("--workers", type=int)
     p.add_argument("--device", help="auto, cpu, cuda, cuda:1, ...")
+    p.add_argument("--amp", choices=("auto", "bf16", "off"), help="autocast (auto: bf16 on CUDA, off on CPU)")
+    p.add_argument("--compile", action="store_true", default=None, help="torch.compile the training step")
     p.add_argument("--logger", choices=("jsonl", "tensorboard"),
                    help="also write TensorBoard event files (log.jsonl is always written)")
     p.add_argument("--root", help="data root for built-in datasets")
@@ -93,5 +95,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     if Path(args.out).exists() and not Path(args.out).is_dir():
         raise VislangError(f"--out {args.out}: is a file, not a run directory; choose another --out")
     cfg = run_config(spec.config, args, {flag: key for flag, (key, _) in spec.train_flags.items()})
-    print_result(train(spec, cfg, Path(args.out), resume=args.resume), spec.monitor_label)
+    from vislang.utils import distributed
+
+    try:
+        result = train(spec, cfg, Path(args.out), resume=args.resume)
+        if distributed.current().is_main:  # under torchrun, rank 0 speaks for the run
+            print_result(result, spec.monitor_label)
+    finally:
+        distributed.shutdown()
     return 0

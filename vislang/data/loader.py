@@ -158,15 +158,23 @@ class SeededSampler(Sampler):
     To resume mid-epoch, keep :meth:`state_dict` from before the epoch's pass and later give it back with
     ``start`` set to the number of samples already consumed: the next pass draws the same order and seeds
     and begins at that sample.
+
+    With ``world_size`` > 1 (several processes, one sampler each, equally seeded) the order is cut into global
+    batches of ``batch_size * world_size`` samples and rank ``r`` yields the ``r``-th ``batch_size`` slice of
+    each: the ranks' slices are disjoint, cover each epoch once, and a global batch holds the same samples
+    (with the same seeds) whatever the number of ranks. ``start`` counts samples of the global order.
     """
 
     def __init__(self, n: int, shuffle: bool, generator: torch.Generator, groups: Sequence[Hashable] | None = None,
-                 group_run: int | None = None):
+                 group_run: int | None = None, *, rank: int = 0, world_size: int = 1, batch_size: int = 1):
         if groups is not None and len(groups) != n:
             raise ValueError(f"{len(groups)} sampling groups for {n} samples")
         if group_run is not None and group_run < 1:
             raise ValueError(f"group_run must be >= 1, got {group_run}")
+        if world_size < 1 or not 0 <= rank < world_size or batch_size < 1:
+            raise ValueError(f"bad sampler shard: rank {rank} of {world_size}, batch_size {batch_size}")
         self.n, self.shuffle, self.generator, self.group_run = n, shuffle, generator, group_run
+        self.rank, self.world_size, self.batch_size = rank, world_size, batch_size
         self.start = 0  # samples the next pass skips (then back to 0)
         self.groups: list[list[int]] | None = None
         if groups is not None:
@@ -176,7 +184,15 @@ class SeededSampler(Sampler):
             self.groups = list(members.values())
 
     def __len__(self) -> int:
-        return self.n
+        return len(self._positions(0))
+
+    def _positions(self, start: int) -> range | list[int]:
+        """Positions in the global order this rank yields, from sample ``start`` on."""
+        if self.world_size == 1:
+            return range(start, self.n)
+        glob, b = self.batch_size * self.world_size, self.batch_size
+        return [i for g in range(start, self.n, glob)
+                for i in range(g + self.rank * b, min(g + (self.rank + 1) * b, self.n))]
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
         if not self.shuffle:
@@ -193,7 +209,9 @@ class SeededSampler(Sampler):
                                   for i in runs[r]])
         seeds = torch.randint(0, 2**62, (self.n,), generator=self.generator)
         start, self.start = self.start, 0
-        yield from zip(order.tolist()[start:], seeds.tolist()[start:])
+        order_list, seed_list = order.tolist(), seeds.tolist()
+        for i in self._positions(start):
+            yield order_list[i], seed_list[i]
 
     def state_dict(self) -> dict[str, Any]:
         """The generator state the next pass starts from, and the samples it skips."""
@@ -216,19 +234,24 @@ def seed_worker(worker_id: int) -> None:
 
 
 def build_loader(samples: Dataset, batch_size: int, *, shuffle: bool = False, workers: int = 0, seed: int = 0,
-                 drop_last: bool = False, pad_id: int = 0) -> DataLoader:
+                 drop_last: bool = False, pad_id: int = 0, rank: int = 0, world_size: int = 1,
+                 pin_memory: bool = False) -> DataLoader:
     """A DataLoader with :class:`PadCollate` and a :class:`SeededSampler`: the same seed gives the same
     batches and the same augmentations, with any number of workers. Samples with a ``sampling_groups``
     attribute (one key per sample, e.g. :class:`ImageTextSamples` with ``batch_group_key``) are shuffled in
-    runs of related samples, at most ``sampling_group_run`` long (see :class:`SeededSampler`)."""
+    runs of related samples, at most ``sampling_group_run`` long (see :class:`SeededSampler`). With
+    ``world_size`` > 1 the loader of rank ``rank`` yields its ``batch_size`` slice of each global batch;
+    ``pin_memory`` puts batches in page-locked memory (faster, non-blocking copies to a GPU)."""
     gen = torch.Generator()
     gen.manual_seed(seed)
     # Worker base seeds come from a generator of their own, so the sampler's stream (order and augmentation
     # seeds) depends only on the seed and the number of passes, whether or not workers are persistent.
     worker_gen = torch.Generator()
     worker_gen.manual_seed((seed * 0x9E3779B97F4A7C15 + 1) % 2**63)
-    return DataLoader(samples, batch_size=batch_size, sampler=SeededSampler(len(samples), shuffle, gen,
-                                                                      getattr(samples, "sampling_groups", None),
-                                                                      getattr(samples, "sampling_group_run", None)),
+    sampler = SeededSampler(len(samples), shuffle, gen, getattr(samples, "sampling_groups", None),
+                            getattr(samples, "sampling_group_run", None), rank=rank, world_size=world_size,
+                            batch_size=batch_size)
+    return DataLoader(samples, batch_size=batch_size, sampler=sampler,
                       num_workers=workers, collate_fn=PadCollate(pad_id), worker_init_fn=seed_worker,
-                      generator=worker_gen, drop_last=drop_last, persistent_workers=workers > 0)
+                      generator=worker_gen, drop_last=drop_last, persistent_workers=workers > 0,
+                      pin_memory=pin_memory)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import functools
 import os
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from importlib import import_module
 from pathlib import Path
@@ -41,6 +42,7 @@ from vislang.train.card import model_card
 from vislang.train.checkpoint import read_config, resolve_checkpoint
 from vislang.train.loop import Task, can_resume, nothing_to_resume, run_lock
 from vislang.train.runtime import resolve_device
+from vislang.utils.distributed import collective_errors, init_distributed
 from vislang.utils.registry import Registry
 
 TASKS: Registry[TaskSpec] = Registry("task", load="vislang.tasks.builtin")
@@ -183,12 +185,13 @@ def train(task: str | TaskSpec, cfg: Any = None, out: str | os.PathLike = "runs/
     spec.check(cfg)
     if model_family(cfg.model) is not None:
         model_config(cfg.model, **cfg.model_kwargs)  # a mistyped model option fails before any data is read
+    env = init_distributed(resolve_device(cfg.train.device), cfg.train.dist_timeout)  # torchrun: join the ranks
     created = not run_dir.exists()
-    try:
-        with run_lock(run_dir):  # before anything reads or repairs the run's checkpoints
+    try:  # rank 0 holds the lock, before anything reads or repairs the run's checkpoints
+        with run_lock(run_dir) if env.is_main else nullcontext(), collective_errors("training"):
             return _train(spec, cfg, run_dir, resume)
     except BaseException:
-        if created and run_dir.is_dir() and not any(run_dir.iterdir()):
+        if env.is_main and created and run_dir.is_dir() and not any(run_dir.iterdir()):
             run_dir.rmdir()  # a run that failed before writing anything leaves no empty folder behind
         raise
 

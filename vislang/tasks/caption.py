@@ -104,7 +104,10 @@ class CaptionTask:
     def training_step(self, model: nn.Module, batch: dict[str, Any]) -> dict[str, Tensor]:
         tokens = batch["tokens"]  # (B, T)
         out = model(batch["image"], tokens)
-        return self.loss(out.logits, tokens[:, 1:], out.attention)
+        targets = tokens[:, 1:]                                                          # (B, T-1)
+        losses = self.loss(out.logits, targets, out.attention)
+        # the cross-entropy is a mean over tokens: under torchrun, ranks are weighted by their tokens
+        return {**losses, "count": (targets != self.loss.pad_id).sum()}
 
     def validate(self, model: nn.Module) -> dict[str, float]:
         from vislang.metrics.captions import evaluate_captions

@@ -42,6 +42,7 @@ from vislang.tasks.retrieval_galleries import (
 )
 from vislang.train import TrainConfig, load_weights
 from vislang.train.checkpoint import resolve_checkpoint
+from vislang.utils import distributed
 from vislang.utils.tensors import lengths_to_mask
 
 
@@ -85,6 +86,22 @@ class RetrievalTaskConfig:
     batch_group_key: str | None = None
     batch_group_run: int | None = 4
     text_bank: bool = False
+
+
+
+def _all_ranks(image_embeds: Tensor, text_embeds: Tensor, keys: dict[str, list], paired: bool, filler: bool
+               ) -> tuple[Tensor, Tensor, dict[str, list]]:
+    """Every rank's embeddings (gathered with gradients) and per-sample keys, in rank order: the global batch
+    one process would see. Paired views are gathered block by block (all firsts, then all seconds). A filler
+    step (a rank without samples) contributes no rows."""
+    blocks = 2 if paired else 1
+
+    def rows(x: Tensor) -> Tensor:
+        return torch.cat([distributed.gather_with_grad(c[:0] if filler else c) for c in x.chunk(blocks)])
+
+    keys = {k: [v for part in distributed.gather_objects([] if filler else values) for v in part]
+            for k, values in keys.items()}
+    return rows(image_embeds), rows(text_embeds), keys
 
 
 @dataclass
@@ -183,10 +200,6 @@ class RetrievalTask:
 
     def training_step(self, model: nn.Module, batch: dict[str, Any]) -> dict[str, Tensor]:
         tokens, lengths, images = batch["tokens"], batch["tokens_lengths"], batch["image"]
-        groups = None
-        if "group" in batch:
-            ids: dict[str, int] = {}
-            groups = torch.tensor([ids.setdefault(g, len(ids)) for g in batch["group"]], device=tokens.device)
         paired = images.dim() == 5                                              # (B, 2, 3, H, W) views
         if paired:
             b = images.shape[0]
@@ -195,19 +208,30 @@ class RetrievalTask:
             tokens = torch.cat([nn.functional.pad(t, (0, width - t.shape[1]), value=self.tokenizer.pad_id)
                                 for t in (tokens, batch["tokens2"])])            # (2B, L)
             lengths = torch.cat([lengths, batch["tokens2_lengths"]])
-            groups = torch.cat([groups, groups]) if groups is not None else torch.arange(b).repeat(2)
         mask = lengths_to_mask(lengths.to(tokens.device), tokens.shape[1], dtype=torch.long)   # (B', L)
         out = model(images, tokens, mask)
+        image_embeds, text_embeds = out.image_embeds, out.text_embeds            # (B', E)
+        keys = {k: list(batch[k]) for k in ("group", "text", "id") if k in batch}
+        if distributed.current().enabled:  # under torchrun: every rank's pairs, so the negatives are global
+            image_embeds, text_embeds, keys = _all_ranks(image_embeds, text_embeds, keys, paired,
+                                                         bool(batch.get("filler")))
+        b = image_embeds.shape[0] // 2 if paired else image_embeds.shape[0]
+        groups = None
+        if "group" in keys:
+            ids: dict[str, int] = {}
+            groups = torch.tensor([ids.setdefault(g, len(ids)) for g in keys["group"]], device=tokens.device)
+        if paired:
+            groups = torch.cat([groups, groups]) if groups is not None else torch.arange(b).repeat(2)
         if self.text_bank is not None and not paired:
             bank = self.text_bank
-            target, masked = bank.targets(batch["text"], batch["group"] if "group" in batch else batch["id"])
-            device = out.image_embeds.device
+            target, masked = bank.targets(keys["text"], keys["group"] if "group" in keys else keys["id"])
+            device = image_embeds.device
             bank_embeds = model.project_text(bank.features_on(device))            # (N, E)
-            return self.bank_loss(out.image_embeds, out.text_embeds, out.logit_scale, groups, bank_embeds,
+            return self.bank_loss(image_embeds, text_embeds, out.logit_scale, groups, bank_embeds,
                                   target.to(device), masked.to(device))
-        losses = self.loss(out.image_embeds, out.text_embeds, out.logit_scale, groups)
+        losses = self.loss(image_embeds, text_embeds, out.logit_scale, groups)
         if paired:
-            first, second = out.image_embeds[:b], out.image_embeds[b:]          # (B, E) each
+            first, second = image_embeds[:b], image_embeds[b:]                  # (B, E) each
             views = self.loss(first, second, out.logit_scale, groups[:b])
             losses["image_text"] = losses["loss"].detach()
             losses["image_image"] = views["loss"].detach()

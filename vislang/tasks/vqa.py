@@ -309,7 +309,7 @@ class VQATask(ImageTextObjective):
             image_index = torch.where(blank_image, len(images) - 1, image_index)
         out = run_fusion(model, images, tokens, lengths, image_index)
         targets = self.labels.targets(answers).to(out.logits.device)                 # (Q, A)
-        return self.loss(out.logits, targets)
+        return {**self.loss(out.logits, targets), "count": len(targets)}  # a mean over questions
 
     def validate(self, model: nn.Module) -> dict[str, float]:
         if not self.val_records:

@@ -45,7 +45,8 @@ class TrainConfig:
 
     Attributes:
         epochs: Passes over the training samples.
-        batch_size: Samples per micro-batch.
+        batch_size: Samples per micro-batch (per process under torchrun: the global batch is
+            ``batch_size * world size * accum_steps``).
         accum_steps: Micro-batches per optimiser step (gradient accumulation).
         seed: Seeds the data order, the augmentations and torch/numpy/python RNGs.
         workers: DataLoader worker processes.
@@ -58,6 +59,14 @@ class TrainConfig:
         log_every: Optimiser steps between ``log.jsonl`` training entries.
         logger: Also log to ``"tensorboard"`` (event files in ``RUN/tensorboard/``; needs the
             ``tensorboard`` extra) or only to ``log.jsonl`` (``"jsonl"``, always written).
+        compile: ``torch.compile`` the training step (the model's forward, loss and backward graph); the
+            first steps then take longer while it compiles.
+        channels_last: Keep images and convolution weights in channels-last memory order (faster convolutions
+            on recent GPUs; usually not on CPU).
+        dist_timeout: Seconds a collective of a distributed run (torchrun) waits for the other ranks: a rank
+            that dies or stalls ends every rank with an error within it.
+        sync_batchnorm: Under torchrun, synchronise BatchNorm statistics across ranks (N ranks of B samples
+            then train like one process of N·B); off: each rank normalises its own batch.
         optim: Optimiser and schedule.
     """
 
@@ -74,6 +83,10 @@ class TrainConfig:
     checkpoint_every: int | None = None
     log_every: int = 10
     logger: str = "jsonl"
+    compile: bool = False
+    channels_last: bool = False
+    dist_timeout: float = 600.0
+    sync_batchnorm: bool = True
     optim: OptimConfig = field(default_factory=OptimConfig)
 
 
@@ -91,6 +104,7 @@ def check_train_config(cfg: TrainConfig, task: Any) -> None:
         (cfg.early_stopping is None or cfg.early_stopping >= 1, "early_stopping must be >= 1 (or none)"),
         (cfg.checkpoint_every is None or cfg.checkpoint_every >= 1,
          "checkpoint_every must be >= 1 (or none)"),
+        (cfg.dist_timeout > 0, "dist_timeout must be > 0 seconds"),
         (cfg.optim.lr > 0, "optim.lr must be > 0"),
         (cfg.optim.grad_clip is None or cfg.optim.grad_clip > 0, "optim.grad_clip must be > 0 (or none)"),
         (cfg.amp in ("auto", "bf16", "off"), f"amp must be auto, bf16 or off, not {cfg.amp!r}"),

@@ -7,10 +7,17 @@
 from __future__ import annotations
 
 import math
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from vislang.errors import VislangError
+from vislang.utils import distributed as dist
+from vislang.viz.charts import Chart, Series, save_charts
 
 LOGGERS = ("jsonl", "tensorboard")
 TENSORBOARD_DIR = "tensorboard"
@@ -72,3 +79,70 @@ def _summary_writer() -> Any:
     except ImportError:
         raise VislangError("logger=tensorboard needs TensorBoard: pip install 'vislang[tensorboard]'") from None
     return SummaryWriter
+
+
+# ----------------------------------------------------------------------- the loop's windows and curves
+
+
+@dataclass
+class Window:
+    """Losses, gradient norms and throughput accumulated between two log entries."""
+
+    sums: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    steps: int = 0
+    samples: int = 0
+    start: float = field(default_factory=time.monotonic)
+
+    def add(self, losses: dict[str, float], grad_norm: float, samples: int) -> None:
+        for k, v in losses.items():
+            self.sums[k] += v
+        self.sums["grad_norm"] += grad_norm
+        self.steps += 1
+        self.samples += samples
+
+    def means(self) -> dict[str, float]:
+        return {k: v / max(1, self.steps) for k, v in self.sums.items()}
+
+    def reduce(self, world_size: int) -> None:
+        """Sum the losses (each rank holds its share of every step's mean) and samples of all ranks; the
+        gradient norm is the same on every rank."""
+        keys = sorted(k for k in self.sums if k != "grad_norm")
+        total = dist.all_reduce_sum(torch.tensor([self.sums[k] for k in keys] + [float(self.samples)],
+                                                 dtype=torch.float64))
+        for k, v in zip(keys, total[:-1].tolist()):
+            self.sums[k] = v
+        self.samples = int(total[-1])
+
+    def rate(self) -> float:
+        return round(self.samples / max(1e-9, time.monotonic() - self.start), 2)
+
+
+def plot_curves(history: list[dict], path: Path, skip: tuple[str, ...]) -> None:
+    """Write ``curves.png``: training losses, validation metrics and learning rate against the step (keys in
+    ``skip`` are not losses or metrics)."""
+    train = [e for e in history if e.get("kind") == "train"]
+    val = [e for e in history if e.get("kind") == "val"]
+
+    def series(entries: list[dict], keys: list[str]) -> list[Series]:
+        return [Series(k, [e["step"] for e in entries if k in e],
+                       [_num(e[k]) for e in entries if k in e]) for k in keys]
+
+    charts = [Chart(series(train, _keys(train, skip)), title="training losses", xlabel="step"),
+              Chart(series(val, _keys(val, skip)), title="validation", xlabel="step"),
+              Chart(series(train, [k for k in ("lr", "encoder_lr", "text_encoder_lr") if any(k in e for e in train)]),
+                    title="learning rate", xlabel="step")]
+    save_charts(path, charts, size=(720, 300))
+
+
+def _keys(entries: list[dict], skip: tuple[str, ...]) -> list[str]:
+    keys: dict[str, None] = {}
+    for e in entries:
+        for k, v in e.items():
+            if k not in skip and isinstance(v, (int, float)) and not isinstance(v, bool):
+                keys[k] = None
+    return list(keys)
+
+
+def _num(v: Any) -> float:
+    return float(v) if isinstance(v, (int, float)) else float("nan")
+

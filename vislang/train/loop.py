@@ -29,7 +29,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -40,6 +40,7 @@ from torch.utils.data import Dataset
 from vislang.config import config_to_dict, save_config
 from vislang.data.loader import build_loader
 from vislang.errors import VislangError
+from vislang.layers.sync_norm import statistics_excluded, unsync_batchnorm
 from vislang.train.checkpoint import (
     copy_checkpoint,
     find_checkpoint,
@@ -49,7 +50,8 @@ from vislang.train.checkpoint import (
     save_checkpoint,
 )
 from vislang.train.config import OptimConfig, TrainConfig, check_train_config
-from vislang.train.loggers import open_logger
+from vislang.train.distributed import filler_batch, setup_entry, wrap_for_ranks
+from vislang.train.loggers import Window, open_logger, plot_curves
 from vislang.train.optim import ENCODER_ATTR, build_optimizer, build_scheduler, param_groups, warmup_steps
 from vislang.train.runtime import (
     autocast_dtype,
@@ -59,9 +61,9 @@ from vislang.train.runtime import (
     seed_everything,
     set_rng_state,
 )
+from vislang.utils import distributed as dist
 from vislang.utils.io import atomic_write_jsonl, progress
 from vislang.utils.lock import file_lock
-from vislang.viz.charts import Chart, Series, save_charts
 
 __all__ = ["FitResult", "OptimConfig", "Task", "TrainConfig", "TrainingDivergedError", "fit", "resolve_device",
            "seed_everything"]
@@ -199,14 +201,19 @@ class Trainer:
         check_train_config(cfg, task)
         self.model, self.task, self.cfg, self.run_dir = model, task, cfg, run_dir
         self.model_spec, self.config_to_save, self.card = model_spec, config_to_save, card
-        self.device = resolve_device(cfg.device)
+        device = resolve_device(cfg.device)
+        self.env = dist.init_distributed(device, cfg.dist_timeout)  # a single process unless torchrun said so
+        self.device = dist.rank_device(device, self.env)
+        self.main = self.env.is_main  # rank 0 alone writes checkpoints, logs, curves and the progress bar
         self.amp_dtype = autocast_dtype(cfg.amp, self.device)
         self.loader = build_loader(train_samples, cfg.batch_size, shuffle=True, workers=cfg.workers,
-                                   seed=cfg.seed, pad_id=pad_id)
+                                   seed=cfg.seed, pad_id=pad_id, rank=self.env.rank, world_size=self.env.world_size,
+                                   pin_memory=self.device.type == "cuda")
         self.n_samples = len(train_samples)
         if self.n_samples == 0:
             raise VislangError("no training samples")
-        self.batches_per_epoch = len(self.loader)
+        self.global_batch = cfg.batch_size * self.env.world_size  # samples of one micro-batch over all ranks
+        self.batches_per_epoch = math.ceil(self.n_samples / self.global_batch)
         self.steps_per_epoch = math.ceil(self.batches_per_epoch / cfg.accum_steps)
         self.total_steps = cfg.epochs * self.steps_per_epoch
         if cfg.max_steps is not None:
@@ -224,14 +231,16 @@ class Trainer:
 
     def run(self, resume: bool = False) -> FitResult:
         """Train (or continue training) until the epochs, ``max_steps`` or early stopping end it, holding the
-        run directory's lock (``RUN/.lock``) throughout: another process training into it is refused."""
-        with run_lock(self.run_dir):
+        run directory's lock (``RUN/.lock``) throughout: another process training into it is refused. Under
+        torchrun rank 0 holds it, and a failed collective ends every rank with one line naming the rank."""
+        with run_lock(self.run_dir) if self.main else nullcontext(), dist.collective_errors("training"):
             return self._run(resume)
 
     def _run(self, resume: bool) -> FitResult:
         has_run = find_checkpoint(self.last_dir) is not None
         if resume and not has_run and find_checkpoint(self.best_dir) is not None:
-            copy_checkpoint(self.best_dir, self.last_dir)  # killed between writing best and last
+            if self.main:
+                copy_checkpoint(self.best_dir, self.last_dir)  # killed between writing best and last
             has_run = True
         if resume and not has_run:
             raise nothing_to_resume(self.run_dir)
@@ -241,12 +250,18 @@ class Trainer:
         resolved = self.config_to_save
         if resolved is None:
             resolved = {"model": self.model_spec, "train": config_to_dict(self.cfg)}
-        save_config(resolved, self.run_dir / "config.yaml")
+        if self.main:
+            save_config(resolved, self.run_dir / "config.yaml")
+        dist.barrier()  # rank 0 has repaired checkpoints/last before any rank reads it
         self.model.to(self.device)
+        if self.cfg.channels_last:
+            self.model.to(memory_format=torch.channels_last)
         if resume:
             load_weights(self.model, self.last_dir)  # before the optimiser sees the parameters
-        else:
-            seed_everything(self.cfg.seed)
+        else:  # rank r > 0 draws its own random stream (dropout, noise); rank 0 the single process's
+            seed_everything(self.cfg.seed + 7919 * self.env.rank)
+        self.step_fn, self.ddp = wrap_for_ranks(self.model, self.task, self.device, self.env,
+                                                sync_bn=self.cfg.sync_batchnorm, compile=self.cfg.compile)
         o = self.cfg.optim
         groups, self.param_summary = param_groups(self.model, lr=o.lr, weight_decay=o.weight_decay,
                                                   encoder_lr=o.encoder_lr, freeze_encoder=o.freeze_encoder,
@@ -258,13 +273,15 @@ class Trainer:
                                          min_lr_ratio=o.min_lr_ratio)
         if resume:
             self._restore()
-        else:  # a run killed before its first checkpoint starts over
+        elif self.main:  # a run killed before its first checkpoint starts over
             self.log_path.unlink(missing_ok=True)
             shutil.rmtree(self.best_dir, ignore_errors=True)
         try:
             self._train()
         finally:
             self._close_bar()
+            if self.ddp is not None:
+                unsync_batchnorm(self.model)  # the plain BatchNorm layers back, same weights and statistics
         best_dir = self.best_dir if find_checkpoint(self.best_dir) else None
         return FitResult(self.run_dir, self.p.step, self.p.epoch, self.p.best_metric, best_dir, self.last_dir,
                          self.history, self.p.stopped or "completed")
@@ -280,7 +297,7 @@ class Trainer:
             raise VislangError(
                 f"cannot resume {self.run_dir}: it was trained with {was[0]} batches per epoch and "
                 f"accum_steps={was[1]}, now {self.batches_per_epoch} and {self.cfg.accum_steps} "
-                "(keep the data, batch_size and accum_steps of the run)")
+                "(keep the data, the global batch (batch_size x ranks) and accum_steps of the run)")
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         schedule = self.scheduler.lr_lambdas[0]
@@ -290,21 +307,32 @@ class Trainer:
             for fn in self.scheduler.lr_lambdas:
                 fn.total, fn.warmup = self.total_steps, self.warmup
         self.loader.sampler.load_state_dict(state["sampler"])
-        set_rng_state(state["rng"])
+        ranks = state.get("rng_ranks") or [state["rng"]]
+        set_rng_state(ranks[self.env.rank] if self.env.rank < len(ranks) else state["rng"])
+        if self.env.rank >= len(ranks):  # more ranks than the run had: a stream of its own
+            seed_everything(self.cfg.seed + 7919 * self.env.rank + state["progress"]["step"])
         self.p = _Progress(**state["progress"])
         self._elapsed_before = self.p.elapsed
         self.history = read_log(self.log_path, max_step=self.p.step)
-        atomic_write_jsonl(self.log_path, self.history)
+        if self.main:
+            atomic_write_jsonl(self.log_path, self.history)
 
     # ---------------------------------------------------------------------------------------------- train
 
     def _train(self) -> None:
         p = self.p
-        self._bar = progress(total=self.total_steps, desc="train", unit="step")
+        self._bar = progress(total=self.total_steps, desc="train", unit="step", disable=None if self.main else True)
         self._bar.n = self._bar.last_print_n = self._bar.initial = p.step
-        self._log_file = open(self.log_path, "a", encoding="utf-8")  # noqa: SIM115 (closed in _close_bar)
-        self._extra_log = open_logger(self.cfg.logger, self.run_dir, p.step)  # closed in _close_bar
-        self._window = _Window()
+        self._log_file = self._extra_log = None
+        if self.main:
+            self._log_file = open(self.log_path, "a", encoding="utf-8")  # noqa: SIM115 (closed in _close_bar)
+            self._extra_log = open_logger(self.cfg.logger, self.run_dir, p.step)  # closed in _close_bar
+        self._window = Window()
+        if self.env.enabled:  # the global batch, in the log and on the progress bar
+            entry, line = setup_entry(self.env, self.device, self.cfg.batch_size, self.cfg.accum_steps, p.step)
+            self._write_log(entry)
+            if not self._bar.disable:
+                self._bar.write(line)
         if p.stopped == "early_stopping":
             return
         while p.epoch < self.cfg.epochs and p.step < self.total_steps:
@@ -333,14 +361,17 @@ class Trainer:
             getattr(self.model, ENCODER_ATTR).eval()
         micro, sums, samples = 0, defaultdict(float), 0
         weights = self._group_weights(p.batch_in_epoch)
-        for batch in self.loader:
-            if p.batch_in_epoch + micro >= self.batches_per_epoch:  # never expected: the loader ran long
-                break
+        batches = iter(self.loader)
+        while p.batch_in_epoch + micro < self.batches_per_epoch:
+            batch = next(batches, {})  # {}: this rank's share of the epoch's last global batch is empty
             n = _batch_size(batch)
-            if n:  # an empty batch: every image of it failed to decode and was skipped
-                losses = self._forward_backward(batch, weights[micro])
+            sync = micro + 1 == len(weights)
+            if n or self.ddp is not None:  # an empty batch: every image of it failed to decode (skipped)
+                # under DDP every rank steps: one without samples on a filler of weight 0
+                losses, share = self._forward_backward(batch if n else filler_batch(self.loader), weights[micro], sync,
+                                                       real=n > 0)
                 for k, v in losses.items():
-                    sums[k] += v * weights[micro]
+                    sums[k] += v * share
             samples += n
             micro += 1
             if micro < len(weights):
@@ -360,25 +391,39 @@ class Trainer:
     def _group_weights(self, first_batch: int) -> list[float]:
         """Loss weights of the micro-batches of the optimiser step starting at ``first_batch``: proportional
         to their sizes, summing to 1, so accumulating them is one big batch's mean."""
-        bs = self.cfg.batch_size
+        bs = self.global_batch
         last = min(first_batch + self.cfg.accum_steps, self.batches_per_epoch)
         sizes = [min(bs, self.n_samples - b * bs) for b in range(first_batch, last)]
         return [s / sum(sizes) for s in sizes]
 
-    def _forward_backward(self, batch: dict, weight: float) -> dict[str, float]:
+    def _forward_backward(self, batch: dict, weight: float, sync: bool, real: bool = True
+                          ) -> tuple[dict[str, float], float]:
+        """Losses of one micro-batch, back-propagated with ``weight`` (its share of the optimiser step); under
+        DDP times this rank's share of the micro-batch's items (train/distributed.py), with the gradients
+        all-reduced when ``sync``. Returns the losses and the share of them this rank logs."""
         batch = {k: v.to(self.device, non_blocking=True) if isinstance(v, Tensor) else v
                  for k, v in batch.items()}
-        with self._autocast():
-            out = self.task.training_step(self.model, batch)
-        if "loss" not in out:
-            raise VislangError(f"{type(self.task).__name__}.training_step returned no 'loss' "
-                               f"(got {sorted(out)})")
-        loss = out["loss"]
-        value = float(loss.detach().float())
-        if not math.isfinite(value):
-            self._diverged(f"the loss is {value}")
-        (loss.float() * weight).backward()
-        return {k: float(v.detach().float()) if isinstance(v, Tensor) else float(v) for k, v in out.items()}
+        if self.cfg.channels_last and isinstance(batch.get("image"), Tensor) and batch["image"].dim() == 4:
+            batch["image"] = batch["image"].contiguous(memory_format=torch.channels_last)
+        with self.ddp.no_sync() if self.ddp is not None and not sync else nullcontext():
+            with self._autocast(), nullcontext() if real else statistics_excluded():
+                out = dict(self.step_fn(batch))
+            if "loss" not in out:
+                raise VislangError(f"{type(self.task).__name__}.training_step returned no 'loss' "
+                                   f"(got {sorted(out)})")
+            count = out.pop("count", None)
+            share = weight
+            if self.ddp is not None:
+                mine = (float(count) if count is not None else float(_batch_size(batch))) if real else 0.0
+                total = float(dist.all_reduce_sum(torch.tensor([mine], dtype=torch.float64)))
+                share = weight * mine / total if total > 0 else 0.0
+                weight = share * self.env.world_size  # DDP averages the gradients over the ranks
+            loss = out["loss"]
+            value = float(loss.detach().float())
+            if not math.isfinite(value):
+                self._diverged(f"the loss is {value}")
+            (loss.float() * weight).backward()
+        return {k: float(v.detach().float()) if isinstance(v, Tensor) else float(v) for k, v in out.items()}, share
 
     def _optimizer_step(self) -> float:
         clip = self.cfg.optim.grad_clip
@@ -411,6 +456,8 @@ class Trainer:
         self._window.add(losses, grad_norm, samples)
         self._bar.update(1)
         if p.step % self.cfg.log_every == 0 or p.step == self.total_steps:
+            if self.env.enabled:  # every rank's share of the losses and samples
+                self._window.reduce(self.env.world_size)
             epoch = p.epoch + p.batch_in_epoch / self.batches_per_epoch
             entry = {"kind": "train", "step": p.step, "epoch": epoch}
             entry.update(self._window.means())
@@ -426,17 +473,20 @@ class Trainer:
             self._write_log(entry)
             self._bar.set_postfix(loss=f"{entry['loss']:.4f}", lr=f"{entry['lr']:.2e}",
                                   img_s=f"{entry['images_per_s']:.1f}", refresh=False)
-            self._window = _Window()
+            self._window = Window()
 
     # ------------------------------------------------------------------------------------------- validate
 
     def _validate(self) -> bool:
         """Run the task's validation; True when the monitored metric improved."""
         p, task = self.p, self.task
-        self.model.eval()
-        with torch.no_grad(), self._autocast():
-            raw = task.validate(self.model)
-        self.model.train()
+        raw: dict[str, Any] = {}
+        if self.main:  # the other ranks wait for its metrics (within dist_timeout)
+            self.model.eval()
+            with torch.no_grad(), self._autocast():
+                raw = task.validate(self.model)
+            self.model.train()
+        raw = dist.broadcast_object(raw)
         bad = [k for k, v in raw.items() if not isinstance(v, (int, float, Tensor)) or isinstance(v, bool)]
         if bad:
             raise VislangError(f"{type(task).__name__}.validate() must return numbers; {bad} are not")
@@ -458,7 +508,8 @@ class Trainer:
             p.bad_evals += 1
         self._write_log({"kind": "val", "step": p.step, "epoch": p.epoch, **metrics, "best": improved,
                          "time": self._elapsed()})
-        self._plot()
+        if self.main:
+            self._plot()
         if not self._bar.disable:
             shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
             self._bar.write(f"step {p.step} epoch {p.epoch}: {shown}" + (" (best)" if improved else ""))
@@ -470,8 +521,11 @@ class Trainer:
         """Write ``last`` (and ``best`` first when the metric improved: a crash between the two then resumes
         from the older ``last`` and redoes the same steps)."""
         p = self.p
+        rngs = dist.gather_objects(rng_state()) if self.env.enabled else None
+        if not self.main:
+            return
         sampler = ({**self.loader.sampler.state_dict(), "start": 0} if epoch_done else
-                   {**self._epoch_sampler_state, "start": p.batch_in_epoch * self.cfg.batch_size})
+                   {**self._epoch_sampler_state, "start": p.batch_in_epoch * self.global_batch})
         p.elapsed = self._elapsed()
         state = {
             "version": STATE_VERSION,
@@ -479,7 +533,9 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "sampler": sampler,
-            "rng": rng_state(),
+            "rng": rngs[0] if rngs else rng_state(),
+            "rng_ranks": rngs,
+            "world_size": self.env.world_size,
             "batches_per_epoch": self.batches_per_epoch,
             "accum_steps": self.cfg.accum_steps,
             "total_steps": self.total_steps,
@@ -500,28 +556,15 @@ class Trainer:
     def _write_log(self, entry: dict) -> None:
         entry = {k: (v if not isinstance(v, float) or math.isfinite(v) else None) for k, v in entry.items()}
         self.history.append(entry)
+        if self._log_file is None:  # a rank other than 0
+            return
         self._log_file.write(json.dumps(entry, ensure_ascii=False) + "\n")
         self._log_file.flush()
         if self._extra_log is not None:
             self._extra_log.write(entry)
 
     def _plot(self) -> None:
-        """Rewrite ``curves.png``: training losses, validation metrics and learning rate against the step."""
-        train = [e for e in self.history if e.get("kind") == "train"]
-        val = [e for e in self.history if e.get("kind") == "val"]
-
-        def series(entries: list[dict], keys: list[str]) -> list[Series]:
-            return [Series(k, [e["step"] for e in entries if k in e],
-                           [_num(e[k]) for e in entries if k in e]) for k in keys]
-
-        loss_keys = _keys(train, skip=_RESERVED)
-        metric_keys = _keys(val, skip=_RESERVED)
-        charts = [Chart(series(train, loss_keys), title="training losses", xlabel="step"),
-                  Chart(series(val, metric_keys), title="validation", xlabel="step"),
-                  Chart(series(train, [k for k in ("lr", "encoder_lr", "text_encoder_lr")
-                                       if any(k in e for e in train)]),
-                        title="learning rate", xlabel="step")]
-        save_charts(self.run_dir / "curves.png", charts, size=(720, 300))
+        plot_curves(self.history, self.run_dir / "curves.png", skip=_RESERVED)
 
     def _autocast(self) -> AbstractContextManager:
         if self.amp_dtype is None:
@@ -539,29 +582,6 @@ class Trainer:
                 obj.close()
 
 
-@dataclass
-class _Window:
-    """Losses, gradient norms and throughput accumulated between two log entries."""
-
-    sums: dict[str, float] = field(default_factory=lambda: defaultdict(float))
-    steps: int = 0
-    samples: int = 0
-    start: float = field(default_factory=time.monotonic)
-
-    def add(self, losses: dict[str, float], grad_norm: float, samples: int) -> None:
-        for k, v in losses.items():
-            self.sums[k] += v
-        self.sums["grad_norm"] += grad_norm
-        self.steps += 1
-        self.samples += samples
-
-    def means(self) -> dict[str, float]:
-        return {k: v / max(1, self.steps) for k, v in self.sums.items()}
-
-    def rate(self) -> float:
-        return round(self.samples / max(1e-9, time.monotonic() - self.start), 2)
-
-
 def _batch_size(batch: dict) -> int:
     if not batch:
         return 0
@@ -575,17 +595,3 @@ def _checkpoint_step(directory: Path) -> int | str:
         return read_config(directory).get("step", "?")
     except VislangError:
         return "?"
-
-
-def _keys(entries: list[dict], skip: tuple[str, ...]) -> list[str]:
-    keys: dict[str, None] = {}
-    for e in entries:
-        for k, v in e.items():
-            if k not in skip and isinstance(v, (int, float)) and not isinstance(v, bool):
-                keys[k] = None
-    return list(keys)
-
-
-def _num(v: Any) -> float:
-    return float(v) if isinstance(v, (int, float)) else float("nan")
-
