@@ -133,6 +133,12 @@ def test_two_ranks_of_b_train_like_one_process_of_2b(task, data_root, tmp_path):
     assert [e["step"] for e in train_ddp] == [1, 2, 3]  # rank 0 alone logs: each entry once
     for a, b in zip(train_ddp, train_one):
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-5, abs=1e-6)
+    # validation (split over the ranks for captioning, classification and VQA) scores the same
+    val_ddp, val_one = ([{k: v for k, v in e.items() if isinstance(v, float) and k != "time"} for e in log
+                         if e["kind"] == "val"]
+                        for log in (ddp, one))
+    assert len(val_ddp) == len(val_one) == 1 and val_one[0]
+    assert val_ddp[0] == pytest.approx(val_one[0], rel=1e-6)
     # rank 1 wrote nothing and said nothing; rank 0 printed the result
     assert (logs / "out1").read_text() == ""
     assert "run:" in (logs / "out0").read_text()

@@ -110,14 +110,21 @@ class CaptionTask:
         return {**losses, "count": (targets != self.loss.pad_id).sum()}
 
     def validate(self, model: nn.Module) -> dict[str, float]:
+        return self.score_val(self.val_records, self.predict_val(model, self.val_records))
+
+    def predict_val(self, model: nn.Module, records: Sequence[Record]) -> list[str]:
+        """The decoded caption of each record (under torchrun each rank decodes a part)."""
+        captions, _ = caption_records(model, records, self.vocab, self.eval_transform, beam=self.cfg.val_beam,
+                                      max_len=self.cfg.max_len, length_penalty=self.cfg.val_length_penalty,
+                                      batch_size=self.cfg.val_batch_size)
+        return captions
+
+    def score_val(self, records: Sequence[Record], captions: list[str]) -> dict[str, float]:
+        """COCO caption metrics of ``captions`` against the records' references."""
         from vislang.metrics.captions import evaluate_captions
 
-        captions, _ = caption_records(model, self.val_records, self.vocab, self.eval_transform,
-                                      beam=self.cfg.val_beam, max_len=self.cfg.max_len,
-                                      length_penalty=self.cfg.val_length_penalty,
-                                      batch_size=self.cfg.val_batch_size)
-        refs = {r.id: r.captions for r in self.val_records}
-        cands = {r.id: c for r, c in zip(self.val_records, captions)}
+        refs = {r.id: r.captions for r in records}
+        cands = {r.id: c for r, c in zip(records, captions)}
         scores = evaluate_captions(refs, cands, use_java=False)
         return {k: scores.corpus[k] for k in ("BLEU-1", "BLEU-4", "ROUGE-L", "CIDEr-D")}
 

@@ -223,12 +223,21 @@ class ClassifyTask(ImageTextObjective):
         return self.loss(run_fusion(model, *inputs).logits, labels)
 
     def validate(self, model: nn.Module) -> dict[str, float]:
-        if not self.val_records:
+        return self.score_val(self.val_records, self.predict_val(model, self.val_records))
+
+    def predict_val(self, model: nn.Module, records: Sequence[Record]) -> list[str]:
+        """The predicted class of each record (under torchrun each rank predicts a part)."""
+        if not records:
+            return []
+        probs = predict_classes(model, records, self.tokenizer, self.eval_transform, max_len=self.cfg.max_len,
+                                batch_size=self.cfg.val_batch_size)
+        return [self.labels.classes[i] for i in probs.argmax(dim=1).tolist()]
+
+    def score_val(self, records: Sequence[Record], pred: list[str]) -> dict[str, float]:
+        """Accuracy and macro-F1 of ``pred`` against the records' labels."""
+        if not records:
             return {}
-        probs = predict_classes(model, self.val_records, self.tokenizer, self.eval_transform,
-                                max_len=self.cfg.max_len, batch_size=self.cfg.val_batch_size)
-        pred = [self.labels.classes[i] for i in probs.argmax(dim=1).tolist()]
-        report = classification_report([r.label for r in self.val_records], pred, labels=self.labels.classes)
+        report = classification_report([r.label for r in records], pred, labels=self.labels.classes)
         return {"accuracy": report.accuracy, "macro_f1": report.macro_f1}
 
 

@@ -312,11 +312,22 @@ class VQATask(ImageTextObjective):
         return {**self.loss(out.logits, targets), "count": len(targets)}  # a mean over questions
 
     def validate(self, model: nn.Module) -> dict[str, float]:
-        if not self.val_records:
+        return self.score_val(self.val_records, self.predict_val(model, self.val_records))
+
+    def predict_val(self, model: nn.Module, records: Sequence[Record]) -> list[str]:
+        """The answer to each question of the records, in record order (under torchrun each rank answers a
+        part)."""
+        if not records:
+            return []
+        _, pred = predict_records(model, records, self.tokenizer, self.labels, self.eval_transform,
+                                  max_len=self.cfg.max_len, batch_size=self.cfg.val_batch_size)
+        return pred.answers
+
+    def score_val(self, records: Sequence[Record], answers: list[str]) -> dict[str, float]:
+        """VQA accuracy (and per question type) of ``answers`` to the records' questions."""
+        if not records:
             return {}
-        qas, pred = predict_records(model, self.val_records, self.tokenizer, self.labels, self.eval_transform,
-                                    max_len=self.cfg.max_len, batch_size=self.cfg.val_batch_size)
-        return vqa_metrics(qas, pred.answers)
+        return vqa_metrics([q for r in records for q in r.qa], answers)
 
 
 # ------------------------------------------------------------------------------------------- training

@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader
 
 from vislang.errors import VislangError
 from vislang.layers.sync_norm import sync_batchnorm
-from vislang.utils.distributed import DistEnv, backend_for
+from vislang.utils.distributed import DistEnv, backend_for, gather_objects
 
 
 class TaskStep(nn.Module):
@@ -76,3 +76,13 @@ def setup_entry(env: DistEnv, device: torch.device, batch_size: int, accum_steps
     line = (f"{world} ranks ({backend}): global batch {entry['global_batch']} = {batch_size} per rank x {world} "
             f"ranks x {accum_steps} accumulation")
     return entry, line
+
+
+def validate_sharded(task: Any, model: nn.Module, env: DistEnv) -> dict[str, float]:
+    """Validation split over the ranks: each predicts its contiguous part of ``task.val_records``
+    (``task.predict_val``), rank 0 scores them all (``task.score_val``) and returns the metrics; the others
+    return ``{}``."""
+    records = list(task.val_records)
+    n, r, w = len(records), env.rank, env.world_size
+    parts = gather_objects(task.predict_val(model, records[n * r // w:n * (r + 1) // w]))
+    return task.score_val(records, [p for part in parts for p in part]) if env.is_main else {}

@@ -50,7 +50,7 @@ from vislang.train.checkpoint import (
     save_checkpoint,
 )
 from vislang.train.config import OptimConfig, TrainConfig, check_train_config
-from vislang.train.distributed import filler_batch, setup_entry, wrap_for_ranks
+from vislang.train.distributed import filler_batch, setup_entry, validate_sharded, wrap_for_ranks
 from vislang.train.loggers import Window, open_logger, plot_curves
 from vislang.train.optim import ENCODER_ATTR, build_optimizer, build_scheduler, param_groups, warmup_steps
 from vislang.train.runtime import (
@@ -77,7 +77,8 @@ class Task(Protocol):
     """What a task tells the loop. ``monitor`` names the metric that picks the best checkpoint, ``mode``
     says whether higher ("max") or lower ("min") is better. A task may also define
     ``after_optimizer_step(model)``, called after each optimiser step (e.g. to update a moving average of the
-    weights)."""
+    weights), and ``val_records``, ``predict_val(model, records) -> list`` and ``score_val(records, predictions)
+    -> metrics``, with which torchrun's ranks each predict a part of the validation records."""
 
     monitor: str
     mode: str
@@ -481,10 +482,11 @@ class Trainer:
         """Run the task's validation; True when the monitored metric improved."""
         p, task = self.p, self.task
         raw: dict[str, Any] = {}
-        if self.main:  # the other ranks wait for its metrics (within dist_timeout)
+        sharded = self.env.enabled and hasattr(task, "predict_val")  # else rank 0 alone, the others wait
+        if self.main or sharded:
             self.model.eval()
             with torch.no_grad(), self._autocast():
-                raw = task.validate(self.model)
+                raw = validate_sharded(task, self.model, self.env) if sharded else task.validate(self.model)
             self.model.train()
         raw = dist.broadcast_object(raw)
         bad = [k for k, v in raw.items() if not isinstance(v, (int, float, Tensor)) or isinstance(v, bool)]
