@@ -9,7 +9,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,10 +16,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from ranks import TIMEOUT_S, rank_env, rank_logs, start_ranks, wait_ranks
 from safetensors.torch import load_file
 
 SHAPES = "shapes:n_train=40,n_val=8,n_test=8,size=32"
-TIMEOUT_S = 120  # each process (a compiling one: 600)
 # The default suite runs one family's equality, a killed rank and the setup error (~35 s); the slow job the rest.
 
 #: Weights agree to ~1e-6, at most 2e-5 (measured) after 3 Adam steps. A wrong loss weighting or unsynchronised
@@ -38,15 +37,10 @@ FAMILIES = {
     "retrieval": ("dual_encoder_tiny", []),
     "classify": ("fusion_classifier_tiny", ["task.modality_dropout=0", "model_kwargs.text_encoder_kwargs.dropout=0",
                                             "model_kwargs.fusion_kwargs.dropout=0"]),
+    "regions": ("region_tagger_tiny", []),
     "vqa": ("vqa_tiny", ["task.modality_dropout=0", "model_kwargs.text_encoder_kwargs.dropout=0",
                          "model_kwargs.fusion_kwargs.dropout=0"]),
 }
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _argv(task: str, out: Path, batch: int, data_root: Path, extra: list[str]) -> list[str]:
@@ -58,45 +52,9 @@ def _argv(task: str, out: Path, batch: int, data_root: Path, extra: list[str]) -
     return argv + extra
 
 
-def _env(rank: int, world: int, port: int) -> dict[str, str]:
-    env = {**os.environ, "VISLANG_QUIET": "1", "OMP_NUM_THREADS": "1"}
-    if world > 1:
-        env.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
-                   MASTER_PORT=str(port))
-    return env
-
-
-def _start(argv: list[str], world: int, logs: Path) -> list[subprocess.Popen]:
-    port = _free_port()
-    logs.mkdir(parents=True, exist_ok=True)
-    procs = []
-    for rank in range(world):
-        with open(logs / f"out{rank}", "w") as out, open(logs / f"err{rank}", "w") as err:
-            procs.append(subprocess.Popen(argv, env=_env(rank, world, port), stdout=out, stderr=err))
-    return procs
-
-
-def _wait(procs: list[subprocess.Popen], logs: Path, ok: bool = True) -> list[int]:
-    codes = []
-    for p in procs:
-        try:
-            codes.append(p.wait(timeout=600 if "--compile" in p.args else TIMEOUT_S))
-        except subprocess.TimeoutExpired:
-            for q in procs:
-                q.kill()
-            pytest.fail(f"a rank ran past {TIMEOUT_S} s: " + _logs(logs))
-    if ok and any(codes):
-        pytest.fail(f"exit codes {codes}: " + _logs(logs))
-    return codes
-
-
-def _logs(logs: Path) -> str:
-    return "\n".join(f"--- {f.name}\n{f.read_text()[-2000:]}" for f in sorted(logs.iterdir()))
-
-
 def _train(task: str, out: Path, world: int, batch: int, data_root: Path, extra: list[str]) -> Path:
     logs = out.parent / f"{out.name}-logs"
-    _wait(_start(_argv(task, out, batch, data_root, extra), world, logs), logs)
+    wait_ranks(start_ranks(_argv(task, out, batch, data_root, extra), world, logs), logs)
     return logs
 
 
@@ -185,11 +143,11 @@ def test_a_dead_or_stalled_rank_ends_the_other_within_the_timeout(how, data_root
     run = tmp_path / "run"
     argv = _argv("retrieval", run, 8, data_root, ["--epochs", "400", "--set", f"train.dist_timeout={timeout}"])
     logs = tmp_path / "logs"
-    procs = _start(argv, 2, logs)
+    procs = start_ranks(argv, 2, logs)
     try:
         deadline = time.monotonic() + TIMEOUT_S
         while not (run / "checkpoints" / "last" / "config.json").exists():  # training is under way
-            assert procs[0].poll() is None and procs[1].poll() is None, _logs(logs)
+            assert procs[0].poll() is None and procs[1].poll() is None, rank_logs(logs)
             assert time.monotonic() < deadline, "no checkpoint within the time limit"
             time.sleep(0.05)
         os.kill(procs[1].pid, signal.SIGKILL if how == "killed" else signal.SIGSTOP)
@@ -201,7 +159,7 @@ def test_a_dead_or_stalled_rank_ends_the_other_within_the_timeout(how, data_root
             if p.poll() is None:
                 p.kill()
             p.wait()
-    assert code == 2, _logs(logs)
+    assert code == 2, rank_logs(logs)
     assert took < timeout + 30
     line = _error_line(logs, 0)
     assert line.startswith("error: rank 0 of 2: training failed: another rank died, stalled past the timeout"), line
@@ -212,12 +170,12 @@ def test_killed_run_resumes_with_two_ranks_and_with_one(data_root, tmp_path):
     extra = ["--epochs", "10", "--set", "train.checkpoint_every=2"]  # 30 steps of global batch 16
     _train("retrieval", tmp_path / "reference", 2, 8, data_root, extra)
     run, logs = tmp_path / "killed", tmp_path / "killed-logs"
-    procs = _start(_argv("retrieval", run, 8, data_root, extra), 2, logs)
+    procs = start_ranks(_argv("retrieval", run, 8, data_root, extra), 2, logs)
     config = run / "checkpoints" / "last" / "config.json"
     try:
         deadline = time.monotonic() + TIMEOUT_S
         while not (config.exists() and json.loads(config.read_text())["step"] >= 2):
-            assert procs[0].poll() is None, _logs(logs)
+            assert procs[0].poll() is None, rank_logs(logs)
             assert time.monotonic() < deadline, "no checkpoint within the time limit"
             time.sleep(0.01)
         os.kill(procs[1].pid, signal.SIGSTOP)  # rank 0 can make no step past its next collective
@@ -241,7 +199,7 @@ def test_killed_run_resumes_with_two_ranks_and_with_one(data_root, tmp_path):
 
 
 def test_world_size_without_a_master_address_is_one_line(data_root, tmp_path):
-    env = {**_env(0, 1, 0), "RANK": "0", "WORLD_SIZE": "2"}
+    env = {**rank_env(0, 1, 0), "RANK": "0", "WORLD_SIZE": "2"}
     env.pop("MASTER_ADDR", None)
     env.pop("MASTER_PORT", None)
     proc = subprocess.run(_argv("retrieval", tmp_path / "run", 8, data_root, ["--max-steps", "1"]), env=env,

@@ -55,23 +55,34 @@ def readme_torchrun_lines() -> list[str]:
 def test_the_readme_shows_a_one_node_and_a_two_node_torchrun_command():
     lines = readme_torchrun_lines()
     assert any("--standalone" in line for line in lines) and any("--nnodes 2" in line for line in lines)
+    commands = set()
     for line in lines:  # what torchrun runs is a vislang command line this CLI accepts
         argv = shlex.split(line)
         rest = argv[argv.index("vislang") + 1:]
-        assert rest[0] == "train" and callable(build_parser().parse_args(rest).func)
+        commands.add(rest[0])
+        assert callable(build_parser().parse_args(rest).func)
+    assert commands == {"train", "evaluate", "index"}
 
 
 @pytest.mark.slow
-def test_the_readme_one_node_torchrun_command_runs_as_written(data_root, tmp_path):
-    """The one-node command, as written, on this 2-core machine (torchrun is ``python -m torch.distributed.run``)."""
+def test_the_readme_one_node_torchrun_commands_run_as_written(data_root, tmp_path):
+    """The one-node commands (train, evaluate, index), as written and in order, on this 2-core machine (torchrun
+    is ``python -m torch.distributed.run``)."""
     import os
     import subprocess
     import sys
 
-    (line,) = [c for c in readme_torchrun_lines() if "--standalone" in c]
-    argv = [sys.executable, "-m", "torch.distributed.run", *shlex.split(line)[1:]]
+    lines = [c for c in readme_torchrun_lines() if "--standalone" in c]
     env = {**os.environ, "VISLANG_DATA": str(data_root), "VISLANG_QUIET": "1", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1200)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert proc.stdout.count("run: runs/ddp") == 1  # rank 0 alone reports
+    said = []
+    for line in lines:
+        argv = [sys.executable, "-m", "torch.distributed.run", *shlex.split(line)[1:]]
+        proc = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1200)
+        assert proc.returncode == 0, line + "\n" + proc.stderr[-3000:]
+        said.append(proc.stdout)
+    train, evaluate, index = said
+    assert train.count("run: runs/ddp") == 1  # rank 0 alone reports
     assert (tmp_path / "runs" / "ddp" / "checkpoints" / "best" / "model.safetensors").exists()
+    assert evaluate.count("scores written to") == 1
+    assert (tmp_path / "runs" / "ddp" / "eval" / "shapes_test" / "scores.json").exists()
+    assert index.count("index: runs/ddp.index") == 1 and (tmp_path / "runs" / "ddp.index" / "index.json").exists()

@@ -174,10 +174,39 @@ def test_gather_with_grad_joins_uneven_ranks_and_sums_their_gradients(tmp_path):
     assert torch.equal(got[1]["grad"], 2 * torch.tensor([[5.0, 6.0]]))
 
 
+def _map_rank(rank: int, port: int, out: str) -> None:
+    _join(rank, port)
+    seen: list[list[str]] = []
+
+    def upper(part: list[str]) -> list[str]:
+        seen.append(list(part))
+        return [x.upper() for x in part]
+
+    got = {"letters": distributed.map_sharded(upper, "abcde"),
+           "one": distributed.map_sharded(upper, ["z"]),          # rank 1 alone has an item; rank 0 calls nothing
+           "rows": distributed.map_sharded(lambda part: torch.tensor(part).view(-1, 1) * 10, [1, 2, 3], torch.cat),
+           "seen": seen}
+    torch.save(got, f"{out}{rank}.pt")
+    dist.destroy_process_group()
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="gloo on loopback")
+def test_map_sharded_gives_each_rank_its_contiguous_part_and_every_rank_the_whole(tmp_path):
+    out = str(tmp_path / "m")
+    _spawn(_map_rank, _free_port(), out)
+    got = [torch.load(f"{out}{r}.pt") for r in range(2)]
+    for g in got:
+        assert g["letters"] == list("ABCDE") and g["one"] == ["Z"]
+        assert torch.equal(g["rows"], torch.tensor([[10], [20], [30]]))
+    assert got[0]["seen"] == [["a", "b"]]
+    assert got[1]["seen"] == [["c", "d", "e"], ["z"]]
+
+
 def test_single_process_collectives_are_the_identity():
     x = torch.randn(3, 2)
     assert gather_with_grad(x) is x
     assert distributed.gather_objects("a") == ["a"]
+    assert distributed.map_sharded(lambda part: [len(part)], "abc") == [3]  # one call with everything
     assert distributed.broadcast_object({"k": 1}) == {"k": 1}
     assert torch.equal(distributed.all_reduce_sum(x), x)
     assert "MASTER_PORT" not in os.environ or distributed.current().world_size == 1

@@ -10,11 +10,17 @@ Sub-commands:
               baselines.
     classify  a trained image + text classifier: accuracy, macro-F1, confusion matrix PNG, beside text-only,
               image-only and majority baselines.
+    generate  a trained text-to-image generator, judged by a separately trained retrieval model.
+
+Under ``torchrun`` the evaluation of a trained run is sharded: each rank predicts (captions, embeddings,
+answers, classes, samples) for its contiguous part of the split, every rank gets the parts, and rank 0 alone
+prints and writes (atomically): the same scores as one process.
 """
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
 
 from vislang.utils.io import atomic_write_json, format_table
@@ -47,7 +53,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             continue
         p = sub.add_parser(name, help=spec.evaluate_help, description=spec.evaluate_description or None)
         spec.add_evaluate_args(p)
-        p.set_defaults(func=spec.evaluate)
+        p.set_defaults(func=sharded(spec.evaluate))
+
+
+def sharded(evaluate: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """``evaluate`` run over torchrun's ranks (joined on the device it evaluates on; a plain call otherwise)."""
+
+    def run(args: argparse.Namespace) -> int:
+        from vislang.train.runtime import resolve_device
+        from vislang.utils.distributed import sharded_command
+
+        with sharded_command("evaluation", resolve_device(getattr(args, "device", "auto"))):
+            return evaluate(args)
+
+    return run
 
 
 def run_captions(args: argparse.Namespace) -> int:

@@ -151,15 +151,22 @@ def _load_embedder(model: str | os.PathLike):
 
 
 def cmd_index_build(args: argparse.Namespace) -> int:
+    """Build (or add to) an index; under torchrun each rank embeds its part and rank 0 writes the index."""
+    from contextlib import nullcontext
+
+    from vislang.train.runtime import resolve_device
+    from vislang.utils.distributed import sharded_command
     from vislang.utils.lock import file_lock
 
     if not isinstance(args.wait, bool) and args.wait < 0:
         raise VislangError(f"--wait takes a number of seconds >= 0, got {args.wait}")
-    with file_lock(args.out, wait=args.wait):  # from before the index is read to after the new one is in place
-        return _index_build(args)
+    # rank 0 holds the lock from before the index is read to after the new one is in place
+    with sharded_command("index build", resolve_device("auto")) as env, \
+            (file_lock(args.out, wait=args.wait) if env.is_main else nullcontext()):
+        return _index_build(args, write=env.is_main)
 
 
-def _index_build(args: argparse.Namespace) -> int:
+def _index_build(args: argparse.Namespace, write: bool = True) -> int:
     from vislang.index import Index, VectorIndexError
 
     if args.batch_size < 1:
@@ -221,7 +228,8 @@ def _index_build(args: argparse.Namespace) -> int:
         except MissingImagesError as e:  # also those whose pixel data broke while embedding: name the images
             raise MissingImagesError(label, e.bad, e.total) from None
         unit = "images"
-    index.save(out, overwrite=args.force)  # under the lock: refuses an index another writer saved meanwhile
+    if write:  # under the lock: refuses an index another writer saved meanwhile
+        index.save(out, overwrite=args.force)
 
     rate = report.added / report.seconds if report.seconds > 0 else 0.0
     kind = index.kind + (f" (asked for {index.requested_kind})" if index.kind != index.requested_kind else "")

@@ -1,4 +1,5 @@
-"""Embedding many items in batches for an index: image files (decoded on threads) and texts."""
+"""Embedding many items in batches for an index: image files (decoded on threads) and texts. Under torchrun
+each rank embeds its contiguous part and every rank gets all the vectors (rank 0 then writes the index)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import numpy as np
 from vislang.data.images import load_image
 from vislang.errors import ImageError, MissingImagesError
 from vislang.index.common import Embedder, as_matrix
+from vislang.utils.distributed import is_main, map_sharded
 from vislang.utils.io import progress
 
 
@@ -40,6 +42,24 @@ def embed_image_files(emb: Embedder, paths: Sequence[str], todo: Sequence[int], 
         MissingImagesError: Some images' pixel data is broken and ``skip_bad`` is False; all of them are
             decoded first and listed together.
     """
+    def join(parts: list[tuple[np.ndarray | None, list[int], list[tuple[str, str]]]]):
+        vectors = [v for v, _, _ in parts if v is not None]
+        return ((np.concatenate(vectors) if vectors else None), [i for _, d, _ in parts for i in d],
+                [b for _, _, bad in parts for b in bad])
+
+    # under torchrun each rank embeds its part of ``todo``; a broken image is raised once all parts are in
+    vectors, done, late_bad = map_sharded(
+        lambda part: _embed_image_part(emb, paths, part, dim, batch_size=batch_size, skip_bad=skip_bad,
+                                       show_progress=show_progress), todo, join)
+    if late_bad and not skip_bad:
+        raise MissingImagesError("the images", late_bad, len(todo))
+    return vectors, done, late_bad
+
+
+def _embed_image_part(emb: Embedder, paths: Sequence[str], todo: Sequence[int], dim: int, *, batch_size: int,
+                      skip_bad: bool, show_progress: bool
+                      ) -> tuple[np.ndarray | None, list[int], list[tuple[str, str]]]:
+    """:func:`embed_image_files` in one process, without raising for broken images."""
     prepare = getattr(emb, "preprocess", load_image)
 
     def load(i: int) -> tuple[int, Any]:
@@ -62,14 +82,21 @@ def embed_image_files(emb: Embedder, paths: Sequence[str], todo: Sequence[int], 
                                         dim, "image embeddings"))
                 done += [i for i, _ in ok]
             bar.update(len(loaded))
-    if late_bad and not skip_bad:
-        raise MissingImagesError("the images", late_bad, len(todo))
     return (np.concatenate(chunks) if chunks else None), done, late_bad
 
 
 def embed_text_batches(emb: Embedder, texts: Sequence[str], dim: int, *, batch_size: int,
                        show_progress: bool) -> np.ndarray | None:
     """The normalised (len(texts), dim) vectors of ``texts``, ``batch_size`` at a time (None when empty)."""
+    vectors = map_sharded(lambda part: _embed_text_part(emb, part, dim, batch_size=batch_size,
+                                                        show_progress=show_progress),
+                          texts, lambda parts: np.concatenate(parts) if parts else None)
+    return vectors
+
+
+def _embed_text_part(emb: Embedder, texts: Sequence[str], dim: int, *, batch_size: int,
+                     show_progress: bool) -> np.ndarray | None:
+    """:func:`embed_text_batches` in one process."""
     chunks: list[np.ndarray] = []  # added in one call at the end: an ivf index trains on all of them
     with progress(total=len(texts), desc="embedding texts", unit="text", disable=quiet(show_progress)) as bar:
         for start in range(0, len(texts), batch_size):
@@ -81,4 +108,4 @@ def embed_text_batches(emb: Embedder, texts: Sequence[str], dim: int, *, batch_s
 
 def quiet(show_progress: bool) -> bool | None:
     """The ``disable`` argument of a progress bar: None (auto: shown on a terminal) or True (hidden)."""
-    return None if show_progress else True
+    return None if show_progress and is_main() else True  # under torchrun rank 0 alone shows progress

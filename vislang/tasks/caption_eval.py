@@ -28,6 +28,7 @@ from vislang.errors import VislangError
 from vislang.tasks.base import TrainedModel, add_split_args, eval_dir, load_trained
 from vislang.tasks.caption import add_decoding_args, caption_records
 from vislang.tasks.common import check_at_least_one
+from vislang.utils.distributed import is_main, map_sharded
 from vislang.utils.io import atomic_write_json, format_table
 from vislang.utils.tensors import model_device
 
@@ -83,8 +84,10 @@ def nearest_neighbour_captions(trained: TrainedModel, train: Sequence[Record], t
     was_training = enc.training
     enc.eval()
     device = model_device(trained.model)
-    tr = pooled_features(enc, train, trained.transform, device)
-    te = pooled_features(enc, test, trained.transform, device)
+    def features(records: list[Record]) -> Tensor:  # (N, D); under torchrun each rank embeds its part
+        return map_sharded(lambda part: pooled_features(enc, part, trained.transform, device), records, torch.cat)
+
+    tr, te = features(train), features(list(test))
     enc.train(was_training)
     nearest = (te @ tr.T).argmax(dim=1).tolist()
     return [train[j].captions[0] for j in nearest]
@@ -131,9 +134,10 @@ def evaluate_captioner(run: str | os.PathLike, data: str, split: str | None, *, 
         raise VislangError(f"{data} [{split}] has no images with reference captions to evaluate on")
     records = ImageTextDataset(ds.name, ds.split, records, ds.sources).check_images(skip_bad=skip_bad).records
     ev = CaptionEvaluation(split=f"{data} [{split}]" if split else data, n_images=len(records), records=records)
-    ev.captions["model"], _ = caption_records(trained.model, records, trained.artifacts, trained.transform,
-                                              beam=beam, max_len=int(trained.config.get("max_len", 24)),
-                                              length_penalty=length_penalty)
+    ev.captions["model"] = map_sharded(  # under torchrun each rank captions its part of the images
+        lambda part: caption_records(trained.model, part, trained.artifacts, trained.transform, beam=beam,
+                                     max_len=int(trained.config.get("max_len", 24)),
+                                     length_penalty=length_penalty)[0], records)
     if baselines:
         run_dir = run if (run / "config.yaml").exists() else run.parent.parent  # a run or one of its checkpoints
         name, train_split, train_root = run_training_data(run_dir)
@@ -182,7 +186,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
     ev = evaluate_captioner(args.model, args.data, args.split, beam=args.beam,
                             length_penalty=args.length_penalty, root=args.root,
                             image_root=args.image_root, limit=args.limit, skip_bad=args.skip_bad,
-                            use_java=args.java, baselines=not args.no_baselines, out_dir=out)
+                            use_java=args.java, baselines=not args.no_baselines,
+                            out_dir=out if is_main() else None)  # under torchrun rank 0 writes
     print(f"{ev.split}: {ev.n_images} images, beam {args.beam}"
           + (f", length penalty {args.length_penalty:g}" if args.beam > 1 and args.length_penalty else ""))
     print(ev.table())

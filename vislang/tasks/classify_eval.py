@@ -8,12 +8,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from vislang.errors import VislangError
 from vislang.metrics.classification import classification_report, save_confusion_matrix_png
 from vislang.tasks.base import TrainedModel, load_trained
 from vislang.tasks.classify import predict_classes, prepare_records
 from vislang.tasks.common import load_split
 from vislang.tasks.image_text import evaluated_modes, image_text_evaluate_command
+from vislang.utils.distributed import map_sharded
 from vislang.utils.io import atomic_write_json, format_table
 
 SYSTEMS = {"both": "model", "text": "text-only (image blanked)", "image": "image-only (text blanked)"}
@@ -69,8 +72,10 @@ def evaluate_classifier_model(run: str | os.PathLike, data: str, split: str | No
     rows: dict[str, dict[str, float]] = {}
     model_report = None
     for mode in evaluated_modes(baselines):
-        probs = predict_classes(trained.model, records, art.tokenizer, trained.transform, max_len=art.max_len,
-                                mode=mode, batch_size=batch_size)
+        probs = map_sharded(  # (N, C); under torchrun each rank classifies its part
+            lambda part, mode=mode: predict_classes(trained.model, part, art.tokenizer, trained.transform,
+                                                    max_len=art.max_len, mode=mode, batch_size=batch_size),
+            records, torch.cat)
         pred = [space.classes[i] for i in probs.argmax(dim=1).tolist()]
         rep = classification_report(truth, pred, labels=space.classes)
         rows[SYSTEMS[mode]] = {"accuracy": rep.accuracy, "macro_f1": rep.macro_f1}

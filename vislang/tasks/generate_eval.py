@@ -52,6 +52,7 @@ from vislang.tasks.generate_scores import (
 )
 from vislang.tasks.retrieval_embed import embed_record_images, embed_texts, model_fingerprint
 from vislang.train.checkpoint import read_config, resolve_checkpoint
+from vislang.utils.distributed import is_main, map_sharded
 from vislang.utils.io import (
     atomic_open,
     atomic_save_image,
@@ -230,8 +231,10 @@ def evaluate_generator(model: str | os.PathLike, judge: str | os.PathLike, data:
         raise VislangError(f"{data} [{train_split}] has no captioned images to compare with")
     n, size = len(prompts), int(gen.model.image_size)
 
-    samples = sample_images(gen, prompts, guidance=guidance, steps=steps, seed=seed, sampler=sampler,
-                            batch_size=batch_size)                                          # (N, 3, S, S)
+    # (N, 3, S, S); under torchrun each rank draws its part (sample j always from seed + j)
+    samples = map_sharded(lambda part: sample_images(gen, [prompts[j] for j in part], guidance=guidance, steps=steps,
+                                                     seed=seed + part[0], sampler=sampler, batch_size=batch_size),
+                          range(n), torch.cat)
     text = embed_texts(jdg.model, jdg.artifacts, prompts, int(jdg.config.get("max_len", 64)))  # (N, E)
     real_emb = embed_record_images(jdg.model, owners, jdg.transform, batch_size)             # (N, E)
     # everything else is compared at the generator's resolution, as it is trained to draw the real images
@@ -433,8 +436,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
     ev = evaluate_generator(args.model, args.judge, args.data, args.split, root=args.root, image_root=args.image_root,
                             train_split=args.train_split, max_prompts=args.max_prompts, max_train=args.max_train,
                             steps=args.steps, guidance=args.guidance, sampler=args.sampler, seed=args.seed,
-                            batch_size=args.batch_size, skip_bad=args.skip_bad, out_dir=out,
-                            compositions=tuple(args.compositions))
+                            batch_size=args.batch_size, skip_bad=args.skip_bad,
+                            out_dir=out if is_main() else None, compositions=tuple(args.compositions))
     s = ev.settings
     print(f"{ev.split}: {s['prompts']} prompts, {s['sampler']} {s['steps']} steps, guidance {s['guidance']:g}, "
           f"seed {s['seed']}; judge {s['judge_id']}")

@@ -24,6 +24,7 @@ from vislang.models.text_encoders import HF_TOWERS, saved_tokenizer, text_tokeni
 from vislang.tasks.base import TaskSpec, add_split_args, eval_dir
 from vislang.tasks.common import MODALITY_MODES, DataConfig, blank_inputs, check_at_least_one
 from vislang.train import TrainConfig
+from vislang.utils.distributed import is_main
 from vislang.utils.tensors import lengths_to_mask, model_device
 
 # --------------------------------------------------------------------------------------------- config
@@ -296,7 +297,8 @@ def image_text_evaluate_command(command: str, evaluate: Callable[..., Any], *, d
         out = eval_dir(args)
         ev = evaluate(args.model, args.data, args.split, root=args.root, image_root=args.image_root,
                       limit=args.limit, skip_bad=args.skip_bad, baselines=not args.no_baselines,
-                      batch_size=args.batch_size, device=args.device, out_dir=out)
+                      batch_size=args.batch_size, device=args.device,
+                      out_dir=out if is_main() else None)  # under torchrun rank 0 writes
         print(ev.headline())
         print(ev.table())
         print(ev.written(out))

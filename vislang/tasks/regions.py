@@ -195,24 +195,35 @@ class RegionTask:
         return result
 
     def validate(self, model: nn.Module) -> dict[str, float]:
-        if not self.val_records:
-            return {}
+        return self.score_val(self.val_records, self.predict_val(model, self.val_records))
+
+    def predict_val(self, model: nn.Module, records: Sequence[Record]) -> list[tuple[int, dict[str, int]]]:
+        """Per record (under torchrun, those of this rank's part): its grid cells with an object, and how many
+        of them each attribute's prediction gets right."""
+        if not records:
+            return []
         device = model_device(model)
-        samples = ImageTextSamples(self.val_records, self.eval_transform, unit="image")
-        loader = build_loader(samples, self.cfg.val_batch_size)
-        right = {name: 0 for name in self.vocab.values}
-        cells = 0
-        for batch in loader:
+        samples = ImageTextSamples(records, self.eval_transform, unit="image")
+        rows: list[tuple[int, dict[str, int]]] = []
+        for batch in build_loader(samples, self.cfg.val_batch_size):
             out = model(batch["image"].to(device))
             targets = self._targets([samples.records[i] for i in batch["index"].tolist()], out.grid_hw, device)
-            first = next(iter(targets.values()))
+            first = next(iter(targets.values()))                                              # (B, N)
             has_object = torch.zeros_like(first, dtype=torch.bool)
             for t in targets.values():
                 has_object |= t > 0
-            cells += int(has_object.sum())
-            for name, t in targets.items():
-                right[name] += int(((out.logits[name].argmax(-1) == t) & has_object).sum())
-        metrics = {f"acc_{name}": right[name] / max(1, cells) for name in right}
+            right = {name: ((out.logits[name].argmax(-1) == t) & has_object).sum(1).tolist()   # (B,) each
+                     for name, t in targets.items()}
+            rows += [(cells, {name: r[b] for name, r in right.items()})
+                     for b, cells in enumerate(has_object.sum(1).tolist())]
+        return rows
+
+    def score_val(self, records: Sequence[Record], pred: list[tuple[int, dict[str, int]]]) -> dict[str, float]:
+        """Per-attribute accuracy over every object cell, and their mean."""
+        if not records:
+            return {}
+        cells = sum(c for c, _ in pred)
+        metrics = {f"acc_{name}": sum(r[name] for _, r in pred) / max(1, cells) for name in self.vocab.values}
         metrics["accuracy"] = sum(metrics.values()) / len(metrics)
         return metrics
 

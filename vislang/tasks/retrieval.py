@@ -239,12 +239,26 @@ class RetrievalTask:
         return losses
 
     def validate(self, model: nn.Module) -> dict[str, float]:
-        if not self.val_records:
+        return self.score_val(self.val_records, self.predict_val(model, self.val_records))
+
+    def predict_val(self, model: nn.Module, records: Sequence[Record]) -> list[tuple[Tensor, Tensor]]:
+        """Per record (under torchrun, those of this rank's part): its image embedding ``(E,)`` and the
+        embeddings ``(k, E)`` of its caption queries."""
+        if not records:
+            return []
+        texts, owner = query_texts(records, self.cfg.val_captions)
+        images = embed_record_images(model, records, self.eval_transform, self.cfg.val_batch_size).cpu()  # (N, E)
+        text_emb = embed_texts(model, self.tokenizer, texts, self.cfg.max_len, self.cfg.val_batch_size).cpu()
+        rows = torch.tensor(owner)                                                                  # (Q,)
+        return [(images[i], text_emb[rows == i]) for i in range(len(records))]
+
+    def score_val(self, records: Sequence[Record], pred: list[tuple[Tensor, Tensor]]) -> dict[str, float]:
+        """Recall both ways over all the records' embeddings (each query ranked in its record's gallery)."""
+        if not records:
             return {}
-        texts, owner = query_texts(self.val_records, self.cfg.val_captions)
-        images = embed_record_images(model, self.val_records, self.eval_transform, self.cfg.val_batch_size)
-        text_emb = embed_texts(model, self.tokenizer, texts, self.cfg.max_len, self.cfg.val_batch_size)
-        scores = gallery_retrieval_scores(images, text_emb, owner, galleries_of(self.val_records, self.cfg.gallery_key))
+        owner = [i for i, (_, texts) in enumerate(pred) for _ in range(len(texts))]
+        scores = gallery_retrieval_scores(torch.stack([im for im, _ in pred]), torch.cat([t for _, t in pred]), owner,
+                                          galleries_of(records, self.cfg.gallery_key))
         return recall_metrics(scores.overall)
 
     def save_artifacts(self, directory: Path) -> None:

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import Tensor
 
 from vislang.errors import VislangError
@@ -33,6 +34,7 @@ from vislang.tasks.retrieval_galleries import (
     query_texts,
     subsampled_gallery_scores,
 )
+from vislang.utils.distributed import is_main, map_sharded
 from vislang.utils.io import atomic_write_json, format_table
 
 DEFAULT_TEMPLATE = "a {label} emoji"
@@ -169,13 +171,15 @@ def evaluate_retriever(run: str | os.PathLike, data: str, split: str | None, *, 
     name = f"{data} [{ds.split}]" if ds.split else str(data)
     if not captioned and not labelled:
         raise VislangError(f"{name} has no images with captions (or labels) to evaluate retrieval on")
-    images = embed_record_images(trained.model, records, trained.transform, batch_size)  # (N, E)
+    # (N, E); under torchrun each rank embeds its part of the images and of the texts
+    images = map_sharded(lambda part: embed_record_images(trained.model, part, trained.transform, batch_size),
+                         records, torch.cat)
     row = {id(r): i for i, r in enumerate(records)}
     ev = RetrievalEvaluation(split=name, model_id=model_fingerprint(trained.folder, trained.config),
                              n_images=len(captioned), n_queries=0, captions=captions)
     if captioned:
         texts, owner = query_texts(captioned, captions)
-        text_emb = text_embeddings(trained, texts)
+        text_emb = map_sharded(lambda part: text_embeddings(trained, part), texts, torch.cat)  # (Q, E)
         cap_images = images[[row[id(r)] for r in captioned]]
         gallery_names = galleries_of(captioned, gallery_key)
         scores = gallery_retrieval_scores(cap_images, text_emb, owner, gallery_names)
@@ -226,7 +230,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
     ev = evaluate_retriever(args.model, args.data, args.split, root=args.root, image_root=args.image_root,
                             captions=args.captions, gallery_key=gallery_key, template=args.template,
                             zero_shot=not args.no_zero_shot, limit=args.limit, skip_bad=args.skip_bad,
-                            batch_size=args.batch_size, out_dir=out, gallery_size=args.gallery_size,
+                            batch_size=args.batch_size, out_dir=out if is_main() else None,
+                            gallery_size=args.gallery_size,
                             gallery_draws=args.gallery_draws)
     galleries = ", ".join(f"{g} {n}" for g, n in ev.galleries.items())
     which = "every caption" if args.captions == "all" else "first captions"

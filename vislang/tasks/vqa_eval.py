@@ -16,6 +16,7 @@ from vislang.tasks.base import TrainedModel, load_trained
 from vislang.tasks.common import load_split
 from vislang.tasks.image_text import evaluated_modes, image_text_evaluate_command
 from vislang.tasks.vqa import predict_records, with_metadata_questions, with_question_ids
+from vislang.utils.distributed import map_sharded
 from vislang.utils.io import atomic_write_json, format_table
 
 
@@ -76,9 +77,14 @@ def evaluate_vqa_run(trained: TrainedModel, records: Sequence[Record], split: st
     per_answer: dict[str, dict[str, float]] = {}
     qas: list[QA] = []
     for mode in evaluated_modes(baselines):
-        qas, pred = predict_records(trained.model, records, art.tokenizer, art.labels, trained.transform,
-                                    max_len=art.max_len, mode=mode, batch_size=batch_size)
-        scores = evaluate_vqa(qas, {q.question_id: a for q, a in zip(qas, pred.answers)})
+        def answer(part: list[Record], mode: str = mode) -> list[tuple[QA, str]]:
+            qas, pred = predict_records(trained.model, part, art.tokenizer, art.labels, trained.transform,
+                                        max_len=art.max_len, mode=mode, batch_size=batch_size)
+            return list(zip(qas, pred.answers))
+
+        answered = map_sharded(answer, records)  # under torchrun each rank answers its part of the images
+        qas = [q for q, _ in answered]
+        scores = evaluate_vqa(qas, {q.question_id: a for q, a in answered})
         rows[SYSTEMS[mode]] = {"overall": scores.overall, **scores.per_question_type}
         per_answer[SYSTEMS[mode]] = scores.per_answer_type
     if baselines:

@@ -12,7 +12,7 @@ single-process path stays exactly what it was.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
@@ -80,6 +80,11 @@ def current() -> DistEnv:
     if dist.is_available() and dist.is_initialized():
         return DistEnv(dist.get_rank(), dist.get_world_size(), env_from().local_rank, True)
     return DistEnv()
+
+
+def is_main() -> bool:
+    """True on rank 0 and in a single process: the process that writes and reports."""
+    return current().is_main
 
 
 def backend_for(device: torch.device) -> str:
@@ -183,6 +188,50 @@ def gather_objects(obj: Any) -> list[Any]:
     out: list[Any] = [None] * env.world_size
     dist.all_gather_object(out, obj)
     return out
+
+
+def shard_bounds(n: int, env: DistEnv | None = None) -> tuple[int, int]:
+    """``(start, stop)`` of this rank's contiguous part of ``n`` items (all of them in a single process)."""
+    env = env or current()
+    r, w = (env.rank, env.world_size) if env.enabled else (0, 1)
+    return n * r // w, n * (r + 1) // w
+
+
+def map_sharded(fn: Callable[[list], Any], items: Sequence[Any], join: Callable[[list], Any] | None = None) -> Any:
+    """``fn(items)``, computed in parts: each rank applies ``fn`` to its contiguous part of ``items`` and every
+    rank gets the parts joined in item order (``join``: list concatenation by default; e.g. ``torch.cat`` for
+    tensors). A rank with no items does not call ``fn``. In a single process: ``fn(items)``.
+
+    ``fn`` must treat items independently (an evaluation model in ``eval()`` mode), so the parts joined equal
+    the whole.
+    """
+    items = list(items)
+    if not current().enabled:
+        return fn(items)
+    start, stop = shard_bounds(len(items))
+    parts = [p for p in gather_objects(fn(items[start:stop]) if stop > start else None) if p is not None]
+    if join is not None:
+        return join(parts)
+    return [x for part in parts for x in part]
+
+
+@contextmanager
+def sharded_command(what: str, device: torch.device | str = "cpu",
+                    timeout_s: float = DEFAULT_TIMEOUT_S) -> Iterator[DistEnv]:
+    """Run a command's work over torchrun's ranks (a single process without torchrun): join the process
+    group, yield this rank, and end every rank with one :class:`DistributedError` line if a collective fails.
+    Ranks other than 0 print nothing to stdout: rank 0 alone reports and writes."""
+    import contextlib
+
+    env = init_distributed(torch.device(device), timeout_s)
+    try:
+        with contextlib.ExitStack() as stack:
+            if not env.is_main:
+                stack.enter_context(contextlib.redirect_stdout(stack.enter_context(open(os.devnull, "w"))))
+            with collective_errors(what):
+                yield env
+    finally:
+        shutdown()
 
 
 def all_reduce_sum(values: Tensor) -> Tensor:
