@@ -1,6 +1,6 @@
 """``resume=True`` after a real SIGKILL reaches bitwise the same weights, metrics and log as an uninterrupted
 run with the same seed: once from an epoch-end checkpoint, once from a mid-epoch one (``checkpoint_every``,
-gradient accumulation and loader workers)."""
+gradient accumulation and loader workers), and that again with the images streamed from WebDataset shards."""
 
 from __future__ import annotations
 
@@ -47,7 +47,7 @@ class HangAfterCheckpoint(ShapeTask):
         return super().training_step(model, batch)
 
 
-samples, val = make_data(Path({data_root!r}))
+samples, val = make_data(Path({data_root!r}), shard_size={shard_size!r})
 model, spec = make_model(0)
 cfg = config_from_dict(TrainConfig, json.loads({cfg_json!r}))
 fit(model, HangAfterCheckpoint(val), samples, cfg, RUN, model_spec=spec)
@@ -55,13 +55,15 @@ raise SystemExit("the run finished instead of waiting to be killed")
 """
 
 
-def _kill_mid_run(tmp_path: Path, data_root: Path, cfg: TrainConfig, kill_after: int, extra: int) -> Path:
+def _kill_mid_run(tmp_path: Path, data_root: Path, cfg: TrainConfig, kill_after: int, extra: int,
+                  shard_size: int | None = None) -> Path:
     """Train in a subprocess and SIGKILL it ``extra`` micro-batches after the checkpoint of ``kill_after``."""
     run, marker = tmp_path / "killed", tmp_path / "hanging"
     script = tmp_path / "train_until_killed.py"
     script.write_text(_SCRIPT.format(here=str(HERE), threads=torch.get_num_threads(), run_dir=str(run),
                                      kill_after=kill_after, extra=extra, marker=str(marker),
-                                     data_root=str(data_root), cfg_json=json.dumps(asdict(cfg))))
+                                     data_root=str(data_root), cfg_json=json.dumps(asdict(cfg)),
+                                     shard_size=shard_size))
     with open(tmp_path / "stderr.txt", "w") as err:
         proc = subprocess.Popen([sys.executable, str(script)], stderr=err,
                                 env={**os.environ, "VISLANG_QUIET": "1"})
@@ -110,19 +112,23 @@ CASES = {
     "mid_epoch": (TrainConfig(epochs=3, batch_size=4, accum_steps=2, checkpoint_every=3, workers=2,
                               log_every=1, optim=OptimConfig(lr=3e-3)), 3, 3),
 }
+SHARDED = {"mid_epoch_shards": "mid_epoch"}  # the same, the images streamed from WebDataset shards of 6
 
 
-@pytest.mark.parametrize("case", sorted(CASES))
+@pytest.mark.parametrize("case", sorted(CASES) + sorted(SHARDED))
 def test_resume_after_sigkill_matches_an_uninterrupted_run(data_root, tmp_path, case):
-    cfg, kill_after, extra = CASES[case]
-    samples, val = make_data(data_root)
+    shard_size = 6 if case in SHARDED else None
+    cfg, kill_after, extra = CASES[SHARDED.get(case, case)]
+    samples, val = make_data(data_root, shard_size=shard_size)
     reference_model, spec = make_model(0)
     reference = fit(reference_model, ShapeTask(val), samples, cfg, tmp_path / "reference", model_spec=spec)
 
-    run = _kill_mid_run(tmp_path, data_root, cfg, kill_after, extra)
+    run = _kill_mid_run(tmp_path, data_root, cfg, kill_after, extra, shard_size)
     _, _, state = load_checkpoint(run / "checkpoints" / "last")
     assert state["progress"]["step"] == kill_after
     assert (state["progress"]["batch_in_epoch"] == 0) == (case == "epoch_end")
+    if shard_size:  # several shards, streamed: each worker reads its own
+        assert samples.sampling_shards is not None and len(set(samples.sampling_shards)) > 2
     logged = [json.loads(line)["step"] for line in (run / "log.jsonl").read_text().splitlines()]
     assert max(logged) > kill_after  # the killed run had trained (and logged) past its checkpoint
 

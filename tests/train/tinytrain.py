@@ -60,12 +60,33 @@ def make_model(seed: int = 0, **kwargs) -> tuple[nn.Module, dict]:
     return create_model(MODEL_NAME, **kwargs), {"model": MODEL_NAME, "model_config": kwargs}
 
 
-def make_data(root: Path, augment: bool = True) -> tuple[ImageTextSamples, list]:
-    """Training samples (one per image, augmented) and the validation records of the shapes dataset."""
+def make_data(root: Path, augment: bool = True, shard_size: int | None = None) -> tuple[ImageTextSamples, list]:
+    """Training samples (one per image, augmented) and the validation records of the shapes dataset; with
+    ``shard_size``, the training records are read from WebDataset shards of that size (written once)."""
     train = load_dataset(SHAPES_SPEC, "train", root=root)
+    if shard_size is not None:
+        train = load_dataset(str(_shards(root, train.records, shard_size)), "train")
     val = load_dataset(SHAPES_SPEC, "val", root=root)
     tf = build_transform(TransformConfig(image_size=32, augment=augment), train=True)
     return ImageTextSamples(train.records, tf, unit="image"), val.records
+
+
+def _shards(root: Path, records: list, shard_size: int) -> Path:
+    """The brace pattern of the training records written as shards under ``root`` (once)."""
+    import contextlib
+    import os
+    import tempfile
+
+    from vislang.data.shards import write_shards
+
+    folder = Path(root) / f"tinytrain-shards-{shard_size}"
+    if not folder.exists():
+        tmp = Path(tempfile.mkdtemp(dir=root))
+        write_shards(records, tmp, shard_size)
+        with contextlib.suppress(OSError):  # another process wrote them first
+            os.replace(tmp, folder)
+    n = len(list(folder.glob("*.tar")))
+    return folder / f"{{000000..{n - 1:06d}}}.tar"
 
 
 class ShapeTask:

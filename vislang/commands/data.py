@@ -1,4 +1,4 @@
-"""``vislang data``: list, prepare, inspect and check datasets."""
+"""``vislang data``: list, prepare, inspect, check and shard datasets."""
 
 from __future__ import annotations
 
@@ -49,6 +49,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_root_arg(q)
     add_file_args(q)
     q.set_defaults(func=cmd_check)
+
+    q = dsub.add_parser("shard", help="write a dataset as WebDataset tar shards (image + JSON per sample)",
+                        description="Write a dataset's records as WebDataset .tar shards (each sample: its image "
+                                    "file and a JSON line with captions, label, questions, metadata and split); "
+                                    "every --data then takes them as OUT/{000000..000NNN}.tar and trains from "
+                                    "them streaming. Each split starts a new shard.")
+    q.add_argument("dataset", help="dataset name or path of a manifest / COCO / Karpathy / VQA file")
+    q.add_argument("-o", "--out", required=True, help="folder for the shards (must be empty or new)")
+    q.add_argument("--split", action="append", metavar="SPLIT",
+                   help="split to write (repeatable; default: every split of a named dataset)")
+    q.add_argument("--shard-size", type=int, default=1000, help="samples per shard (default: 1000)")
+    add_root_arg(q)
+    add_file_args(q)
+    q.set_defaults(func=cmd_shard)
 
 
 def print_summary(name: str, root: str | None = None) -> None:
@@ -104,3 +118,50 @@ def cmd_check(args: argparse.Namespace) -> int:
         ok = ds.check_images(skip_bad=args.skip_bad)
         print(f"{args.dataset}{f' [{split}]' if split else ''}: {len(ok)} of {len(ds)} records have readable images")
     return 0
+
+
+def cmd_shard(args: argparse.Namespace) -> int:
+    """Write the splits as shards and print the pattern that reads them."""
+    from pathlib import Path
+
+    from vislang.data.shards import write_shards
+    from vislang.errors import DataError
+    from vislang.utils.io import progress
+
+    out = Path(args.out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise DataError(f"{out}: exists and is not an empty folder; choose another --out")
+    splits = args.split or _splits(args)
+    datasets = [_load(args, split).check_images() for split in splits]  # every problem before any writing
+    records = []
+    for ds in datasets:
+        if ds.split is not None:  # kept in each sample's JSON: the shards hold every split, one per shard run
+            for r in ds.records:
+                r.meta.setdefault("split", ds.split)
+        records.append(ds.records)
+    written: list[Path] = []
+    with progress(total=sum(len(r) for r in records), desc="sharding", unit="img") as bar:
+        for ds, recs in zip(datasets, records):
+            part = out / f".{len(written):06d}"  # a split's shards, then renamed into one numbered run
+            for path in write_shards(recs, part, args.shard_size, to_png=_png_bytes, on_record=lambda: bar.update(1)):
+                final = out / f"{len(written):06d}.tar"
+                path.replace(final)
+                written.append(final)
+            part.rmdir()
+            print(f"{args.dataset}{f' [{ds.split}]' if ds.split else ''}: {len(recs)} samples")
+    if not written:
+        raise DataError(f"{args.dataset}: no records to shard")
+    pattern = out / (f"{{000000..{len(written) - 1:06d}}}.tar" if len(written) > 1 else "000000.tar")
+    print(f"{len(written)} shards in {out}; read them with --data '{pattern}'")
+    return 0
+
+
+def _png_bytes(path: str) -> bytes:
+    """An image file (an SVG drawing) rasterised and encoded as PNG."""
+    import io
+
+    from vislang.data.svg import rasterize_svg
+
+    buf = io.BytesIO()
+    rasterize_svg(path).save(buf, format="PNG")  # RGBA: transparency kept
+    return buf.getvalue()

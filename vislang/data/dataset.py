@@ -16,6 +16,7 @@ from vislang.data.registry import (
     parse_spec,
     prepare_dataset,
 )
+from vislang.data.shards import is_shard_spec, read_shards
 from vislang.errors import DataError, MissingImagesError
 
 
@@ -106,6 +107,14 @@ def load_dataset(spec: str | os.PathLike, split: str | None = None, *, root: str
         out = prepare_dataset(spec, root)
         sources: dict[str, str] = {}
         return ImageTextDataset(spec, split, readers.read_manifest(out / f"{split}.jsonl", sources), sources)
+    if is_shard_spec(spec):  # WebDataset shards: records from their JSON members, filtered by split
+        sources = {}
+        records = read_shards(spec, sources)
+        if split is not None and any("split" in r.meta for r in records):
+            records = [r for r in records if r.meta.get("split") == split]
+            if not records:
+                raise DataError(f"{spec}: no records with split {split!r}")
+        return ImageTextDataset(spec, split, records, sources)
     path = Path(spec)
     if not path.exists():
         raise DataError(f"no such dataset or file: {spec!r} (registered datasets: "

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
+from vislang.data.shards import member_bytes, open_member, split_ref
 from vislang.errors import ImageError, VislangError
 
 #: Largest image (in pixels) decoded by default: 8,192 x 8,192. Override with ``$VISLANG_MAX_IMAGE_PIXELS``.
@@ -53,15 +54,16 @@ def max_pixels() -> int:
 
 def _open(path: str | os.PathLike, limit: int | None) -> Image.Image:
     p = os.fspath(path)
-    if not os.path.exists(p):
+    member = split_ref(p) is not None  # SHARD.tar#NAME: a member of a WebDataset shard
+    if not member and not os.path.exists(p):
         raise ImageError(p, "file not found")
-    if os.path.isdir(p):
+    if not member and os.path.isdir(p):
         raise ImageError(p, "is a directory, not an image file")
     limit = max_pixels() if limit is None else limit
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            im = Image.open(p)
+            im = Image.open(open_member(p) if member else p)
     except UnidentifiedImageError:
         raise ImageError(p, _unidentified_reason(p)) from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
@@ -80,8 +82,11 @@ def _open(path: str | os.PathLike, limit: int | None) -> Image.Image:
 
 
 def _unidentified_reason(path: str) -> str:
-    with open(path, "rb") as f:
-        head = f.read(512)
+    if split_ref(path) is not None:
+        head = member_bytes(path)[:512]
+    else:
+        with open(path, "rb") as f:
+            head = f.read(512)
     if not head:
         return "not an image: the file is empty"
     if b"\0" not in head:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import sys
+from collections import deque
 from collections.abc import Callable, Hashable, Iterator, Sequence
 from typing import Any, Literal
 
@@ -13,6 +14,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from vislang.data.images import WHITE, Color, load_image
 from vislang.data.records import Record
+from vislang.data.shards import shard_of
 from vislang.data.text import TextTokenizer
 from vislang.data.transforms import seeded
 from vislang.errors import ImageError
@@ -75,6 +77,9 @@ class ImageTextSamples(Dataset):
         self.sampling_group_run = batch_group_run
         if batch_group_key is not None:
             self.sampling_groups = [record_key(self.records[i], batch_group_key) for i, _ in self.index]
+        # records read from WebDataset shards: the sampler deals whole shards to ranks and loader workers
+        shards = [shard_of(self.records[i]) for i, _ in self.index]
+        self.sampling_shards: list[str] | None = shards if shards and None not in shards else None
 
     def __len__(self) -> int:
         return len(self.index)
@@ -163,10 +168,19 @@ class SeededSampler(Sampler):
     batches of ``batch_size * world_size`` samples and rank ``r`` yields the ``r``-th ``batch_size`` slice of
     each: the ranks' slices are disjoint, cover each epoch once, and a global batch holds the same samples
     (with the same seeds) whatever the number of ranks. ``start`` counts samples of the global order.
+
+    With ``shards`` (the shard file of each sample; WebDataset data) the order streams whole shards: each
+    epoch the shards are shuffled and dealt in turn to rank ``j % world_size`` and, within a rank, to loader
+    worker ``(j // world_size) % workers``; each shard's samples are shuffled, and the slice of rank ``r`` in
+    global batch ``g`` comes from the stream of its worker ``g % workers`` (the worker a DataLoader gives that
+    batch), so every shard is read by one worker of one rank. A stream that runs out is topped up from the
+    rank's other streams, then from other ranks' (the epoch's last batches). Unlike the plain order, this
+    one depends on the number of ranks and workers; with a single shard it is the plain order.
     """
 
     def __init__(self, n: int, shuffle: bool, generator: torch.Generator, groups: Sequence[Hashable] | None = None,
-                 group_run: int | None = None, *, rank: int = 0, world_size: int = 1, batch_size: int = 1):
+                 group_run: int | None = None, *, rank: int = 0, world_size: int = 1, batch_size: int = 1,
+                 shards: Sequence[Hashable] | None = None, workers: int = 0):
         if groups is not None and len(groups) != n:
             raise ValueError(f"{len(groups)} sampling groups for {n} samples")
         if group_run is not None and group_run < 1:
@@ -182,6 +196,15 @@ class SeededSampler(Sampler):
             for i, g in enumerate(groups):
                 members.setdefault(g, []).append(i)
             self.groups = list(members.values())
+        self.shards: list[list[int]] | None = None
+        self.workers = max(1, workers)
+        if shards is not None:
+            if len(shards) != n:
+                raise ValueError(f"{len(shards)} sample shards for {n} samples")
+            by_shard: dict[Hashable, list[int]] = {}
+            for i, s in enumerate(shards):
+                by_shard.setdefault(s, []).append(i)
+            self.shards = list(by_shard.values())
 
     def __len__(self) -> int:
         return len(self._positions(0))
@@ -197,6 +220,8 @@ class SeededSampler(Sampler):
     def __iter__(self) -> Iterator[tuple[int, int]]:
         if not self.shuffle:
             order = torch.arange(self.n)
+        elif self.shards is not None:
+            order = torch.tensor(self._shard_order(), dtype=torch.long)
         elif self.groups is None:
             order = torch.randperm(self.n, generator=self.generator)
         else:
@@ -212,6 +237,31 @@ class SeededSampler(Sampler):
         order_list, seed_list = order.tolist(), seeds.tolist()
         for i in self._positions(start):
             yield order_list[i], seed_list[i]
+
+    def _shard_order(self) -> list[int]:
+        """One epoch's global order over shards (see the class docstring); draws the shard order, then each
+        shard's sample order (a single shard: just its order, as the plain sampler draws it)."""
+        assert self.shards is not None
+        dealt = torch.randperm(len(self.shards), generator=self.generator).tolist() if len(self.shards) > 1 else [0]
+        inner = [[m[i] for i in torch.randperm(len(m), generator=self.generator).tolist()] for m in self.shards]
+        n_ranks, n_workers, b = self.world_size, self.workers, self.batch_size
+        streams = [[deque() for _ in range(n_workers)] for _ in range(n_ranks)]
+        for j, s in enumerate(dealt):
+            streams[j % n_ranks][(j // n_ranks) % n_workers].extend(inner[s])
+        order: list[int] = []
+        g = 0
+        while len(order) < self.n:
+            for r in range(n_ranks):
+                own = g % n_workers
+                sources = [streams[r][own], *(streams[r][w] for w in range(n_workers) if w != own),
+                           *(q for rr in range(n_ranks) if rr != r for q in streams[rr])]
+                want = b
+                for q in sources:
+                    while want and q:
+                        order.append(q.popleft())
+                        want -= 1
+            g += 1
+        return order
 
     def state_dict(self) -> dict[str, Any]:
         """The generator state the next pass starts from, and the samples it skips."""
@@ -250,7 +300,8 @@ def build_loader(samples: Dataset, batch_size: int, *, shuffle: bool = False, wo
     worker_gen.manual_seed((seed * 0x9E3779B97F4A7C15 + 1) % 2**63)
     sampler = SeededSampler(len(samples), shuffle, gen, getattr(samples, "sampling_groups", None),
                             getattr(samples, "sampling_group_run", None), rank=rank, world_size=world_size,
-                            batch_size=batch_size)
+                            batch_size=batch_size, shards=getattr(samples, "sampling_shards", None),
+                            workers=workers)
     return DataLoader(samples, batch_size=batch_size, sampler=sampler,
                       num_workers=workers, collate_fn=PadCollate(pad_id), worker_init_fn=seed_worker,
                       generator=worker_gen, drop_last=drop_last, persistent_workers=workers > 0,

@@ -205,29 +205,47 @@ def read_manifest(path: str | os.PathLike, sources: dict[str, str] | None = None
         except ValueError as e:
             raise c.fail(str(e)) from None
         c.obj(obj)
-        rid = str(c.ident(obj["id"], "id")) if "id" in obj else str(lineno)
-        if rid in seen:
-            raise c.fail(f"duplicate id {rid!r} (first on line {seen[rid]})", "id")
-        seen[rid] = lineno
         image = c.image_path(c.require(obj, "image"), base)
+        rec = record_from_manifest(obj, path, f"line {lineno}", image, str(lineno))
+        if rec.id in seen:
+            raise c.fail(f"duplicate id {rec.id!r} (first on line {seen[rec.id]})", "id")
+        seen[rec.id] = lineno
         _note_source(sources, image, c, "image")
-        captions = c.strings(obj["text"], "text") if "text" in obj else []
-        qa: list[QA] = []
-        if "question" in obj:
-            qa.append(_qa_from(c, obj))
-        elif "answer" in obj or "answers" in obj:
-            raise c.fail("an answer without a question", "question")
-        if "qa" in obj:
-            items = obj["qa"]
-            if not isinstance(items, list):
-                raise c.fail(f"expected a list of question objects, got {_type_name(items)}", "qa")
-            for i, item in enumerate(items):
-                c.obj(item, f"qa[{i}]")
-                qa.append(_qa_from(c, item, f"qa[{i}]."))
-        meta = {k: v for k, v in obj.items() if k not in _MANIFEST_KEYS}
-        records.append(Record(id=rid, image=image, captions=captions, label=c.label(obj.get("label")),
-                              qa=qa, meta=meta))
+        records.append(rec)
     return records
+
+
+def record_from_manifest(obj: Any, path: Path, where: str, image: str, default_id: str) -> Record:
+    """One manifest object (a JSONL line, or a shard sample's JSON) as a record whose image is ``image``.
+
+    Args:
+        obj: The parsed object.
+        path: The file it came from (for errors).
+        where: Its place in the file (``line 3``, ``sample 000000042``).
+        image: The record's image, already resolved.
+        default_id: The id when the object has none.
+
+    Raises:
+        DataError: A field has the wrong type (one line naming the file, the place and the field).
+    """
+    c = _Checker(path, where)
+    c.obj(obj)
+    rid = str(c.ident(obj["id"], "id")) if "id" in obj else default_id
+    captions = c.strings(obj["text"], "text") if "text" in obj else []
+    qa: list[QA] = []
+    if "question" in obj:
+        qa.append(_qa_from(c, obj))
+    elif "answer" in obj or "answers" in obj:
+        raise c.fail("an answer without a question", "question")
+    if "qa" in obj:
+        items = obj["qa"]
+        if not isinstance(items, list):
+            raise c.fail(f"expected a list of question objects, got {_type_name(items)}", "qa")
+        for i, item in enumerate(items):
+            c.obj(item, f"qa[{i}]")
+            qa.append(_qa_from(c, item, f"qa[{i}]."))
+    meta = {k: v for k, v in obj.items() if k not in _MANIFEST_KEYS}
+    return Record(id=rid, image=image, captions=captions, label=c.label(obj.get("label")), qa=qa, meta=meta)
 
 
 def _note_source(sources: dict[str, str] | None, image: str, c: _Checker, field: str) -> None:
