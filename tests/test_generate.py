@@ -213,3 +213,36 @@ def test_train_generate_offers_the_text_tower_choice(capsys):
     assert resolve_text_encoder(GenerateRunConfig(text_encoder="minilm"))["text_mode"] == "locked"
     with pytest.raises(VislangError, match="text encoder 'nope'"):
         resolve_text_encoder(GenerateRunConfig(text_encoder="nope"))
+
+
+def test_validation_in_parts_adds_up_to_the_whole_split_at_the_noise_drawn_batch_by_batch(generate_run, data_root):
+    """What torchrun's ranks compute (predict_val on contiguous parts, score_val on all) is the single-process
+    number, and that number is the mean error at noise drawn from seed 0 a batch and a level at a time."""
+    from vislang.data import load_dataset
+    from vislang.data.images import load_image
+    from vislang.tasks.base import load_trained
+    from vislang.tasks.generate import GenerateTask, GenerateTaskConfig, text_context, to_model_range
+
+    trained = load_trained(generate_run, "generate")
+    model, tf = trained.model, trained.transform_cfg
+    records = load_dataset(SHAPES, "val", root=data_root).records                     # 8 images
+    cfg = GenerateTaskConfig(val_batch_size=3, val_noise_levels=2)
+    task = GenerateTask(trained.artifacts, records, trained.transform, tf, cfg)
+    whole = task.validate(model)["val_loss"]
+    parts = task.predict_val(model, records[:5]) + task.predict_val(model, records[5:])
+    assert task.score_val(records, parts)["val_loss"] == pytest.approx(whole, rel=1e-6)
+
+    # the reference: batches of 3 (3, 3, 2), two levels each, one generator of seed 0 drawn in that order
+    gen, scheduler, errors = torch.Generator().manual_seed(0), model.noise_scheduler("ddpm"), []
+    total = scheduler.config.num_train_timesteps
+    with torch.no_grad():
+        for start in range(0, 8, 3):
+            chunk = records[start:start + 3]
+            x0 = to_model_range(torch.stack([trained.transform(load_image(r.image)) for r in chunk]), tf)
+            context = text_context(model, trained.artifacts, [r.captions[0] for r in chunk], cfg.max_len)
+            for level in (int(0.5 * total / 2), int(1.5 * total / 2)):
+                noise = torch.randn(x0.shape, generator=gen)
+                t = torch.full((len(x0),), level, dtype=torch.long)
+                eps = model(scheduler.add_noise(x0, noise, t), t, context, ema=True)
+                errors += (eps.float() - noise).pow(2).mean(dim=(1, 2, 3)).tolist()
+    assert whole == pytest.approx(sum(errors) / len(errors), rel=1e-5)

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor, nn
 
@@ -204,8 +203,35 @@ class GenerateTask:
         model.update_ema()
 
     def validate(self, model: nn.Module) -> dict[str, float]:
-        return {"val_loss": validation_loss(model, self.tokenizer, self.val_records, self.eval_transform, self.tf,
-                                            self.cfg)}
+        return self.score_val(self.val_records, self.predict_val(model, self.val_records))
+
+    def predict_val(self, model: nn.Module, records: Sequence[Record]) -> list[float]:
+        """Per record (under torchrun, those of this rank's part): its noise-prediction error summed over the
+        noise levels, at the noise the whole split draws (so the parts add up to one process's number)."""
+        if not records:
+            return []
+        noise = self._val_noise(model)                                             # (N, levels, 3, S, S)
+        rows = {id(r): j for j, r in enumerate(self.val_records)}
+        picked = noise[torch.tensor([rows[id(r)] for r in records])]
+        return validation_errors(model, self.tokenizer, records, picked, self.eval_transform, self.tf, self.cfg)
+
+    def score_val(self, records: Sequence[Record], errors: list[float]) -> dict[str, float]:
+        """The mean squared noise-prediction error over every record and noise level."""
+        return {"val_loss": sum(errors) / (len(errors) * self.cfg.val_noise_levels) if errors else float("nan")}
+
+    def _val_noise(self, model: nn.Module) -> Tensor:
+        """The fixed validation noise ``(N, levels, 3, S, S)``: drawn from seed 0 a batch of
+        ``val_batch_size`` and a level at a time over the whole split (built once)."""
+        if getattr(self, "_noise", None) is None:
+            size, bs, levels = int(model.image_size), self.cfg.val_batch_size, self.cfg.val_noise_levels
+            gen = torch.Generator().manual_seed(0)
+            noise = torch.empty(len(self.val_records), levels, 3, size, size)
+            for start in range(0, len(self.val_records), bs):
+                stop = min(start + bs, len(self.val_records))
+                for level in range(levels):
+                    noise[start:stop, level] = torch.randn((stop - start, 3, size, size), generator=gen)
+            self._noise = noise
+        return self._noise
 
     def save_artifacts(self, directory: Path) -> None:
         if isinstance(self.tokenizer, Vocabulary):
@@ -213,29 +239,28 @@ class GenerateTask:
 
 
 @torch.no_grad()
-def validation_loss(model: nn.Module, tokenizer: TextTokenizer, records: Sequence[Record], transform: Any,
-                    tf: TransformConfig, cfg: GenerateTaskConfig, *, ema: bool = True) -> float:
-    """Mean squared noise-prediction error of ``records`` (first caption each) at ``cfg.val_noise_levels``
-    evenly spread timesteps, with noise drawn from a fixed seed: the same number for the same weights."""
-    if not records:
-        return float("nan")
+def validation_errors(model: nn.Module, tokenizer: TextTokenizer, records: Sequence[Record], noise: Tensor,
+                      transform: Any, tf: TransformConfig, cfg: GenerateTaskConfig, *, ema: bool = True) -> list[float]:
+    """Per record, the squared noise-prediction error (mean over pixels) summed over ``cfg.val_noise_levels``
+    evenly spread timesteps, each record (first caption) noised with its ``noise`` ``(N, levels, 3, S, S)``:
+    the same numbers for the same weights."""
     device = model_device(model)
     scheduler = model.noise_scheduler("ddpm")
     total = scheduler.config.num_train_timesteps
     levels = [int((j + 0.5) * total / cfg.val_noise_levels) for j in range(cfg.val_noise_levels)]
-    gen = torch.Generator().manual_seed(0)
     loader = build_loader(ImageTextSamples(records, transform, unit="image"), cfg.val_batch_size)
-    errors, count = 0.0, 0
+    errors: list[float] = []
     for batch in loader:
         x0 = to_model_range(batch["image"], tf).to(device)                               # (B, 3, S, S)
         context = text_context(model, tokenizer, [c[0] if c else "" for c in batch["captions"]], cfg.max_len)
-        for level in levels:
-            noise = torch.randn(x0.shape, generator=gen).to(device)
+        per = torch.zeros(len(x0))
+        for k, level in enumerate(levels):
+            eps_true = noise[batch["index"], k].to(device)                                # (B, 3, S, S)
             t = torch.full((len(x0),), level, device=device, dtype=torch.long)
-            eps = model(scheduler.add_noise(x0, noise, t), t, context, ema=ema)
-            errors += float(F.mse_loss(eps.float(), noise, reduction="sum")) / x0[0].numel()
-            count += len(x0)
-    return errors / count
+            eps = model(scheduler.add_noise(x0, eps_true, t), t, context, ema=ema)
+            per += (eps.float() - eps_true).pow(2).mean(dim=(1, 2, 3)).cpu()
+        errors += per.tolist()
+    return errors
 
 
 # ------------------------------------------------------------------------------------------------ the task
