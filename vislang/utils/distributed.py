@@ -11,6 +11,7 @@ single-process path stays exactly what it was.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -200,7 +201,7 @@ def shard_bounds(n: int, env: DistEnv | None = None) -> tuple[int, int]:
 def map_sharded(fn: Callable[[list], Any], items: Sequence[Any], join: Callable[[list], Any] | None = None) -> Any:
     """``fn(items)``, computed in parts: each rank applies ``fn`` to its contiguous part of ``items`` and every
     rank gets the parts joined in item order (``join``: list concatenation by default; e.g. ``torch.cat`` for
-    tensors). A rank with no items does not call ``fn``. In a single process: ``fn(items)``.
+    tensors, joined on the CPU). A rank with no items does not call ``fn``. In a single process: ``fn(items)``.
 
     ``fn`` must treat items independently (an evaluation model in ``eval()`` mode), so the parts joined equal
     the whole.
@@ -209,7 +210,10 @@ def map_sharded(fn: Callable[[list], Any], items: Sequence[Any], join: Callable[
     if not current().enabled:
         return fn(items)
     start, stop = shard_bounds(len(items))
-    parts = [p for p in gather_objects(fn(items[start:stop]) if stop > start else None) if p is not None]
+    part = fn(items[start:stop]) if stop > start else None
+    if isinstance(part, Tensor):
+        part = part.cpu()  # pickled to the other ranks: never as another process's GPU memory
+    parts = [p for p in gather_objects(part) if p is not None]
     if join is not None:
         return join(parts)
     return [x for part in parts for x in part]
@@ -221,8 +225,6 @@ def sharded_command(what: str, device: torch.device | str = "cpu",
     """Run a command's work over torchrun's ranks (a single process without torchrun): join the process
     group, yield this rank, and end every rank with one :class:`DistributedError` line if a collective fails.
     Ranks other than 0 print nothing to stdout: rank 0 alone reports and writes."""
-    import contextlib
-
     env = init_distributed(torch.device(device), timeout_s)
     try:
         with contextlib.ExitStack() as stack:
