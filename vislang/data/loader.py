@@ -175,7 +175,8 @@ class SeededSampler(Sampler):
     global batch ``g`` comes from the stream of its worker ``g % workers`` (the worker a DataLoader gives that
     batch), so every shard is read by one worker of one rank. A stream that runs out is topped up from the
     rank's other streams, then from other ranks' (the epoch's last batches). Unlike the plain order, this
-    one depends on the number of ranks and workers; with a single shard it is the plain order.
+    one depends on the number of ranks and workers (and ``groups`` are not used); with a single shard it is
+    the plain order.
     """
 
     def __init__(self, n: int, shuffle: bool, generator: torch.Generator, groups: Sequence[Hashable] | None = None,
