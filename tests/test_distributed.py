@@ -40,6 +40,9 @@ FAMILIES = {
     "regions": ("region_tagger_tiny", []),
     "vqa": ("vqa_tiny", ["task.modality_dropout=0", "model_kwargs.text_encoder_kwargs.dropout=0",
                          "model_kwargs.fusion_kwargs.dropout=0"]),
+    # noise, timesteps and caption drops are drawn per sample from the sampler's seeds: kept random here (and
+    # more captions dropped than the recipe's 10 %, so that some are)
+    "generate": ("diffusion_unet_tiny", ["task.cond_dropout=0.3"]),
 }
 
 

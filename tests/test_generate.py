@@ -246,3 +246,21 @@ def test_validation_in_parts_adds_up_to_the_whole_split_at_the_noise_drawn_batch
                 eps = model(scheduler.add_noise(x0, noise, t), t, context, ema=True)
                 errors += (eps.float() - noise).pow(2).mean(dim=(1, 2, 3)).tolist()
     assert whole == pytest.approx(sum(errors) / len(errors), rel=1e-5)
+
+
+def test_training_draws_are_per_sample_whatever_the_batch():
+    from vislang.tasks.generate import sample_draws
+
+    seeds = torch.tensor([11, 2**62 - 1, 5, 11])
+    x0 = torch.zeros(4, 3, 8, 8)
+    noise, t, drop = sample_draws({"seed": seeds}, x0, 1000, 0.5)
+    assert noise.shape == x0.shape and t.shape == drop.shape == (4,)
+    for i in range(4):  # each sample alone draws what it drew in the batch
+        n1, t1, d1 = sample_draws({"seed": seeds[i:i + 1]}, x0[:1], 1000, 0.5)
+        assert torch.equal(n1[0], noise[i]) and int(t1) == int(t[i]) and bool(d1) == bool(drop[i])
+    assert torch.equal(noise[0], noise[3]) and not torch.equal(noise[0], noise[2])  # same seed, same draws
+    assert int(t.min()) >= 0 and int(t.max()) < 1000
+    # the drop rate is the asked fraction
+    many = torch.arange(2000)
+    drops = sample_draws({"seed": many}, torch.zeros(2000, 3, 1, 1), 1000, 0.1)[2]
+    assert 0.08 < drops.float().mean().item() < 0.12

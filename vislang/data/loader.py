@@ -103,6 +103,8 @@ class ImageTextSamples(Dataset):
             print(f"warning: skipping sample: {e}", file=sys.stderr)
             return None
         out: dict[str, Any] = {"image": image, "index": i, "id": rec.id}
+        if seed is not None:
+            out["seed"] = seed  # a task's own per-sample draws (e.g. diffusion noise) start from it
         if rec.label is not None:
             out["label"] = rec.label
         if self.group_key is not None:

@@ -170,13 +170,11 @@ class GenerateTask:
         x0 = to_model_range(batch["image"], self.tf)                                  # (B, 3, S, S)
         tokens = batch["tokens"]                                                      # (B, L)
         mask = lengths_to_mask(batch["tokens_lengths"], tokens.shape[1], dtype=torch.long)
-        context = model.encode_text(tokens, mask)
-        context = self._drop_captions(model, context)
         if self._scheduler is None:
             self._scheduler = model.noise_scheduler("ddpm")
         scheduler = self._scheduler
-        noise = torch.randn_like(x0)
-        t = torch.randint(0, scheduler.config.num_train_timesteps, (len(x0),), device=x0.device)
+        noise, t, drop = sample_draws(batch, x0, scheduler.config.num_train_timesteps, self.cfg.cond_dropout)
+        context = self._drop_captions(model, model.encode_text(tokens, mask), drop)
         noisy = scheduler.add_noise(x0, noise, t)
         eps = model(noisy, t, context)
         err = (eps.float() - noise).pow(2).mean(dim=(1, 2, 3))                          # (B,)
@@ -187,11 +185,10 @@ class GenerateTask:
         weight = snr.clamp(max=self.cfg.snr_gamma) / snr
         return {"loss": (weight * err).mean(), "mse": err.mean().detach()}
 
-    def _drop_captions(self, model: nn.Module, context: TextContext) -> TextContext:
-        """Replace the context of a ``cond_dropout`` fraction of the samples by the empty caption's."""
+    def _drop_captions(self, model: nn.Module, context: TextContext, drop: Tensor) -> TextContext:
+        """Replace the context of the samples where ``drop`` ``(B,)`` is true by the empty caption's."""
         b = context.states.shape[0]
-        drop = torch.rand(b, device=context.states.device) < self.cfg.cond_dropout  # (B,)
-        if not self.cfg.cond_dropout or not bool(drop.any()):
+        if not bool(drop.any()):
             return context
         empty = text_context(model, self.tokenizer, [""], self.cfg.max_len)
         n = max(context.states.shape[1], empty.states.shape[1])
@@ -236,6 +233,28 @@ class GenerateTask:
     def save_artifacts(self, directory: Path) -> None:
         if isinstance(self.tokenizer, Vocabulary):
             self.tokenizer.save(Path(directory) / VOCAB_FILE)
+
+
+def sample_draws(batch: dict[str, Any], x0: Tensor, timesteps: int, cond_dropout: float
+                 ) -> tuple[Tensor, Tensor, Tensor]:
+    """A training batch's noise ``(B, 3, S, S)``, timesteps ``(B,)`` and caption-drop mask ``(B,)``: each
+    sample's drawn from a generator of its own, seeded from the sample's seed (``batch["seed"]``, from the
+    seeded sampler), so that a sample is noised the same way whatever its batch, rank or worker (N ranks of B
+    train exactly like one process of N·B; resume repeats the draws). Without seeds, torch's global RNG."""
+    b, device = len(x0), x0.device
+    if "seed" not in batch:
+        return (torch.randn_like(x0), torch.randint(0, timesteps, (b,), device=device),
+                torch.rand(b, device=device) < cond_dropout)
+    noise, t, u = torch.empty(x0.shape), torch.empty(b, dtype=torch.long), torch.empty(b)
+    gen = torch.Generator()
+    for i, seed in enumerate(batch["seed"].tolist()):
+        # a stream apart from the one the sample's image augmentations drew from (seeded with ``seed`` itself)
+        gen.manual_seed((int(seed) * 0x9E3779B97F4A7C15 + 0x632BE59BD9B4E019) % 2**63)
+        noise[i] = torch.randn(x0.shape[1:], generator=gen)
+        t[i] = int(torch.randint(0, timesteps, (1,), generator=gen))
+        u[i] = float(torch.rand((), generator=gen))
+    return (noise.to(device, x0.dtype, non_blocking=True), t.to(device, non_blocking=True),
+            (u < cond_dropout).to(device))
 
 
 @torch.no_grad()
