@@ -16,7 +16,7 @@ from vislang.data import load_dataset, prepare_dataset
 from vislang.data.datasets import emoji
 from vislang.errors import DataError, ExternalToolError
 
-SPLITS = ("train", "val", "test_seen_concepts_new_style", "test_new_concepts")
+SPLITS = ("train", "val", "test_seen_concepts_new_style", "test_new_concepts", "val_new_style")
 needs_npm = pytest.mark.network_data
 
 
@@ -40,7 +40,7 @@ def built(data_root: Path, packages: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def rows(built: Path) -> dict[str, list[dict]]:
-    return {split: read_split(built, split) for split in SPLITS}
+    return {split: read_split(built, split) for split in SPLITS if split != "val_new_style"}  # empty here
 
 
 @pytest.fixture(scope="module")
@@ -150,7 +150,7 @@ def test_counts_are_plausible(rows, built):
     assert n["test_seen_concepts_new_style"] > 2000 and n["test_new_concepts"] > 400
     assert sum(n.values()) > 10000
     summary = json.loads((built / "summary.json").read_text(encoding="utf-8"))
-    assert {s["split"]: s["images"] for s in summary["splits"]} == n
+    assert {s["split"]: s["images"] for s in summary["splits"]} == {**n, "val_new_style": 0}
     ids = [r["id"] for rs in rows.values() for r in rs]
     assert len(ids) == len(set(ids))
 
@@ -255,6 +255,9 @@ def test_npm_dir_without_the_packages_is_reported(tmp_path, monkeypatch):
     ("emoji:train_only=apple", "option 'train_only': unknown style 'apple'"),
     ("emoji:train_only=openmoji", "style 'openmoji' is in both 'heldout' and 'train_only'"),
     ("emoji:train_only=fluent+google", "style 'google' is in both 'vendors' and 'train_only'"),
+    ("emoji:val_style=apple", "option 'val_style': unknown style 'apple'"),
+    ("emoji:train_only=fluent+noto_v1,val_style=noto_v1", "style 'noto_v1' is in both 'train_only' and 'val_style'"),
+    ("emoji:val_style=openmoji", "style 'openmoji' is in both 'heldout' and 'val_style'"),
 ])
 def test_bad_options_are_named(spec, needle, tmp_path):
     with pytest.raises(DataError, match=needle):
@@ -488,6 +491,35 @@ def test_train_only_style_adds_training_images_and_changes_no_other_split(subset
     unused = sum(1 for c in SUBSET if emoji.assign_split(text.concepts[c].base, 3, 0.3, 0.3) != "train"
                  and c != "1F1E9-1F1EA")
     assert f"{unused} images of validation and test concepts unused (train-only style)" in err
+
+
+@needs_npm
+def test_validation_style_is_its_own_split_of_training_concepts(subset, text, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv(emoji.NPM_DIR_ENV, str(subset))
+    fractions = "val_fraction=0.3,test_fraction=0.3,seed=3"
+    plain = prepare_dataset(f"emoji:{fractions},train_only=fluent", root=tmp_path / "a")
+    held = prepare_dataset(f"emoji:{fractions},train_only=fluent,val_style=noto_v1", root=tmp_path / "b")
+    err = capsys.readouterr().err
+    assert read_split(plain, "val_new_style") == []  # empty without the option
+    for split in SPLITS[:-1]:  # the style is trained on, validated on and tested on nowhere else
+        assert (plain / f"{split}.jsonl").read_bytes() == (held / f"{split}.jsonl").read_bytes()
+    val_style = read_split(held, "val_new_style")
+    assert val_style and {r["vendor"] for r in val_style} == {"noto_v1"}
+    train_concepts = {r["concept"] for r in read_split(held, "train")}
+    assert {r["concept"] for r in val_style} <= train_concepts  # seen concepts, new style
+    assert all(r["id"] == f"noto_v1/{r['concept']}" for r in val_style)
+    assert "validation and test concepts unused (validation style)" in err
+    assert load_dataset(f"emoji:{fractions},train_only=fluent,val_style=noto_v1", split="val_new_style",
+                        root=tmp_path / "b").records[0].id == val_style[0]["id"]
+
+
+@needs_npm
+def test_a_build_without_a_later_split_is_rebuilt(subset, tmp_path, monkeypatch):
+    monkeypatch.setenv(emoji.NPM_DIR_ENV, str(subset))
+    spec = "emoji:val_fraction=0.3,test_fraction=0.3,seed=3"
+    out = prepare_dataset(spec, root=tmp_path)
+    (out / "val_new_style.jsonl").unlink()  # as a build from before the split existed
+    assert prepare_dataset(spec, root=tmp_path) == out and (out / "val_new_style.jsonl").exists()
 
 
 @needs_npm

@@ -218,7 +218,8 @@ def prepare_dataset(spec: str, root: str | os.PathLike | None = None, force: boo
             was = done.get("options") if isinstance(done, dict) else None
             if isinstance(was, dict) and done.get("version") == info.version:
                 built = {**config_to_dict(info.options), **was}
-                if built == config_to_dict(options):
+                # a split added after the build (its file missing) rebuilds it
+                if built == config_to_dict(options) and all((out / f"{s}.jsonl").exists() for s in info.splits):
                     return out
         except (OSError, json.JSONDecodeError):
             pass

@@ -53,12 +53,15 @@ Splits
     * ``train``: the ``vendors`` styles' images of train concepts;
     * ``val``: the ``vendors`` styles' images of val concepts;
     * ``test_seen_concepts_new_style``: the ``heldout`` styles' images of train concepts;
-    * ``test_new_concepts``: every style's images (vendors and held out) of test concepts.
+    * ``test_new_concepts``: every style's images (vendors and held out) of test concepts;
+    * ``val_new_style``: the ``val_style`` styles' images of train concepts (empty without ``val_style``): a
+      drawing style never trained on, to choose recipes and checkpoints on without looking at a test split.
 
     Held-out styles (OpenMoji by default) therefore appear only in test splits; their images of val
     concepts are not used. ``train_only`` styles (none by default; the Fluent, EmojiOne and Noto v1 sets are
     meant for it) add their images of train concepts to ``train`` and nothing else, so more training styles
-    leave the val and test splits exactly as they are.
+    leave the val and test splits exactly as they are. A ``val_style`` style (e.g. ``emoji:train_only=fluent+
+    fluent_line+emojione+emojione_line,val_style=noto_v1``) is in no other split.
 
 Modules: :mod:`~.concepts` (ids, split groups, captions), :mod:`~.emojibase` (the CLDR text), :mod:`~.styles`
 (image sources), :mod:`~.iconify` (Iconify icon sets), :mod:`~.npm` (package install and pins),

@@ -20,7 +20,7 @@ from vislang.data.records import Record
 from vislang.data.registry import PrepareContext, register_dataset
 from vislang.errors import DataError
 
-SPLITS = ("train", "val", "test_seen_concepts_new_style", "test_new_concepts")
+SPLITS = ("train", "val", "test_seen_concepts_new_style", "test_new_concepts", "val_new_style")
 
 LICENSE = ("Google images: Noto Emoji (Apache-2.0); Twitter images: Twemoji by Twitter/X (CC-BY-4.0); "
            "OpenMoji images (CC-BY-SA-4.0, openmoji.org); Fluent images (train_only=fluent, fluent_line): Fluent "
@@ -42,6 +42,8 @@ class EmojiOptions:
         test_fraction: Share of concept groups for testing.
         seed: Seed of the group assignment.
         train_only: Extra training styles: their images of train concepts join ``train``, the rest is unused.
+        val_style: Validation styles: their images of train concepts form ``val_new_style`` (a style never
+            trained on, for choosing recipes without a test split); the rest is unused.
     """
 
     vendors: tuple[str, ...] = ("google", "twitter")
@@ -52,18 +54,20 @@ class EmojiOptions:
     test_fraction: float = 0.1
     seed: int = 0
     train_only: tuple[str, ...] = ()
+    val_style: tuple[str, ...] = ()
 
 
 def check_options(vendors: tuple[str, ...], heldout: tuple[str, ...], size: int, background: str,
-                  val_fraction: float, test_fraction: float, train_only: tuple[str, ...] = ()
-                  ) -> tuple[int, int, int]:
+                  val_fraction: float, test_fraction: float, train_only: tuple[str, ...] = (),
+                  val_style: tuple[str, ...] = ()) -> tuple[int, int, int]:
     """Validate the dataset options before anything is downloaded; returns the background as RGB.
 
     Raises:
         DataError: An option is invalid (the message names it).
     """
     known = ", ".join(STYLES)
-    for option, names in (("vendors", vendors), ("heldout", heldout), ("train_only", train_only)):
+    for option, names in (("vendors", vendors), ("heldout", heldout), ("train_only", train_only),
+                          ("val_style", val_style)):
         for name in names:
             if name not in STYLES:
                 raise DataError(f"unknown style {name!r} (known: {known})", where=f"emoji option {option!r}")
@@ -78,6 +82,11 @@ def check_options(vendors: tuple[str, ...], heldout: tuple[str, ...], size: int,
         if both:
             raise DataError(f"style {both[0]!r} is in both {option!r} and 'train_only'",
                             where=f"emoji options {option!r} and 'train_only'")
+    for option, names in (("vendors", vendors), ("heldout", heldout), ("train_only", train_only)):
+        both = sorted(set(names) & set(val_style))
+        if both:
+            raise DataError(f"style {both[0]!r} is in both {option!r} and 'val_style' (a validation style is "
+                            "never trained on nor tested)", where=f"emoji options {option!r} and 'val_style'")
     if size <= 0:
         raise DataError(f"expected a positive image size, got {size}", where="emoji option 'size'")
     if val_fraction < 0 or test_fraction < 0 or val_fraction + test_fraction >= 1:
@@ -114,8 +123,8 @@ def _record(concept: Concept, style: str, image: Path) -> Record:
 def build_emoji(node_modules: str | os.PathLike, out_dir: str | os.PathLike, *,
                 vendors: tuple[str, ...] = ("google", "twitter"), heldout: tuple[str, ...] = ("openmoji",),
                 size: int = 64, background: str = "white", val_fraction: float = 0.1,
-                test_fraction: float = 0.1, seed: int = 0, train_only: tuple[str, ...] = ()
-                ) -> dict[str, list[Record]]:
+                test_fraction: float = 0.1, seed: int = 0, train_only: tuple[str, ...] = (),
+                val_style: tuple[str, ...] = ()) -> dict[str, list[Record]]:
     """Render the images and make the split records from an existing ``node_modules``.
 
     Args:
@@ -130,12 +139,13 @@ def build_emoji(node_modules: str | os.PathLike, out_dir: str | os.PathLike, *,
         test_fraction: Share of concept groups for testing.
         seed: Seed of the group assignment.
         train_only: Extra training styles: their images of train concepts join ``train``, the rest is unused.
+        val_style: Validation styles: their images of train concepts form ``val_new_style``.
 
     Returns:
         Records by split name (see the package docstring).
     """
-    vendors, heldout, train_only = tuple(vendors), tuple(heldout), tuple(train_only)
-    rgb = check_options(vendors, heldout, size, background, val_fraction, test_fraction, train_only)
+    vendors, heldout, train_only, val_style = tuple(vendors), tuple(heldout), tuple(train_only), tuple(val_style)
+    rgb = check_options(vendors, heldout, size, background, val_fraction, test_fraction, train_only, val_style)
     node_modules, out_dir = Path(node_modules), Path(out_dir).resolve()
     text = read_emojibase(node_modules / "emojibase-data")
     group_split = {c.base: assign_split(c.base, seed, val_fraction, test_fraction)
@@ -145,6 +155,7 @@ def build_emoji(node_modules: str | os.PathLike, out_dir: str | os.PathLike, *,
         **{s: {"train": "train", "val": "val", "test": "test_new_concepts"} for s in vendors},
         **{s: {"train": "test_seen_concepts_new_style", "test": "test_new_concepts"} for s in heldout},
         **{s: {"train": "train"} for s in train_only},
+        **{s: {"train": "val_new_style"} for s in val_style},
     }
     images_dir, sources_dir = out_dir / "images", out_dir / "sources"
     for folder in (images_dir, sources_dir):
@@ -167,9 +178,10 @@ def build_emoji(node_modules: str | os.PathLike, out_dir: str | os.PathLike, *,
             target = images_dir / style / f"{concept.concept}.png"
             jobs.append(RenderJob(str(source), str(target), size, rgb))
             placed.append((split, concept.order, style_index, _record(concept, style, target)))
-        report_matching(style, files, text, unused,
-                         "validation and test concepts unused (train-only style)" if style in train_only
-                         else "validation concepts unused (held-out style)")
+        why = ("validation and test concepts unused (train-only style)" if style in train_only else
+               "validation and test concepts unused (validation style)" if style in val_style else
+               "validation concepts unused (held-out style)")
+        report_matching(style, files, text, unused, why)
 
     render_all(jobs)
     splits: dict[str, list[Record]] = {name: [] for name in SPLITS}
@@ -191,8 +203,9 @@ def build_emoji(node_modules: str | os.PathLike, out_dir: str | os.PathLike, *,
 def prepare(ctx: PrepareContext, options: EmojiOptions) -> dict[str, list[Record]]:
     """Install the npm packages if needed, then build the dataset (see the package docstring)."""
     o = options
-    check_options(o.vendors, o.heldout, o.size, o.background, o.val_fraction, o.test_fraction, o.train_only)
-    node_modules = ensure_packages(ctx.root, o.vendors + o.heldout + o.train_only)
+    check_options(o.vendors, o.heldout, o.size, o.background, o.val_fraction, o.test_fraction, o.train_only,
+                  o.val_style)
+    node_modules = ensure_packages(ctx.root, o.vendors + o.heldout + o.train_only + o.val_style)
     return build_emoji(node_modules, ctx.out_dir, vendors=o.vendors, heldout=o.heldout, size=o.size,
                        background=o.background, val_fraction=o.val_fraction, test_fraction=o.test_fraction,
-                       seed=o.seed, train_only=o.train_only)
+                       seed=o.seed, train_only=o.train_only, val_style=o.val_style)
