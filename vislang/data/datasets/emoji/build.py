@@ -66,8 +66,8 @@ def check_options(vendors: tuple[str, ...], heldout: tuple[str, ...], size: int,
         DataError: An option is invalid (the message names it).
     """
     known = ", ".join(STYLES)
-    for option, names in (("vendors", vendors), ("heldout", heldout), ("train_only", train_only),
-                          ("val_style", val_style)):
+    groups = (("vendors", vendors), ("heldout", heldout), ("train_only", train_only), ("val_style", val_style))
+    for option, names in groups:
         for name in names:
             if name not in STYLES:
                 raise DataError(f"unknown style {name!r} (known: {known})", where=f"emoji option {option!r}")
@@ -77,16 +77,13 @@ def check_options(vendors: tuple[str, ...], heldout: tuple[str, ...], size: int,
     if both:
         raise DataError(f"style {both[0]!r} is both a training and a held-out style",
                         where="emoji options 'vendors' and 'heldout'")
-    for option, names in (("vendors", vendors), ("heldout", heldout)):
-        both = sorted(set(names) & set(train_only))
-        if both:
-            raise DataError(f"style {both[0]!r} is in both {option!r} and 'train_only'",
-                            where=f"emoji options {option!r} and 'train_only'")
-    for option, names in (("vendors", vendors), ("heldout", heldout), ("train_only", train_only)):
-        both = sorted(set(names) & set(val_style))
-        if both:
-            raise DataError(f"style {both[0]!r} is in both {option!r} and 'val_style' (a validation style is "
-                            "never trained on nor tested)", where=f"emoji options {option!r} and 'val_style'")
+    for j, (extra, extra_names) in enumerate(groups[2:], 2):  # train-only and validation styles: nowhere else
+        why = " (a validation style is never trained on nor tested)" if extra == "val_style" else ""
+        for option, names in groups[:j]:
+            both = sorted(set(names) & set(extra_names))
+            if both:
+                raise DataError(f"style {both[0]!r} is in both {option!r} and {extra!r}{why}",
+                                where=f"emoji options {option!r} and {extra!r}")
     if size <= 0:
         raise DataError(f"expected a positive image size, got {size}", where="emoji option 'size'")
     if val_fraction < 0 or test_fraction < 0 or val_fraction + test_fraction >= 1:
