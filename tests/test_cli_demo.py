@@ -6,14 +6,16 @@ import pytest
 
 from vislang.cli import main
 
-TINY = ["--set", "model=caption_lstm_tiny", "--set", "model_kwargs={}", "--set", "train.max_steps=3",
-        "--set", "data.max_val=16", "--set", "data.transform.image_size=32", "--limit", "12",
-        "--search-set", "data.name=emoji", "--search-set", "train.max_steps=2", "--search-set", "data.max_train=32",
+PLAIN = ["--set", "data.name=emoji", "--set", "data.val_split=val"]  # the default data: no extra styles to build
+TINY = [*PLAIN, "--set", "model=caption_lstm_tiny", "--set", "model_kwargs={}", "--set", "train.max_steps=3",
+        "--set", "data.max_val=16", "--set", "data.transform.image_size=32", "--set", "train.optim.freeze_encoder=false",
+        "--limit", "12", "--search-set", "data.name=emoji", "--search-set", "data.val_split=val",
+        "--search-set", "train.max_steps=2", "--search-set", "data.max_train=32",
         "--search-set", "data.max_val=16", "--search-set", "task.text_bank=false"]
 
 
 def test_demo_data_only(data_root, capsys):
-    assert main(["demo", "--root", str(data_root), "--data-only"]) == 0
+    assert main(["demo", "--root", str(data_root), "--data-only", *PLAIN]) == 0
     out = capsys.readouterr().out
     for split in ("train", "val", "test_seen_concepts_new_style", "test_new_concepts"):
         assert split in out

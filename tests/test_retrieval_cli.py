@@ -288,19 +288,21 @@ def test_the_shipped_emoji_recipe_is_a_valid_config(tiny_bert_dir: Path, data_ro
     assert cfg.text_encoder == "minilm" and cfg.data.name.startswith("emoji:") and cfg.data.transform.trim and cfg.task.text_bank
     assert 0 < cfg.data.transform.outline <= 1 and 0 < cfg.data.transform.flatten <= 1 and cfg.model_kwargs["image_pool_grid"] == 4
     name, options = parse_spec(cfg.data.name)  # extra training styles only: the test splits stay the default ones
-    assert name == "emoji" and set(options["train_only"]) == {"fluent", "fluent_line", "emojione", "emojione_line",
-                                                              "noto_v1"}
-    assert {k: v for k, v in options.items() if k != "train_only"} == {
-        k: v for k, v in parse_spec("emoji")[1].items() if k != "train_only"}
+    assert name == "emoji" and set(options["train_only"]) == {"fluent", "fluent_line", "emojione", "emojione_line"}
+    assert tuple(options["val_style"]) == ("noto_v1",) and cfg.data.val_split == "val+val_new_style"  # a style never trained on
+    extra = ("train_only", "val_style")
+    assert {k: v for k, v in options.items() if k not in extra} == {
+        k: v for k, v in parse_spec("emoji")[1].items() if k not in extra}
     out = tmp_path / "recipe"  # the same recipe on tiny data with a tiny model (a locked tiny BERT) runs end to end
     assert main(["train", "retrieval", "--config", str(recipe), "--data", SHAPES, "--root", str(data_root),
                  "--model", "dual_encoder_tiny", "--text-encoder", str(tiny_bert_dir), "--batch-size", "8",
-                 "--max-steps", "2", "--out", str(out)]) == 0
+                 "--max-steps", "2", "--set", "data.val_split=val", "--out", str(out)]) == 0
     saved = resolve_config(RetrievalRunConfig, out / "config.yaml", [])
     assert saved.data.transform.outline == cfg.data.transform.outline and saved.train.epochs == cfg.train.epochs
     assert saved.task.text_bank
     scratch = ["train", "retrieval", "--config", str(recipe), "--data", SHAPES, "--root", str(data_root),
-               "--model", "dual_encoder_tiny", "--text-encoder", "scratch", "--batch-size", "8", "--max-steps", "2"]
+               "--model", "dual_encoder_tiny", "--text-encoder", "scratch", "--batch-size", "8", "--max-steps", "2",
+               "--set", "data.val_split=val"]
     assert main([*scratch, "--set", "task.text_bank=false", "--out", str(tmp_path / "scratch")]) == 0
 
 

@@ -113,7 +113,7 @@ class ToyShapes(TaskSpec):
             return json.loads((reuse / CLASSES_FILE).read_text())
         return sorted({r.label for r in data.train})
 
-    def model_options(self, cfg: ToyRunConfig, classes: list[str]) -> dict[str, Any]:
+    def model_options(self, cfg: ToyRunConfig, classes: list[str], data: TrainData) -> dict[str, Any]:
         return {**cfg.model_kwargs, "n_classes": len(classes)}
 
     def samples(self, cfg: ToyRunConfig, data: TrainData, classes: list[str], transform) -> ImageTextSamples:
@@ -231,3 +231,21 @@ def test_vislang_load_returns_the_tasks_predictor(toy_run: Path, data_root: Path
         CaptionPredictor.load(toy_run)
     rebuilt = create_model(MODEL, **trained.config["model_config"])       # the public registry rebuilds it
     assert isinstance(rebuilt, ToyNet) and rebuilt.head.out_features == 4
+
+
+def test_a_run_validates_on_two_splits_and_keeps_the_best_mean(toy, data_root: Path, tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture):
+    run = tmp_path / "two"
+    assert main(["train", TASK, "--root", str(data_root), "--seed", "3", "--out", str(run),
+                 "--set", "data.val_split=val+test"]) == 0
+    assert "best toy accuracy on the mean over val and test" in capsys.readouterr().out
+    vals = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines() if '"val"' in x]
+    for e in vals:  # each split scored on its own records; the monitored value is their mean
+        assert e["accuracy"] == pytest.approx((e["val/accuracy"] + e["test/accuracy"]) / 2)
+    trained = load_trained(run, TASK, device="cpu")
+    records = {s: load_split(SHAPES, s, root=str(data_root)).records for s in ("val", "test")}
+    best = max(vals, key=lambda e: e["accuracy"])
+    for split, recs in records.items():
+        assert accuracy(trained.model, recs, trained.artifacts, trained.transform) == best[f"{split}/accuracy"]
+    with pytest.raises(VislangError, match="name each validation split once"):
+        train(TASK, None, tmp_path / "bad", overrides=[f"data.root={data_root}", "data.val_split=val+val"])

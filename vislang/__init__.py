@@ -9,6 +9,9 @@ captioner = vislang.load("runs/cap")                           # the task's pred
 ```
 """
 
+import sys
+import types
+
 from vislang.data import ImageTextDataset, list_datasets, load_dataset, prepare_dataset
 from vislang.data.records import QA, Record
 
@@ -32,6 +35,19 @@ def __getattr__(name: str):
         module, _, attr = _LAZY[name].partition(":")
         return getattr(importlib.import_module(module), attr)
     raise AttributeError(f"module 'vislang' has no attribute {name!r}")
+
+
+class _Package(types.ModuleType):
+    """``vislang.train`` is the function: importing the ``vislang.train`` package (the training loop, reached
+    through ``sys.modules`` and ``from vislang.train import ...``) does not replace it."""
+
+    def __setattr__(self, name: str, value) -> None:
+        if name == "train" and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
 
 
 __all__ = [

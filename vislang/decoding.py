@@ -44,6 +44,17 @@ class DecoderState:
         return DecoderState({k: fn(v) for k, v in self.dynamic.items()}, {k: fn(v) for k, v in self.static.items()})
 
 
+def teacher_force(model: nn.Module, state: DecoderState, tokens: Tensor) -> tuple[Tensor, Tensor]:
+    """Run ``model.step`` over ``tokens[:, :-1]`` (B, T), each step fed the true previous token: logits
+    (B, T-1, V) for ``tokens[:, 1:]`` and the attention of each step (B, T-1, N)."""
+    logits, alphas = [], []
+    for t in range(tokens.shape[1] - 1):
+        step_logits, alpha, state = model.step(tokens[:, t], state)
+        logits.append(step_logits)
+        alphas.append(alpha)
+    return torch.stack(logits, 1), torch.stack(alphas, 1)
+
+
 def _trim(seq: list[int], eos: int) -> list[int]:
     return seq[: seq.index(eos)] if eos in seq else seq
 

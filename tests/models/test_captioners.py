@@ -10,15 +10,28 @@ import torch
 from vislang.config import config_to_dict
 from vislang.decoding import beam_search, greedy, sample
 from vislang.losses import CaptionLoss
-from vislang.models import create_model, list_models, model_config
+from vislang.models import create_model, list_models, model_config, model_family
 from vislang.train.checkpoint import load_model, save_checkpoint
 
 CAPTIONERS = list_models("caption_*_tiny")
 each_captioner = pytest.mark.parametrize("name", CAPTIONERS)
 
 
-def test_both_decoders_are_registered():
-    assert CAPTIONERS == ["caption_lstm_tiny", "caption_transformer_tiny"]
+def test_every_decoder_is_registered():
+    assert CAPTIONERS == ["caption_lstm_tiny", "caption_rag_tiny", "caption_transformer_tiny"]
+
+
+def _captioner(name, seed=0, **kwargs):
+    """``create_model(name)``; a retrieval-augmented one gets a memory of 10 random entries."""
+    if model_family(name) != "caption_rag":
+        return create_model(name, **kwargs)
+    model = create_model(name, memory_size=10, **kwargs)
+    g = torch.Generator().manual_seed(seed)
+    tokens = torch.randint(3, model.vocab_size, (10, model.cfg.memory_len), generator=g)
+    tokens[:, -3] = 2
+    tokens[:, -2:] = 0
+    model.set_memory(torch.randn(10, model.image_encoder.out_dim, generator=g), tokens, torch.arange(10) // 2)
+    return model
 
 
 def _batch(b=3, t=7, v=50, size=32, seed=0):
@@ -40,7 +53,7 @@ def test_every_caption_model_has_a_tiny_variant():
 @each_captioner
 def test_forward_shapes_and_every_parameter_gets_a_gradient(name):
     torch.manual_seed(0)
-    model = create_model(name)
+    model = _captioner(name)
     images, tokens = _batch()
     out = model(images, tokens)
     assert out.logits.shape == (3, 6, 50) and out.attention.shape == (3, 6, 16)  # 32 px -> 4x4 grid
@@ -54,8 +67,9 @@ def test_forward_shapes_and_every_parameter_gets_a_gradient(name):
 @each_captioner
 def test_save_load_roundtrip(name, tmp_path):
     torch.manual_seed(1)
-    model = create_model(name, vocab_size=40).eval()
-    save_checkpoint(tmp_path / "ckpt", model, {"model": name, "model_config": {"vocab_size": 40}})
+    model = _captioner(name, vocab_size=40).eval()
+    memory = {"memory_size": 10} if model_family(name) == "caption_rag" else {}
+    save_checkpoint(tmp_path / "ckpt", model, {"model": name, "model_config": {"vocab_size": 40, **memory}})
     again = load_model(tmp_path / "ckpt")
     images, tokens = _batch(v=40)
     assert torch.equal(model(images, tokens).logits, again(images, tokens).logits)
@@ -82,7 +96,7 @@ def test_lstm_tied_embeddings_share_one_tensor_through_training_and_a_checkpoint
 @each_captioner
 def test_greedy_equals_beam_of_one_and_top_k_one(name):
     torch.manual_seed(2)
-    model = create_model(name).eval()
+    model = _captioner(name).eval()
     images, _ = _batch(b=4, seed=3)
     g = greedy(model, images, max_len=12)
     b1 = beam_search(model, images, beam_size=1, max_len=12)
@@ -97,7 +111,7 @@ def test_greedy_equals_beam_of_one_and_top_k_one(name):
 @each_captioner
 def test_beam_search_returns_valid_hypotheses(name):
     torch.manual_seed(4)
-    model = create_model(name).eval()
+    model = _captioner(name).eval()
     images, _ = _batch(b=2, seed=5)
     out = beam_search(model, images, beam_size=4, max_len=9, length_penalty=1.0)
     assert len(out.tokens) == 2 and all(len(t) <= 9 for t in out.tokens)
@@ -135,7 +149,7 @@ def test_length_penalty_reranks_the_same_beams_towards_longer_captions():
 @each_captioner
 def test_sampling_is_seeded(name):
     torch.manual_seed(6)
-    model = create_model(name).eval()
+    model = _captioner(name).eval()
     images, _ = _batch(b=3, seed=7)
     a = sample(model, images, max_len=8, temperature=1.5, generator=torch.Generator().manual_seed(1))
     b = sample(model, images, max_len=8, temperature=1.5, generator=torch.Generator().manual_seed(1))

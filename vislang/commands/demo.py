@@ -24,15 +24,20 @@ from vislang.errors import VislangError
 DEMO_BEAM = 3
 DEMO_LENGTH_PENALTY = 1.5
 
-EVAL_SPLITS = (("emoji", "test_seen_concepts_new_style"), ("emoji", "test_new_concepts"), ("tuxpaint", "test"))
+# The emoji splits are read from the recipe's data (its extra training styles leave them unchanged); the
+# validation style's split (``val_new_style``) is scored too when the recipe names one.
+EMOJI_SPLITS = ("test_seen_concepts_new_style", "test_new_concepts", "val_new_style")
 
 # The demo's training recipe (any key can be changed with --set, as for `vislang train caption`).
 DEMO_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "demo.yaml"  # the repository's configs/
 
 # The search model the demo serves beside its captioner: the retrieval recipe (locked MiniLM text tower, LiT-style)
-# trained for a few epochs only; its index holds the demo's emoji test images.
+# on the captioner's data, trained briefly from the shipped image tower of that recipe (``emoji_styles``, frozen:
+# only the projections learn); its index holds the demo's emoji test images.
 SEARCH_CONFIG = DEMO_CONFIG.with_name("retrieval_emoji.yaml")
-SEARCH_EPOCHS = 3
+SEARCH_EPOCHS = 2
+SEARCH_OVERRIDES = (f"train.epochs={SEARCH_EPOCHS}", "model_kwargs.image_encoder_kwargs.pretrained=emoji_styles",
+                    "train.optim.freeze_encoder=true")
 SEARCH_SPLITS = ("test_seen_concepts_new_style", "test_new_concepts")
 
 
@@ -46,7 +51,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-search", action="store_true",
                    help="skip the search model and the index of the test images (what `vislang serve` searches)")
     p.add_argument("--search-set", action="append", default=[], metavar="KEY=VALUE",
-                   help="change the search model's recipe (configs/retrieval_emoji.yaml, 3 epochs), e.g. "
+                   help="change the search model's recipe (configs/retrieval_emoji.yaml from the shipped image "
+                        f"tower, {SEARCH_EPOCHS} epochs), e.g. "
                         "--search-set train.epochs=10 (repeatable)")
     p.add_argument("--limit", type=int, help="evaluate at most N images per test split")
     p.add_argument("--beam", type=int, default=DEMO_BEAM, help=f"beam size for the test captions (default {DEMO_BEAM})")
@@ -65,22 +71,23 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from vislang.viz import write_report
 
     t0 = time.perf_counter()
-    prepare_dataset("emoji", args.root)
-    print_summary("emoji", args.root)
-    splits = list(EVAL_SPLITS)
+    out = Path(args.out)
+    overrides = [*([f"data.root={args.root}"] if args.root else []), *args.set]
+    cfg = resolve_config(CaptionRunConfig, DEMO_CONFIG, overrides)
+    emoji = cfg.data.name  # the emoji data with the recipe's extra training styles and validation style
+    prepare_dataset(emoji, args.root)
+    print_summary(emoji, args.root)
+    splits = [(emoji, s) for s in EMOJI_SPLITS if s != "val_new_style" or "val_style=" in emoji]
     try:
         prepare_dataset("tuxpaint", args.root)
         print_summary("tuxpaint", args.root)
+        splits.append(("tuxpaint", "test"))
     except VislangError as e:
         print(f"note: skipping the Tux Paint evaluation: {e}", file=sys.stderr)
-        splits = [s for s in splits if s[0] != "tuxpaint"]
     print(f"data ready ({time.perf_counter() - t0:.0f} s)\n")
     if args.data_only:
         return 0
 
-    out = Path(args.out)
-    overrides = [*([f"data.root={args.root}"] if args.root else []), *args.set]
-    cfg = resolve_config(CaptionRunConfig, DEMO_CONFIG, overrides)
     resume = (out / "checkpoints" / "last").exists()
     print(f"training {cfg.model} on emoji [{cfg.data.train_split}] into {out}"
           f"{' (resuming)' if resume else ''} ...")
@@ -101,13 +108,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
         evaluations.append(ev)
     report = write_report(out, evaluations, captioner, beam=args.beam, length_penalty=args.length_penalty,
                           title="vislang demo: emoji captioning",
-                          notes=f"{cfg.model} trained {result.steps} steps on Google + Twitter emoji "
-                                f"({cfg.data.transform.image_size} px); OpenMoji and Tux Paint never seen in training; "
-                                f"test captions by {decoding}.")
+                          notes=f"{cfg.model} trained {result.steps} steps on {emoji} "
+                                f"({cfg.data.transform.image_size} px); OpenMoji, the validation style and Tux Paint "
+                                f"never seen in training; test captions by {decoding}.")
     print(f"report: {report}  ({time.perf_counter() - t0:.0f} s so far)")
     served = [str(out)]
     if not args.no_search:
-        index = build_search_index(out, args.root, args.search_set, args.limit)
+        index = build_search_index(out, emoji, args.root, args.search_set, args.limit)
         served += ["--index", str(index)]
         print(f"search index of the emoji test images: {index}  (total {time.perf_counter() - t0:.0f} s)")
     print("\nserve the model (and search the test images) at http://127.0.0.1:8000/ with:\n"
@@ -115,10 +122,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_search_index(out: Path, root: str | None, overrides: list[str], limit: int | None) -> Path:
+def build_search_index(out: Path, emoji: str, root: str | None, overrides: list[str], limit: int | None) -> Path:
     """Train the demo's search model into ``out/search`` (resumed if there; ``overrides`` change its recipe) and
-    index the emoji test images (at most ``limit`` per split) with it into ``out/search.index``; returns the
-    index directory."""
+    index the test images of the ``emoji`` data (at most ``limit`` per split) with it into ``out/search.index``;
+    returns the index directory."""
     from vislang.config import resolve_config
     from vislang.data import load_dataset
     from vislang.index import build_image_index
@@ -127,12 +134,13 @@ def build_search_index(out: Path, root: str | None, overrides: list[str], limit:
     from vislang.tasks.retrieval import RetrievalRunConfig
 
     run, index_dir = out / "search", out / "search.index"
+    same_data = [f"data.name={emoji}", *([] if "val_style=" in emoji else ["data.val_split=val"])]
     cfg = resolve_config(RetrievalRunConfig, SEARCH_CONFIG,
-                         [f"train.epochs={SEARCH_EPOCHS}", *([f"data.root={root}"] if root else []), *overrides])
+                         [*SEARCH_OVERRIDES, *same_data, *([f"data.root={root}"] if root else []), *overrides])
     print(f"training the search model ({cfg.model}, {cfg.train.epochs} epochs) into {run} ...")
     result = train("retrieval", cfg, run, resume=(run / "checkpoints" / "last").exists())
     print(f"trained {result.steps} steps; best val rsum {result.best_metric:.3f}")
-    records = [r for split in SEARCH_SPLITS for r in load_dataset("emoji", split, root=root).records[:limit]]
+    records = [r for split in SEARCH_SPLITS for r in load_dataset(emoji, split, root=root).records[:limit]]
     meta = [{"captions": list(r.captions)} for r in records]
     index = build_image_index(RetrievalPredictor.load(run), [r.image for r in records], [r.id for r in records],
                               meta, model_path=run.resolve(), show_progress=False)

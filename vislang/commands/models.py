@@ -1,4 +1,5 @@
-"""``vislang models [PATTERN]``: the registered models, their families and descriptions."""
+"""``vislang models [PATTERN]``: the registered models, their families and descriptions; the weights shipped
+with vislang (``--pretrained``), and a run's image encoder saved as a weights file (``--save-image-encoder``)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,10 @@ import argparse
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("models", help="list the registered models (image encoders, captioners, ...)")
     p.add_argument("pattern", nargs="?", default="*", help="glob pattern, e.g. '*tiny*' or 'caption_*'")
+    p.add_argument("--pretrained", action="store_true",
+                   help="list the weights shipped with vislang (load with encoder_kwargs.pretrained=NAME)")
+    p.add_argument("--save-image-encoder", nargs=2, metavar=("RUN", "FILE"),
+                   help="write the image encoder of a trained run (its best model) to a .safetensors file")
     p.set_defaults(func=cmd_models)
 
 
@@ -15,6 +20,33 @@ def cmd_models(args: argparse.Namespace) -> int:
     from vislang.models.registry import describe_model, list_models, model_family
     from vislang.utils.io import format_table
 
+    if args.save_image_encoder:
+        from pathlib import Path
+
+        from vislang.errors import VislangError
+        from vislang.models.encoders import save_weights
+        from vislang.tasks import load_trained
+
+        run, out = args.save_image_encoder
+        trained = load_trained(run)
+        encoder = getattr(trained.model, "image_encoder", None)
+        if encoder is None:
+            raise VislangError(f"{run}: its model ({type(trained.model).__name__}) has no image encoder")
+        save_weights(encoder, Path(out))
+        print(f"{out}: the image encoder of {trained.folder} ({sum(p.numel() for p in encoder.parameters()):,} "
+              "parameters)")
+        return 0
+    if args.pretrained:
+        from vislang.models.encoders import PRETRAINED_DIR, list_pretrained
+
+        rows = []
+        for name in list_pretrained():
+            card = PRETRAINED_DIR / f"{name}.md"
+            lines = card.read_text(encoding="utf-8").splitlines() if card.exists() else []
+            title = next((ln.lstrip("# ").strip() for ln in lines if ln.startswith("# ")), "-")
+            rows.append([name, title])
+        print(format_table(rows, ("name", "model card")))
+        return 0
     rows = [[n, model_family(n) or "-", describe_model(n)] for n in list_models(args.pattern)]
     print(format_table(rows, ("name", "family", "description")))
     return 0

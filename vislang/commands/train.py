@@ -80,11 +80,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         t.set_defaults(func=cmd_train, task_spec=spec)
 
 
-def print_result(result: FitResult, metric: str) -> None:
-    """The closing lines of a training command: where the run is and its best validation score."""
+def print_result(result: FitResult, metric: str, split: str = "val") -> None:
+    """The closing lines of a training command: where the run is and its best validation score (``split``:
+    the validation split, or several joined by ``+``, whose mean it is)."""
     print(f"run: {result.run_dir}  steps: {result.steps}  stopped: {result.stopped}")
     if result.best_metric is not None:
-        print(f"best {metric} on val: {result.best_metric:.4f}  ({result.best_dir})")
+        where = f"the mean over {split.replace('+', ' and ')}" if "+" in split else split
+        print(f"best {metric} on {where}: {result.best_metric:.4f}  ({result.best_dir})")
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -100,7 +102,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     try:
         result = train(spec, cfg, Path(args.out), resume=args.resume)
         if distributed.current().is_main:  # under torchrun, rank 0 speaks for the run
-            print_result(result, spec.monitor_label)
+            print_result(result, spec.monitor_label, cfg.data.val_split or "val")
     finally:
         distributed.shutdown()
     return 0

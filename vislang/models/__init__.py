@@ -2,6 +2,7 @@
 
 from vislang.models import (  # noqa: F401  (registers)
     caption_lstm,
+    caption_rag,
     caption_transformer,
     cnn,
     diffusion_unet,

@@ -20,7 +20,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor, nn
 
-from vislang.decoding import DecoderState
+from vislang.decoding import DecoderState, teacher_force
 from vislang.models.encoders import ImageFeatures
 from vislang.models.registry import create_model, register_family, register_model
 
@@ -152,12 +152,7 @@ class CaptionLSTM(nn.Module):
             Logits (B, T-1, V) and attention (B, T-1, N).
         """
         state = self.init_state(self.encode(images))
-        logits, alphas = [], []
-        for t in range(tokens.shape[1] - 1):
-            step_logits, alpha, state = self.step(tokens[:, t], state)
-            logits.append(step_logits)
-            alphas.append(alpha)
-        return CaptionOutput(torch.stack(logits, 1), torch.stack(alphas, 1))
+        return CaptionOutput(*teacher_force(self, state, tokens))
 
 
 @register_family("caption_lstm", CaptionLSTMConfig)

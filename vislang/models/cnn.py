@@ -31,6 +31,8 @@ class CNNConfig:
             of a training batch: the images swap part of their feature statistics, their "style" (0: off).
         mixstyle_stages: How many of the first stages are followed by MixStyle.
         weights: Weights file or vislang run to load after building (its ``image_encoder`` part).
+        pretrained: Name of weights shipped with vislang to load instead (``emoji_styles``: the style-robust
+            encoder of the emoji retrieval recipe; see ``vislang/models/pretrained/emoji_styles.md``).
     """
 
     widths: tuple[int, ...] = (32, 64, 128)
@@ -40,6 +42,7 @@ class CNNConfig:
     mixstyle: float = 0.0
     mixstyle_stages: int = 2
     weights: str | None = None
+    pretrained: str | None = None
 
     def __post_init__(self) -> None:
         if not len(self.widths) + 1 == len(self.strides) == len(self.blocks):
@@ -106,8 +109,8 @@ class SmallCNN(nn.Module):
 
 @register_family("cnn", CNNConfig)
 def build_cnn(cfg: CNNConfig) -> SmallCNN:
-    """A :class:`SmallCNN`, with ``cfg.weights`` loaded when given."""
-    return with_weights(SmallCNN(cfg), cfg.weights, "image_encoder")
+    """A :class:`SmallCNN`, with ``cfg.weights`` (or the shipped ``cfg.pretrained``) loaded when given."""
+    return with_weights(SmallCNN(cfg), cfg.weights, "image_encoder", cfg.pretrained)
 
 
 register_model("cnn_small", "cnn", "The small CNN: widths 32/64/128, D=256, 1.9M parameters; 64 px -> 8x8 grid.")

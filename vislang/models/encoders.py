@@ -222,9 +222,36 @@ def load_weights(model: nn.Module, path: str | os.PathLike, exclude: Sequence[st
     model.load_state_dict(state, strict=True)
 
 
-def with_weights(model: M, weights: str | os.PathLike | None, submodule: str) -> M:
+PRETRAINED_DIR = Path(__file__).parent / "pretrained"
+
+
+def list_pretrained() -> list[str]:
+    """Names of the weights shipped with vislang (``vislang/models/pretrained/NAME.safetensors``, each with its
+    model card ``NAME.md``)."""
+    return sorted(p.stem for p in PRETRAINED_DIR.glob("*.safetensors"))
+
+
+def pretrained_weights(name: str) -> Path:
+    """The shipped weights file called ``name`` (a file of this installation: nothing is downloaded).
+
+    Raises:
+        VislangError: No such weights are shipped.
+    """
+    path = PRETRAINED_DIR / f"{name}.safetensors"
+    if "/" in name or not path.is_file():
+        raise VislangError(f"pretrained={name!r}: no such weights ship with vislang "
+                           f"(shipped: {', '.join(list_pretrained()) or 'none'}); a file or run: weights=PATH")
+    return path
+
+
+def with_weights(model: M, weights: str | os.PathLike | None, submodule: str, pretrained: str | None = None) -> M:
     """``model``, with the weights file or vislang run ``weights`` loaded into it when given (:func:`load_weights`;
-    of a run, its ``submodule`` part): what a family builder with a ``weights`` option returns."""
+    of a run, its ``submodule`` part), or the shipped weights called ``pretrained``: what a family builder with
+    a ``weights`` option returns."""
+    if weights and pretrained:
+        raise VislangError(f"give weights={weights} or pretrained={pretrained}, not both")
+    if pretrained:
+        weights = pretrained_weights(pretrained)
     if weights:
         load_weights(model, weights, submodule=submodule)
     return model

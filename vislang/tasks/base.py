@@ -7,7 +7,7 @@ class Captioning(TaskSpec):
     monitor_label = "CIDEr-D"
     predictor = "vislang.inference.caption:CaptionPredictor"
     def prepare(self, cfg, data, reuse): ...               # vocabulary etc. (reused from a run on resume)
-    def model_options(self, cfg, artifacts): ...           # builder options the data decides (vocab size)
+    def model_options(self, cfg, artifacts, data): ...     # builder options the data decides (vocab size)
     def samples(self, cfg, data, artifacts, transform): ...
     def objective(self, cfg, model, data, artifacts, transform): ...   # batch -> losses, validation
 ```
@@ -23,7 +23,7 @@ import argparse
 import functools
 import os
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from importlib import import_module
 from pathlib import Path
 from typing import Any, ClassVar
@@ -36,7 +36,7 @@ from vislang.data.records import Record
 from vislang.data.transforms import TransformConfig, build_transform
 from vislang.errors import VislangError
 from vislang.models.registry import create_model, model_config, model_family
-from vislang.tasks.common import open_split, transform_config
+from vislang.tasks.common import open_split, transform_config, val_splits
 from vislang.train import FitResult, find_checkpoint, fit, load_model, seed_everything
 from vislang.train.card import model_card
 from vislang.train.checkpoint import read_config, resolve_checkpoint
@@ -121,7 +121,7 @@ class TaskSpec:
         folder, when resuming) where it holds them, else built from the training data."""
         return None
 
-    def model_options(self, cfg: Any, artifacts: Any) -> dict[str, Any]:
+    def model_options(self, cfg: Any, artifacts: Any, data: TrainData) -> dict[str, Any]:
         """Builder options of the model: the run's ``model_kwargs`` plus what the data decides."""
         return dict(cfg.model_kwargs)
 
@@ -199,21 +199,62 @@ def train(task: str | TaskSpec, cfg: Any = None, out: str | os.PathLike = "runs/
 def _train(spec: TaskSpec, cfg: Any, run_dir: Path, resume: bool) -> FitResult:
     if resume and not can_resume(run_dir):
         raise nothing_to_resume(run_dir)  # before any data is read or built
-    data = spec.open_data(cfg)
+    splits = val_splits(cfg.data)
+    per_split = [replace(cfg, data=replace(cfg.data, val_split=s)) for s in splits[1:]]
+    data = spec.open_data(replace(cfg, data=replace(cfg.data, val_split=splits[0])) if splits else cfg)
+    more = [spec.open_data(c).val for c in per_split]  # the other validation splits' records
     last = run_dir / "checkpoints" / "last"
     artifacts = spec.prepare(cfg, data, last if resume and find_checkpoint(last) else None)
-    options = spec.model_options(cfg, artifacts)
+    options = spec.model_options(cfg, artifacts, data)
     tf = transform_config(cfg.data)
     seed_everything(cfg.train.seed)  # the initial weights follow the seed, whatever ran before in the process
     model = create_model(cfg.model, **options)
     spec.init_model(cfg, model, resume)
     samples = spec.samples(cfg, data, artifacts, build_transform(tf, train=True))
-    objective = spec.objective(cfg, model, data, artifacts, build_transform(tf, train=False))
+    eval_tf = build_transform(tf, train=False)
+    objective = spec.objective(cfg, model, data, artifacts, eval_tf)
+    if more:  # one objective per validation split; the first one trains
+        objective = SplitValidation({splits[0]: objective, **{
+            s: spec.objective(c, model, TrainData(data.train, val), artifacts, eval_tf)
+            for s, c, val in zip(splits[1:], per_split, more)}})
     model_spec = {"task": spec.name, "model": cfg.model, "model_config": resolved_options(cfg.model, options),
                   "preprocessor": asdict(tf), **spec.extra(cfg, artifacts)}
     card = functools.partial(model_card, data=cfg.data.name, splits=(cfg.data.train_split, cfg.data.val_split))
     return fit(model, objective, samples, cfg.train, run_dir, model_spec=model_spec, pad_id=spec.pad_id(artifacts),
                resume=resume, config_to_save=config_to_dict(cfg), card=card)
+
+
+class SplitValidation:
+    """The loop's task when a run validates on several splits (``data.val_split=val+val_new_style``): the
+    first split's task trains; each split's metrics are logged as ``SPLIT/metric``, and the mean of their
+    monitored metric is the monitored metric. Validation runs on rank 0 alone under torchrun.
+
+    Args:
+        tasks: ``{split: the task object validating on it}``, the training split's task first.
+    """
+
+    def __init__(self, tasks: dict[str, Task]):
+        self.tasks = tasks
+        self.first = next(iter(tasks.values()))
+        self.monitor, self.mode = self.first.monitor, self.first.mode
+        for hook in ("after_optimizer_step", "save_artifacts"):
+            if hasattr(self.first, hook):
+                setattr(self, hook, getattr(self.first, hook))
+
+    def training_step(self, model: nn.Module, batch: dict[str, Any]) -> dict[str, Any]:
+        return self.first.training_step(model, batch)
+
+    def validate(self, model: nn.Module) -> dict[str, float]:
+        metrics: dict[str, float] = {}
+        watched = []
+        for split, task in self.tasks.items():
+            scores = task.validate(model)
+            metrics.update({f"{split}/{k}": v for k, v in scores.items()})
+            if self.monitor in scores:
+                watched.append(float(scores[self.monitor]))
+        if len(watched) == len(self.tasks):
+            metrics[self.monitor] = sum(watched) / len(watched)
+        return metrics
 
 
 def resolved_options(model: str, options: dict[str, Any]) -> dict[str, Any]:

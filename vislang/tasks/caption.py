@@ -11,12 +11,13 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from vislang.data.loader import ImageTextSamples, build_loader
+from vislang.data.loader import ImageTextSamples, build_loader, record_key
 from vislang.data.records import Record
 from vislang.data.text import VOCAB_FILE, Vocabulary
 from vislang.decoding import Decoded, beam_search, greedy
 from vislang.errors import VislangError
 from vislang.losses import CaptionLoss
+from vislang.models.registry import model_family
 from vislang.tasks.base import TaskSpec, TrainData, register_task
 from vislang.tasks.common import DataConfig
 from vislang.train import TrainConfig
@@ -36,6 +37,9 @@ class CaptionTaskConfig:
         val_batch_size: Images per validation batch.
         captions_per_image: Train on at most the first N captions of each image (None: all). References
             for validation and evaluation always keep every caption.
+        memory_group_key: For a retrieval-augmented captioner (``caption_rag``): the record field that groups
+            the memory's entries (an image's group is sometimes hidden from it in training, see
+            :class:`~vislang.models.caption_rag.CaptionRAG`); records without it are each a group of their own.
     """
 
     max_len: int = 24
@@ -46,13 +50,51 @@ class CaptionTaskConfig:
     val_length_penalty: float = 0.0
     val_batch_size: int = 64
     captions_per_image: int | None = None
+    memory_group_key: str = "base"
 
 
 def decode_batch(model: nn.Module, images: Tensor, beam: int, max_len: int, length_penalty: float = 0.0) -> Decoded:
-    """Greedy for ``beam <= 1``, else beam search (finished beams ranked by ``score / length ** length_penalty``)."""
-    if beam <= 1:
-        return greedy(model, images, max_len)
-    return beam_search(model, images, beam, max_len, length_penalty=length_penalty)
+    """Greedy for ``beam <= 1``, else beam search (finished beams ranked by ``score / length ** length_penalty``).
+    A retrieval-augmented captioner's caption is then the likeliest, by the same ranking, of its decoded caption
+    and its neighbours' captions (:func:`rerank_with_neighbours`)."""
+    out = greedy(model, images, max_len) if beam <= 1 else beam_search(model, images, beam, max_len,
+                                                                        length_penalty=length_penalty)
+    if hasattr(model, "neighbour_captions"):
+        out = rerank_with_neighbours(model, images, out, max_len, length_penalty)
+    return out
+
+
+@torch.no_grad()
+def rerank_with_neighbours(model: nn.Module, images: Tensor, decoded: Decoded, max_len: int,
+                           length_penalty: float = 0.0) -> Decoded:
+    """For each image, the caption with the best ``log p / length ** length_penalty`` under ``model`` among its
+    decoded caption and the captions of its nearest training images: whole captions are copied when the model
+    finds them likelier than what it composed, never a blend of several (consensus reranking, Devlin et al.
+    2015, with the model's own likelihood as the judge)."""
+    candidates = [[decoded.tokens[i], *[c for c in caps if c != decoded.tokens[i]]]
+                  for i, caps in enumerate(model.neighbour_captions(model.encode(images)))]
+    owner = [i for i, caps in enumerate(candidates) for _ in caps]
+    flat = [c[:max_len - 1] for caps in candidates for c in caps]
+    width = max(len(c) for c in flat) + 2
+    tokens = torch.full((len(flat), width), model.pad_id, dtype=torch.long, device=images.device)      # (C, T)
+    for j, c in enumerate(flat):
+        tokens[j, :len(c) + 2] = torch.tensor([model.bos_id, *c, model.eos_id])
+    out = model(images[owner], tokens)
+    logp = out.logits.float().log_softmax(-1).gather(-1, tokens[:, 1:, None]).squeeze(-1)              # (C, T-1)
+    lengths = torch.tensor([len(c) + 1 for c in flat], device=images.device)                            # EOS counted
+    mask = torch.arange(width - 1, device=images.device)[None] < lengths[:, None]
+    total = (logp * mask).sum(1)                                                                         # (C,)
+    ranked = total / lengths.float() ** length_penalty
+    best: dict[int, int] = {}
+    for j, i in enumerate(owner):
+        if i not in best or ranked[j] > ranked[best[i]]:
+            best[i] = j
+    attention = None
+    if decoded.attention is not None:
+        attention = [decoded.attention[i] if flat[j] == decoded.tokens[i] else out.attention[j, :lengths[j]].cpu()
+                     for i, j in sorted(best.items())]
+    return Decoded([flat[j] for _, j in sorted(best.items())], [float(total[j]) for _, j in sorted(best.items())],
+                   attention, decoded.grid_hw)
 
 
 def add_decoding_args(p: argparse.ArgumentParser) -> None:
@@ -82,6 +124,37 @@ def caption_records(model: nn.Module, records: Sequence[Record], vocab: Vocabula
     return captions, outputs
 
 
+@torch.no_grad()
+def pooled_features(encoder: Callable[[Tensor], Any], records: Sequence[Record], transform, device,
+                    batch_size: int = 128) -> Tensor:
+    """L2-normalised pooled image features, (N, D)."""
+    feats = []
+    for batch in build_loader(ImageTextSamples(records, transform, unit="image"), batch_size):
+        feats.append(nn.functional.normalize(encoder(batch["image"].to(device)).pooled.float(), dim=-1))
+    return torch.cat(feats).cpu()
+
+
+def fill_memory(model: nn.Module, records: Sequence[Record], vocab: Vocabulary, transform: Callable[[Any], Tensor],
+                group_key: str) -> dict[str, int]:
+    """Fill a retrieval-augmented captioner's memory with the training ``records`` (features from its image
+    encoder in eval mode, first caption, group); returns each record id's memory row."""
+    length = model.memory_tokens.shape[1]
+    device = model.memory_keys.device
+    enc = model.image_encoder
+    was_training = enc.training
+    enc.eval()
+    keys = pooled_features(enc, records, transform, device)                                         # (M, D)
+    enc.train(was_training)
+    tokens = torch.full((len(records), length), vocab.pad_id, dtype=torch.long)                      # (M, L)
+    for i, r in enumerate(records):
+        ids = vocab.encode(r.captions[0], max_len=length + 1)[1:]                                    # no BOS
+        tokens[i, :len(ids)] = torch.tensor(ids)
+    names: dict[str, int] = {}
+    groups = torch.tensor([names.setdefault(record_key(r, group_key), len(names)) for r in records])
+    model.set_memory(keys.to(device), tokens.to(device), groups.to(device))
+    return {r.id: i for i, r in enumerate(records)}
+
+
 class CaptionTask:
     """Batch -> caption loss; validation -> COCO caption metrics of decoded val captions.
 
@@ -90,20 +163,27 @@ class CaptionTask:
         val_records: Validation images with reference captions.
         eval_transform: Image -> tensor for validation.
         cfg: Task options.
+        memory_rows: For a retrieval-augmented captioner, each training record id's memory row (so an image is
+            never its own neighbour).
     """
 
     monitor = "CIDEr-D"
     mode = "max"
 
     def __init__(self, vocab: Vocabulary, val_records: Sequence[Record], eval_transform: Callable[[Any], Tensor],
-                 cfg: CaptionTaskConfig | None = None):
+                 cfg: CaptionTaskConfig | None = None, memory_rows: dict[str, int] | None = None):
         self.cfg = cfg or CaptionTaskConfig()
+        self.memory_rows = memory_rows
         self.vocab, self.val_records, self.eval_transform = vocab, list(val_records), eval_transform
         self.loss = CaptionLoss(vocab.pad_id, self.cfg.label_smoothing, self.cfg.attention_reg)
 
     def training_step(self, model: nn.Module, batch: dict[str, Any]) -> dict[str, Tensor]:
         tokens = batch["tokens"]  # (B, T)
-        out = model(batch["image"], tokens)
+        if self.memory_rows is None:
+            out = model(batch["image"], tokens)
+        else:
+            rows = torch.tensor([self.memory_rows[i] for i in batch["id"]], device=tokens.device)   # (B,)
+            out = model(batch["image"], tokens, rows)
         targets = tokens[:, 1:]                                                          # (B, T-1)
         losses = self.loss(out.logits, targets, out.attention)
         # the cross-entropy is a mean over tokens: under torchrun, ranks are weighted by their tokens
@@ -175,9 +255,17 @@ class Captioning(TaskSpec):
             return Vocabulary.load(reuse / VOCAB_FILE)
         return Vocabulary.build((c for r in data.train for c in r.captions), min_freq=cfg.task.min_freq)
 
-    def model_options(self, cfg: CaptionRunConfig, vocab: Vocabulary) -> dict[str, Any]:
-        return {**cfg.model_kwargs, "vocab_size": len(vocab), "pad_id": vocab.pad_id, "bos_id": vocab.bos_id,
-                "eos_id": vocab.eos_id}
+    def check(self, cfg: CaptionRunConfig) -> None:
+        if model_family(cfg.model) == "caption_rag" and not cfg.train.optim.freeze_encoder:
+            raise VislangError(f"{cfg.model} keeps a memory of its encoder's features: train it with "
+                               "train.optim.freeze_encoder=true")
+
+    def model_options(self, cfg: CaptionRunConfig, vocab: Vocabulary, data: TrainData) -> dict[str, Any]:
+        options = {**cfg.model_kwargs, "vocab_size": len(vocab), "pad_id": vocab.pad_id, "bos_id": vocab.bos_id,
+                   "eos_id": vocab.eos_id}
+        if model_family(cfg.model) == "caption_rag":
+            options.update(memory_size=len(data.train), unk_id=vocab.unk_id)
+        return options
 
     def samples(self, cfg: CaptionRunConfig, data: TrainData, vocab: Vocabulary, transform) -> ImageTextSamples:
         records = data.train
@@ -188,7 +276,9 @@ class Captioning(TaskSpec):
 
     def objective(self, cfg: CaptionRunConfig, model: nn.Module, data: TrainData, vocab: Vocabulary,
                   transform) -> CaptionTask:
-        return CaptionTask(vocab, data.val, transform, cfg.task)
+        rows = (fill_memory(model, data.train, vocab, transform, cfg.task.memory_group_key)
+                if model_family(cfg.model) == "caption_rag" else None)
+        return CaptionTask(vocab, data.val, transform, cfg.task, rows)
 
     def extra(self, cfg: CaptionRunConfig, vocab: Vocabulary) -> dict[str, Any]:
         return {"max_len": cfg.task.max_len}

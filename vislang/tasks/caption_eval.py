@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import os
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,11 +22,10 @@ import yaml
 from torch import Tensor
 
 from vislang.data import ImageTextDataset, load_dataset
-from vislang.data.loader import ImageTextSamples, build_loader
 from vislang.data.records import Record
 from vislang.errors import VislangError
 from vislang.tasks.base import TrainedModel, add_split_args, eval_dir, load_trained
-from vislang.tasks.caption import add_decoding_args, caption_records
+from vislang.tasks.caption import add_decoding_args, caption_records, pooled_features
 from vislang.tasks.common import check_at_least_one
 from vislang.utils.distributed import is_main, map_sharded
 from vislang.utils.io import atomic_write_json, format_table
@@ -65,16 +64,6 @@ class CaptionEvaluation:
 def image_id(rec: Record) -> Any:
     """The id written to COCO-format results: the source's image id where there is one."""
     return rec.meta.get("image_id", rec.id)
-
-
-@torch.no_grad()
-def pooled_features(encoder: Callable[[Tensor], Any], records: Sequence[Record], transform, device,
-                    batch_size: int = 128) -> Tensor:
-    """L2-normalised pooled image features, (N, D)."""
-    feats = []
-    for batch in build_loader(ImageTextSamples(records, transform, unit="image"), batch_size):
-        feats.append(torch.nn.functional.normalize(encoder(batch["image"].to(device)).pooled.float(), dim=-1))
-    return torch.cat(feats).cpu()
 
 
 def nearest_neighbour_captions(trained: TrainedModel, train: Sequence[Record], test: Sequence[Record]) -> list[str]:

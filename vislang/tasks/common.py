@@ -16,7 +16,8 @@ class DataConfig:
     Attributes:
         name: Registered dataset (``emoji``, ``shapes:size=32``) or path of a manifest / COCO / Karpathy file.
         train_split: Split to train on.
-        val_split: Split to validate on.
+        val_split: Split to validate on; several joined by ``+`` (``val+val_new_style``) are each validated,
+            and the mean of their monitored metric picks the best checkpoint.
         root: Data root for registered datasets.
         image_root: Folder image names in COCO / Karpathy / VQA files are relative to.
         skip_bad: Leave out samples whose image is missing or unreadable (with a warning) instead of stopping.
@@ -35,6 +36,20 @@ class DataConfig:
     max_train: int | None = None
     max_val: int | None = None
     transform: TransformConfig = field(default_factory=TransformConfig)
+
+
+def val_splits(cfg: DataConfig) -> list[str]:
+    """The validation splits of a data config (``val+val_new_style`` -> two; empty: none).
+
+    Raises:
+        VislangError: A split is named twice or left empty (``val+``).
+    """
+    if not cfg.val_split:
+        return []
+    names = cfg.val_split.split("+")
+    if "" in names or len(set(names)) != len(names):
+        raise VislangError(f"data.val_split: name each validation split once, joined by '+', got '{cfg.val_split}'")
+    return names
 
 
 def transform_config(cfg: DataConfig) -> TransformConfig:

@@ -357,7 +357,7 @@ class Generation(TaskSpec):
             return Vocabulary.load(reuse / VOCAB_FILE)
         return Vocabulary.build(c for r in data.train for c in r.captions)
 
-    def model_options(self, cfg: GenerateRunConfig, tokenizer: TextTokenizer) -> dict[str, Any]:
+    def model_options(self, cfg: GenerateRunConfig, tokenizer: TextTokenizer, data: TrainData) -> dict[str, Any]:
         options = model_config(cfg.model, **self._model_kwargs(cfg, {}))
         text_kwargs = dict(options.text_encoder_kwargs)
         if isinstance(tokenizer, Vocabulary):  # a tower over the training captions' words

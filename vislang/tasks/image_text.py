@@ -21,7 +21,7 @@ from vislang.errors import VislangError
 from vislang.models.fusion_model import FusionModelOutput, fusion_model_config
 from vislang.models.registry import list_models
 from vislang.models.text_encoders import HF_TOWERS, saved_tokenizer, text_tokenizer
-from vislang.tasks.base import TaskSpec, add_split_args, eval_dir
+from vislang.tasks.base import TaskSpec, TrainData, add_split_args, eval_dir
 from vislang.tasks.common import MODALITY_MODES, DataConfig, blank_inputs, check_at_least_one
 from vislang.train import TrainConfig
 from vislang.utils.distributed import is_main
@@ -251,7 +251,7 @@ class ImageTextSpec(TaskSpec):
         options["num_classes"] = len(labels)
         return ImageTextArtifacts(tokenizer, labels, options, cfg.task.max_len)
 
-    def model_options(self, cfg: Any, artifacts: ImageTextArtifacts) -> dict[str, Any]:
+    def model_options(self, cfg: Any, artifacts: ImageTextArtifacts, data: TrainData) -> dict[str, Any]:
         return artifacts.options
 
     def extra(self, cfg: Any, artifacts: ImageTextArtifacts) -> dict[str, Any]:

@@ -260,7 +260,7 @@ class RegionTagging(TaskSpec):
         check_attributes(data.val, cfg.task.objects_key, list(vocab.values))
         return vocab
 
-    def model_options(self, cfg: RegionRunConfig, vocab: AttributeVocab) -> dict[str, Any]:
+    def model_options(self, cfg: RegionRunConfig, vocab: AttributeVocab, data: TrainData) -> dict[str, Any]:
         return {**cfg.model_kwargs, "attributes": vocab.sizes()}
 
     def samples(self, cfg: RegionRunConfig, data: TrainData, vocab: AttributeVocab, transform) -> ImageTextSamples:

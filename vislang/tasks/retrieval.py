@@ -396,7 +396,7 @@ class Retrieval(TaskSpec):
                 return Vocabulary.load(folder / VOCAB_FILE)
         return Vocabulary.build((c for r in data.train for c in r.captions), min_freq=cfg.task.min_freq)
 
-    def model_options(self, cfg: RetrievalRunConfig, tokenizer: TextTokenizer) -> dict[str, Any]:
+    def model_options(self, cfg: RetrievalRunConfig, tokenizer: TextTokenizer, data: TrainData) -> dict[str, Any]:
         name, kwargs, mode = resolve_text_tower(cfg)
         if isinstance(tokenizer, Vocabulary):  # a tower over the training captions' words
             kwargs = {**kwargs, "vocab_size": len(tokenizer), "pad_id": tokenizer.pad_id}
