@@ -14,7 +14,7 @@ from torch import Tensor, nn
 from vislang.data.loader import ImageTextSamples, build_loader, record_key
 from vislang.data.records import Record
 from vislang.data.text import VOCAB_FILE, Vocabulary
-from vislang.decoding import Decoded, beam_search, greedy
+from vislang.decoding import Decoded, beam_search, greedy, teacher_force
 from vislang.errors import VislangError
 from vislang.losses import CaptionLoss
 from vislang.models.registry import model_family
@@ -71,16 +71,18 @@ def rerank_with_neighbours(model: nn.Module, images: Tensor, decoded: Decoded, m
     decoded caption and the captions of its nearest training images: whole captions are copied when the model
     finds them likelier than what it composed, never a blend of several (consensus reranking, Devlin et al.
     2015, with the model's own likelihood as the judge)."""
+    feats = model.encode(images)  # once: the neighbours and every candidate's score come from these features
     candidates = [[decoded.tokens[i], *[c for c in caps if c != decoded.tokens[i]]]
-                  for i, caps in enumerate(model.neighbour_captions(model.encode(images)))]
+                  for i, caps in enumerate(model.neighbour_captions(feats))]
     owner = [i for i, caps in enumerate(candidates) for _ in caps]
     flat = [c[:max_len - 1] for caps in candidates for c in caps]
     width = max(len(c) for c in flat) + 2
     tokens = torch.full((len(flat), width), model.pad_id, dtype=torch.long, device=images.device)      # (C, T)
     for j, c in enumerate(flat):
         tokens[j, :len(c) + 2] = torch.tensor([model.bos_id, *c, model.eos_id])
-    out = model(images[owner], tokens)
-    logp = out.logits.float().log_softmax(-1).gather(-1, tokens[:, 1:, None]).squeeze(-1)              # (C, T-1)
+    rows = torch.tensor(owner, device=images.device)
+    logits, attn = teacher_force(model, model.init_state(feats).map(lambda t: t[rows]), tokens)       # (C, T-1, V)
+    logp = logits.float().log_softmax(-1).gather(-1, tokens[:, 1:, None]).squeeze(-1)                # (C, T-1)
     lengths = torch.tensor([len(c) + 1 for c in flat], device=images.device)                            # EOS counted
     mask = torch.arange(width - 1, device=images.device)[None] < lengths[:, None]
     total = (logp * mask).sum(1)                                                                         # (C,)
@@ -91,7 +93,7 @@ def rerank_with_neighbours(model: nn.Module, images: Tensor, decoded: Decoded, m
             best[i] = j
     attention = None
     if decoded.attention is not None:
-        attention = [decoded.attention[i] if flat[j] == decoded.tokens[i] else out.attention[j, :lengths[j]].cpu()
+        attention = [decoded.attention[i] if flat[j] == decoded.tokens[i] else attn[j, :lengths[j]].cpu()
                      for i, j in sorted(best.items())]
     return Decoded([flat[j] for _, j in sorted(best.items())], [float(total[j]) for _, j in sorted(best.items())],
                    attention, decoded.grid_hw)
@@ -125,12 +127,15 @@ def caption_records(model: nn.Module, records: Sequence[Record], vocab: Vocabula
 
 
 @torch.no_grad()
-def pooled_features(encoder: Callable[[Tensor], Any], records: Sequence[Record], transform, device,
+def pooled_features(encoder: nn.Module, records: Sequence[Record], transform, device,
                     batch_size: int = 128) -> Tensor:
-    """L2-normalised pooled image features, (N, D)."""
+    """L2-normalised pooled image features, (N, D), from ``encoder`` in eval mode (its mode is restored)."""
+    was_training = encoder.training
+    encoder.eval()
     feats = []
     for batch in build_loader(ImageTextSamples(records, transform, unit="image"), batch_size):
         feats.append(nn.functional.normalize(encoder(batch["image"].to(device)).pooled.float(), dim=-1))
+    encoder.train(was_training)
     return torch.cat(feats).cpu()
 
 
@@ -140,11 +145,7 @@ def fill_memory(model: nn.Module, records: Sequence[Record], vocab: Vocabulary, 
     encoder in eval mode, first caption, group); returns each record id's memory row."""
     length = model.memory_tokens.shape[1]
     device = model.memory_keys.device
-    enc = model.image_encoder
-    was_training = enc.training
-    enc.eval()
-    keys = pooled_features(enc, records, transform, device)                                         # (M, D)
-    enc.train(was_training)
+    keys = pooled_features(model.image_encoder, records, transform, device)                          # (M, D)
     tokens = torch.full((len(records), length), vocab.pad_id, dtype=torch.long)                      # (M, L)
     for i, r in enumerate(records):
         ids = vocab.encode(r.captions[0], max_len=length + 1)[1:]                                    # no BOS

@@ -70,14 +70,11 @@ def nearest_neighbour_captions(trained: TrainedModel, train: Sequence[Record], t
     """For each test image, the first caption of its nearest training image in the encoder's space."""
     train = [r for r in train if r.captions]
     enc = trained.model.image_encoder
-    was_training = enc.training
-    enc.eval()
     device = model_device(trained.model)
     def features(records: list[Record]) -> Tensor:  # (N, D); under torchrun each rank embeds its part
         return map_sharded(lambda part: pooled_features(enc, part, trained.transform, device), records, torch.cat)
 
     tr, te = features(train), features(list(test))
-    enc.train(was_training)
     nearest = (te @ tr.T).argmax(dim=1).tolist()
     return [train[j].captions[0] for j in nearest]
 
