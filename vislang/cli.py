@@ -26,6 +26,7 @@ COMMAND_MODULES = (
     "vislang.commands.vqa",
     "vislang.commands.experiment",
     "vislang.commands.serve",
+    "vislang.commands.export",
 )
 
 

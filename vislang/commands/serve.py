@@ -25,6 +25,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "(default: $VISLANG_SERVE_TOKEN, else none)")
     p.add_argument("--checkpoint", default="best", choices=("best", "last"))
     p.add_argument("--device", default="auto")
+    p.add_argument("--runtime", default="torch", choices=("torch", "onnx", "torch-export"),
+                   help="torch: the eager models (default); onnx: folders of `vislang export --format onnx` on "
+                        "ONNX Runtime (the 'onnx' extra); torch-export: folders of `--format torch-export`")
     p.add_argument("--no-access-log", action="store_true", help="no line per request on stderr")
     p.set_defaults(func=cmd_serve)
 
@@ -47,7 +50,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
                          timeout_s=args.timeout_s, max_body_bytes=int(args.max_body_mb * 2**20),
                          token=args.token if args.token is not None else ServeConfig.token_from_env(),
                          access_log=not args.no_access_log)
-    service = load_service(args.models, args.index, device=args.device, checkpoint=args.checkpoint)
+    service = load_service(args.models, args.index, device=args.device, checkpoint=args.checkpoint,
+                           runtime=args.runtime)
     app = create_app(service, config)
     for m in service.models.values():
         print(f"loaded {m.name}: {m.describe()['summary']}", file=sys.stderr)

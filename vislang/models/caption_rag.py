@@ -155,14 +155,7 @@ class CaptionRAG(nn.Module):
     def neighbour_captions(self, feats: ImageFeatures) -> list[list[list[int]]]:
         """The token ids (no EOS, no padding) of each image's ``k`` nearest memory captions, nearest first."""
         _, idx = self.lookup(feats.pooled)                                                           # (B, k)
-        out = []
-        for row in self.memory_tokens[idx].tolist():                                                 # (k, L) each
-            caps = []
-            for toks in row:
-                toks = [t for t in toks if t != self.pad_id]
-                caps.append(toks[:toks.index(self.eos_id)] if self.eos_id in toks else toks)
-            out.append(caps)
-        return out
+        return memory_captions(self.memory_tokens[idx].tolist(), self.pad_id, self.eos_id)
 
     def encode(self, images: Tensor) -> ImageFeatures:
         return self.image_encoder(images)
@@ -213,6 +206,18 @@ class CaptionRAG(nn.Module):
         """
         state = self.init_state(self.encode(images), rows)
         return CaptionOutput(*teacher_force(self, state, tokens))
+
+
+def memory_captions(rows: list[list[list[int]]], pad_id: int, eos_id: int) -> list[list[list[int]]]:
+    """Memory caption token ids ``(B, k, L)`` as lists without padding, each cut before its EOS."""
+    out = []
+    for row in rows:
+        caps = []
+        for toks in row:
+            toks = [t for t in toks if t != pad_id]
+            caps.append(toks[:toks.index(eos_id)] if eos_id in toks else toks)
+        out.append(caps)
+    return out
 
 
 @register_family("caption_rag", CaptionRAGConfig)

@@ -166,6 +166,8 @@ class TextGRU(nn.Module):
     def forward(self, input_ids: Tensor, attention_mask: Tensor) -> TextFeatures:
         """Encode ``input_ids`` ``(B, L)``; ``attention_mask`` ``(B, L)`` is 1 at real tokens, 0 at padding."""
         _check_text(input_ids, attention_mask, type(self).__name__)
+        if torch.compiler.is_exporting():
+            return self._forward_padded(input_ids, attention_mask)
         b, length = input_ids.shape
         lengths = attention_mask.sum(dim=1).clamp(min=1).cpu()                 # (B,)
         x = self.drop(self.embed(input_ids))                                   # (B, L, E)
@@ -175,6 +177,34 @@ class TextGRU(nn.Module):
         directions = 2 if self.cfg.bidirectional else 1
         pooled = h_n[-directions:].transpose(0, 1).reshape(b, self.out_dim)     # (B, dirs*H) last layer
         return TextFeatures(tokens=tokens, pooled=pooled)
+
+    def _forward_padded(self, input_ids: Tensor, attention_mask: Tensor) -> TextFeatures:
+        """:meth:`forward` without packed sequences, for the exporters (which cannot trace them), equal to it:
+        each layer runs each direction over the padded batch, the backward one over every text reversed
+        within its own length, so that the padding is read after the real tokens and never reaches them."""
+        b, length = input_ids.shape
+        lengths = attention_mask.sum(dim=1).clamp(min=1)                       # (B,)
+        pos = torch.arange(length, device=input_ids.device)[None]              # (1, L)
+        real = pos < lengths[:, None]                                          # (B, L)
+        flip = torch.where(real, lengths[:, None] - 1 - pos, pos)              # (B, L) reversal within each length
+        last = (lengths - 1)[:, None, None]                                    # (B, 1, 1)
+        x = self.drop(self.embed(input_ids))                                   # (B, L, E)
+        finals = []
+        for layer in range(self.cfg.num_layers):
+            outs = []
+            for d in range(2 if self.cfg.bidirectional else 1):
+                sfx = f"_l{layer}" + ("_reverse" if d else "")
+                w = [getattr(self.gru, f"{n}{sfx}") for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+                xin = x.gather(1, flip[..., None].expand(-1, -1, x.shape[-1])) if d else x
+                y, _ = torch.gru(xin, torch.zeros(1, b, self.cfg.hidden_dim, dtype=x.dtype), w, True, 1, 0.0,
+                                     False, False, True)                      # (B, L, H)
+                finals.append(y.gather(1, last.expand(-1, -1, y.shape[-1]))[:, 0])  # (B, H) at the last real token
+                outs.append(y.gather(1, flip[..., None].expand(-1, -1, y.shape[-1])) if d else y)
+            x = torch.cat(outs, dim=-1) * real[..., None].to(x.dtype)          # (B, L, dirs*H), zero padding
+            if layer < self.cfg.num_layers - 1:
+                x = nn.functional.dropout(x, self.gru.dropout, self.training)
+        directions = 2 if self.cfg.bidirectional else 1
+        return TextFeatures(tokens=x, pooled=torch.cat(finals[-directions:], dim=-1))   # (B, L, D), (B, D)
 
 
 # -------------------------------------------------------------------------------------- Hugging Face

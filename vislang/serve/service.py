@@ -102,8 +102,11 @@ class Service:
 
 
 def load_service(paths: Sequence[str | os.PathLike], index: str | os.PathLike | None = None, *,
-                 device: str = "auto", checkpoint: str = "best") -> Service:
+                 device: str = "auto", checkpoint: str = "best", runtime: str = "torch") -> Service:
     """Load every run or model folder, and the index (with the model that embedded it).
+
+    ``runtime``: how the given folders run (:func:`vislang.load`: ``torch``, or ``onnx`` / ``torch-export`` for
+    folders of ``vislang export``); an index's own run, loaded when none of them embedded it, runs eagerly.
 
     Raises:
         VislangError: A folder does not load, is of a task the service does not serve, or the index was
@@ -113,7 +116,7 @@ def load_service(paths: Sequence[str | os.PathLike], index: str | os.PathLike | 
 
     models: dict[str, ServedModel] = {}
     for p in paths:
-        predictor = load(p, checkpoint=checkpoint, device=device)
+        predictor = load(p, checkpoint=checkpoint, device=device, runtime=runtime)
         task = predictor.task
         if task not in SERVED_TASKS:
             raise VislangError(f"{p}: a {task} model; vislang serve answers {', '.join(SERVED_TASKS)} models")
