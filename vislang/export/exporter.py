@@ -106,22 +106,41 @@ def _export_graph(g: GraphSpec, folder: Path, fmt: str, model_name: str) -> dict
     axes = {k: {str(a): n for a, n in v.items()} for k, v in g.dynamic.items()}
     entry = {"file": file, "inputs": list(g.inputs), "outputs": list(g.outputs), "dynamic_axes": axes,
              "dtypes": {k: str(v.dtype).removeprefix("torch.") for k, v in g.inputs.items()}}
-    if fmt == "onnx":
-        _check_dynamic(folder / file, g, model_name)
+    _check_dynamic(_input_shapes(folder / file, fmt, list(g.inputs)), g, model_name)
     return entry
 
 
-def _check_dynamic(path: Path, g: GraphSpec, model_name: str) -> None:
-    """Every axis meant to be dynamic is symbolic in the ONNX graph (not fixed at the example's size)."""
-    import onnx
+def _input_shapes(path: Path, fmt: str, names: list[str]) -> dict[str, list[int | None]]:
+    """The exported graph's input shapes: an int where an axis is fixed, None where it is symbolic."""
+    if fmt == "onnx":
+        import onnx
 
-    graph = onnx.load(str(path), load_external_data=False).graph
-    for inp in graph.input:
-        dims = inp.type.tensor_type.shape.dim
-        for axis, axis_name in g.dynamic.get(inp.name, {}).items():
-            if dims[axis].HasField("dim_value"):
-                raise VislangError(f"{model_name}: in the {g.name} graph, axis {axis} ({axis_name}) of "
-                                   f"{inp.name!r} was fixed to {dims[axis].dim_value} by {g.what}")
+        graph = onnx.load(str(path), load_external_data=False).graph
+        return {i.name: [d.dim_value if d.HasField("dim_value") else None for d in i.type.tensor_type.shape.dim]
+                for i in graph.input}
+    program = torch.export.load(str(path))
+    user = [n for n in program.graph.nodes if n.op == "placeholder"][-len(names):]
+    return {k: [s if isinstance(s, int) else None for s in n.meta["val"].shape] for k, n in zip(names, user)}
+
+
+def _check_dynamic(shapes: dict[str, list[int | None]], g: GraphSpec, model_name: str) -> None:
+    """Every axis meant to be dynamic is symbolic in the exported graph (not fixed at the example's size)."""
+    for name, axes in g.dynamic.items():
+        for axis, axis_name in axes.items():
+            fixed = shapes.get(name, [None] * (axis + 1))[axis]
+            if fixed is not None:
+                raise VislangError(f"{model_name}: in the {g.name} graph, axis {axis} ({axis_name}) of {name!r} was "
+                                   f"fixed to {fixed} while tracing {_culprit(g)}")
+
+
+def _culprit(g: GraphSpec) -> str:
+    """The part of the graph that fixes a length: an RNN (unrolled over the example's steps), else the graph's
+    model part."""
+    for qual, m in g.module.named_modules():
+        if isinstance(m, nn.RNNBase):
+            return (f"{qual.partition('.')[2]} ({type(m).__name__}; torch.export unrolls it over the example's "
+                    "length, ONNX keeps it one op: use --format onnx)")
+    return g.what
 
 
 def check_graph(g: GraphSpec, folder: Path, entry: dict[str, Any], fmt: str, tolerance: float,
