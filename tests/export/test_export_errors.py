@@ -91,9 +91,16 @@ def test_serve_runtime_onnx(retrieval_run: Path, retrieval_onnx: Path):
     service = load_service([out], runtime="onnx")
     (served,) = service.models.values()
     assert served.task == "retrieval" and isinstance(served.predictor.model, ExportedModel)
-    eager = vislang.load(retrieval_run)
-    got = served.predictor.embed_texts(["a red circle"])
-    assert float((got - eager.embed_texts(["a red circle"])).abs().max()) <= 1e-4
+    from fastapi.testclient import TestClient
+
+    from vislang.serve import ServeConfig, create_app
+
+    eager = vislang.load(retrieval_run).embed_texts(["a red circle"])[0]                  # (E,)
+    with TestClient(create_app(service, ServeConfig(access_log=False))) as client:
+        r = client.post("/v1/embed", json={"text": "a red circle"})
+    assert r.status_code == 200, r.text
+    got = r.json()["embedding"]
+    assert len(got) == len(eager) and max(abs(a - float(b)) for a, b in zip(got, eager)) <= 1e-4
     from vislang.cli import build_parser
 
     args = build_parser().parse_args(["serve", str(out), "--runtime", "onnx"])
