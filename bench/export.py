@@ -12,7 +12,8 @@ network (beam search of :func:`vislang.tasks.caption.decode_batch`, batching, ma
   questions about 64 images.
 
 torch and ONNX Runtime both get ``--threads`` intra-op threads (2 by default); each figure is the median of
-``--runs`` timed calls after a warm-up call.
+``--runs`` timed calls after a warm-up call, the eager and ONNX calls taken in turns (so that load from other
+processes falls on both); the load average is printed with the table.
 
     python bench/export.py [--runs 7] [--threads 2]
 """
@@ -20,7 +21,9 @@ torch and ONNX Runtime both get ``--threads`` intra-op threads (2 by default); e
 from __future__ import annotations
 
 import argparse
+import os
 import platform
+import statistics
 import tempfile
 
 import torch
@@ -48,8 +51,14 @@ def exported(model: torch.nn.Module, cls: type, folder: str, threads: int, **kw)
 
 
 def row(what: str, batch: str, eager, onnx, runs: int, diff: float) -> list:
+    """Median times of ``eager`` and ``onnx``, timed in turns (one call each, ``runs`` times) so that both see
+    the same load from other processes."""
+    t_eager, t_onnx = [], []
     with torch.inference_mode():
-        t_eager, t_onnx = median_time(eager, runs), median_time(onnx, runs)
+        for _ in range(runs):
+            t_eager.append(median_time(eager, 1, warmup=0 if t_eager else 1))
+            t_onnx.append(median_time(onnx, 1, warmup=0 if t_onnx else 1))
+    t_eager, t_onnx = statistics.median(t_eager), statistics.median(t_onnx)
     return [what, batch, f"{t_eager * 1000:.1f}", f"{t_onnx * 1000:.1f}", f"{t_eager / t_onnx:.2f}x", f"{diff:.1e}"]
 
 
@@ -112,8 +121,9 @@ def main() -> None:
     rows = [*caption_rows("caption_lstm", args.runs, args.threads),
             *caption_rows("caption_transformer", args.runs, args.threads),
             *embedding_rows(args.runs, args.threads), *vqa_rows(args.runs, args.threads)]
+    load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
     print(f"torch {torch.__version__}, onnxruntime {onnxruntime.__version__}, {args.threads} threads, "
-          f"{platform.processor() or platform.machine()}, median of {args.runs}")
+          f"{platform.processor() or platform.machine()}, median of {args.runs}; load average after: {load}")
     print(format_table(rows, ("what", "batch", "eager ms", "onnx ms", "speed-up", "max abs diff")))
 
 

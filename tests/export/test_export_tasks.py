@@ -90,6 +90,20 @@ def test_caption_same_beam_search(caption_run: Path, images: list[Path], tmp_pat
         assert max(float((x.attention - y.attention).abs().max()) for x, y in zip(a, b)) <= TOLERANCE
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("model", ["caption_transformer_tiny", "caption_rag_tiny"])
+def test_other_captioners_same_captions(model: str, data_root: Path, images: list[Path], tmp_path: Path):
+    """The Transformer's growing prefix (from none), and the retrieval-augmented captioner's reranking of its
+    neighbours' captions (teacher-forced through the step graph)."""
+    run = _train(data_root, tmp_path / "run", "caption", "--model", model, "--set", "task.max_len=12")
+    eager = vislang.load(run)
+    exported = vislang.load(_export(run, tmp_path), runtime="onnx")
+    for beam in (1, 3):
+        a, b = eager.caption(images[:8], beam=beam), exported.caption(images[:8], beam=beam)
+        assert [c.text for c in a] == [c.text for c in b]
+        assert max(abs(x.score - y.score) for x, y in zip(a, b)) <= 1e-3
+
+
 @pytest.fixture(scope="module")
 def vqa_run(data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return _train(data_root, tmp_path_factory.mktemp("vqa") / "run", "vqa", "--model", "vqa_tiny", "--fusion",
