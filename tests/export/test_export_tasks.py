@@ -163,3 +163,20 @@ def test_regions_same_tags(data_root: Path, images: list[Path], tmp_path: Path):
     for x, y in zip(eager.tag(images[:8]), exported.tag(images[:8])):
         assert x.grid_hw == y.grid_hw
         assert all(torch.equal(x.classes[k], y.classes[k]) for k in x.classes)
+
+
+@pytest.mark.slow
+def test_hugging_face_text_tower_carries_its_tokenizer(tiny_bert_dir: Path, data_root: Path, images: list[Path],
+                                                        tmp_path: Path):
+    run = tmp_path / "hf"
+    assert main(["train", "retrieval", "--data", SHAPES, "--root", str(data_root), "--model", "dual_encoder_tiny",
+                 "--text-encoder", str(tiny_bert_dir), "--batch-size", "8", "--image-size", "32", "--max-steps", "2",
+                 "--set", "task.max_len=24", "--out", str(run)]) == 0
+    out = _export(run, tmp_path)
+    exported = vislang.load(out, runtime="onnx")
+    assert (out / "tokenizer.json").is_file() and Path(exported.tokenizer.path).parent == out
+    eager = vislang.load(run)
+    texts = ["a red circle", "a small blue square at the top", "green triangle"]
+    top_a = (eager.embed_texts(texts) @ eager.embed_images(images).T).topk(10, dim=1).indices
+    top_b = (exported.embed_texts(texts) @ exported.embed_images(images).T).topk(10, dim=1).indices
+    assert torch.equal(top_a, top_b)

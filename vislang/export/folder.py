@@ -69,9 +69,9 @@ def _add_to_card(out: Path, manifest: dict[str, Any]) -> None:
 ## Exported ({manifest['format']})
 
 Exported by `vislang export` with torch {manifest['torch']}; load it with
-`vislang.load("<this folder>", runtime="{loader}")`. Each graph was checked against the eager model at batch
-5 and other text lengths than the export's (largest absolute difference, fp32; accepted up to
-{manifest['tolerance']:g}):
+`vislang.load("<this folder>", runtime="{loader}")`. This folder holds no `model.safetensors`: the weights are
+in the graphs. Each graph was checked against the eager model at batch 5 and other text lengths than the
+export's (largest absolute difference, fp32; accepted up to {manifest['tolerance']:.0e}):
 
 | graph | file | inputs | outputs | max abs diff |
 |---|---|---|---|---|
