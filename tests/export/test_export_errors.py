@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from torch import Tensor, nn
 
 pytest.importorskip("onnxruntime")
@@ -101,6 +102,8 @@ def test_serve_runtime_onnx(retrieval_run: Path, retrieval_onnx: Path):
     assert r.status_code == 200, r.text
     got = r.json()["embedding"]
     assert len(got) == len(eager) and max(abs(a - float(b)) for a, b in zip(got, eager)) <= 1e-4
+    with pytest.raises(VislangError, match="match maps need the eager model"):        # said, not a trace
+        served.predictor.match_maps(torch.zeros(1, 3, 32, 32), eager)
     from vislang.cli import build_parser
 
     args = build_parser().parse_args(["serve", str(out), "--runtime", "onnx"])

@@ -75,6 +75,7 @@ def export_model(model: nn.Module, out: str | os.PathLike, *, fmt: str = "onnx",
         first = onnx.load(str(folder / next(iter(manifest["graphs"].values()))["file"]), load_external_data=False)
         manifest["opset"] = next(o.version for o in first.opset_import if o.domain in ("", "ai.onnx"))
         manifest["onnx"] = onnx.__version__
+        manifest["onnxscript"] = _version("onnxscript")
     (folder / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
 
@@ -229,6 +230,15 @@ def _quiet() -> Iterator[None]:
     finally:
         for lg, level in zip(loggers, levels):
             lg.setLevel(level)
+
+
+def _version(package: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return None
 
 
 def _first_line(e: BaseException) -> str:
