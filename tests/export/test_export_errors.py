@@ -16,7 +16,7 @@ pytest.importorskip("onnxscript")
 import vislang  # noqa: E402
 from vislang.cli import main  # noqa: E402
 from vislang.errors import VislangError  # noqa: E402
-from vislang.export import export_model  # noqa: E402
+from vislang.export import export_folder, export_model  # noqa: E402
 from vislang.models.encoders import ImageFeatures  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
@@ -108,3 +108,16 @@ def test_serve_runtime_onnx(retrieval_run: Path, retrieval_onnx: Path):
 
     args = build_parser().parse_args(["serve", str(out), "--runtime", "onnx"])
     assert args.runtime == "onnx"
+
+
+def test_failed_reexport_keeps_the_earlier_export(tmp_path: Path, retrieval_run: Path, retrieval_onnx: Path):
+    import shutil
+
+    out = tmp_path / "exported"
+    shutil.copytree(retrieval_onnx, out)
+    before = {f.name: f.read_bytes() for f in out.iterdir()}
+    with pytest.raises(VislangError, match="differs from the eager model"):        # no graph can meet a negative tolerance
+        export_folder(retrieval_run, out, tolerance=-1.0)
+    assert {f.name: f.read_bytes() for f in out.iterdir()} == before
+    assert [p.name for p in tmp_path.iterdir()] == ["exported"]         # no temporary folder left behind
+    assert vislang.load(out, runtime="onnx").embed_texts(["a red circle"]).shape[0] == 1

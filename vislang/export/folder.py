@@ -16,6 +16,7 @@ from vislang.inference.exported import TOKENIZER_FILE
 from vislang.inference.runtime import MANIFEST
 from vislang.tasks.base import load_trained
 from vislang.utils.folder import WEIGHTS_DIGEST, WEIGHTS_FILE, sha256_file
+from vislang.utils.io import atomic_dir
 
 SKIPPED = {WEIGHTS_FILE, "train_state.pt"}
 """Files of the model folder not copied (the weights live in the graphs)."""
@@ -34,26 +35,23 @@ def export_folder(path: str | os.PathLike, out: str | os.PathLike, *, fmt: str =
         raise VislangError(f"{out}: exists and is not an empty folder or an earlier export; choose another -o")
     trained = load_trained(path, which=checkpoint, device="cpu")
     name = trained.config["model"]
-    out.mkdir(parents=True, exist_ok=True)
-    for old in out.glob("*"):                  # an earlier export: its graphs go
-        if old.is_file():
-            old.unlink()
-    manifest = export_model(trained.model, out, fmt=fmt, image_size=trained.transform_cfg.image_size,
-                            model_name=name, tolerance=tolerance)
-    for f in sorted(trained.folder.iterdir()):
-        if f.is_file() and f.name not in SKIPPED:
-            shutil.copy2(f, out / f.name)
-    config = json.loads((out / "config.json").read_text())
-    if not config.get(WEIGHTS_DIGEST) and (trained.folder / WEIGHTS_FILE).is_file():
-        config[WEIGHTS_DIGEST] = sha256_file(trained.folder / WEIGHTS_FILE)   # the model's id (saved indexes)
-        (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-    tokenizer = getattr(trained.artifacts, "tokenizer", trained.artifacts)
-    source = getattr(tokenizer, "path", None)
-    if config.get("tokenizer") == "text_encoder" and source and Path(source).is_file():
-        shutil.copy2(source, out / TOKENIZER_FILE)
-    manifest.update(task=trained.config.get("task"), source=str(trained.folder))
-    (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-    _add_to_card(out, manifest)
+    with atomic_dir(out) as tmp:  # an earlier export in ``out`` stays whole until the new one is complete
+        manifest = export_model(trained.model, tmp, fmt=fmt, image_size=trained.transform_cfg.image_size,
+                                model_name=name, tolerance=tolerance)
+        for f in sorted(trained.folder.iterdir()):
+            if f.is_file() and f.name not in SKIPPED:
+                shutil.copy2(f, tmp / f.name)
+        config = json.loads((tmp / "config.json").read_text())
+        if not config.get(WEIGHTS_DIGEST) and (trained.folder / WEIGHTS_FILE).is_file():
+            config[WEIGHTS_DIGEST] = sha256_file(trained.folder / WEIGHTS_FILE)   # the model's id (saved indexes)
+            (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+        tokenizer = getattr(trained.artifacts, "tokenizer", trained.artifacts)
+        source = getattr(tokenizer, "path", None)
+        if config.get("tokenizer") == "text_encoder" and source and Path(source).is_file():
+            shutil.copy2(source, tmp / TOKENIZER_FILE)
+        manifest.update(task=trained.config.get("task"), source=str(trained.folder))
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        _add_to_card(tmp, manifest)
     return manifest
 
 
