@@ -43,7 +43,6 @@ def cmd_export(args: argparse.Namespace) -> int:
     for name, g in manifest["graphs"].items():
         print(f"{Path(args.out) / g['file']}: {name} graph, inputs {', '.join(g['inputs'])}; max abs diff from "
               f"the eager model {g['max_abs_diff']:.1e} (batch 5, other lengths)")
-    runtime = "onnx" if args.format == "onnx" else "torch-export"
     print(f"{args.out}: {manifest['model']} ({manifest.get('task')}) exported; vislang.load({str(args.out)!r}, "
-          f"runtime={runtime!r})")
+          f"runtime={args.format!r})")  # each format's runtime has its name
     return 0

@@ -61,13 +61,12 @@ def _add_to_card(out: Path, manifest: dict[str, Any]) -> None:
         return
     rows = "\n".join(f"| {g} | `{e['file']}` | {', '.join(e['inputs'])} | {', '.join(e['outputs'])} | "
                      f"{e['max_abs_diff']:.1e} |" for g, e in manifest["graphs"].items())
-    loader = "onnx" if manifest["format"] == "onnx" else "torch-export"
     card.write_text(card.read_text().rstrip() + f"""
 
 ## Exported ({manifest['format']})
 
 Exported by `vislang export` with torch {manifest['torch']}; load it with
-`vislang.load("<this folder>", runtime="{loader}")`. This folder holds no `model.safetensors`: the weights are
+`vislang.load("<this folder>", runtime="{manifest['format']}")`. This folder holds no `model.safetensors`: the weights are
 in the graphs. Each graph was checked against the eager model at batch 5 and other text lengths than the
 export's (largest absolute difference, fp32; accepted up to {manifest['tolerance']:.0e}):
 

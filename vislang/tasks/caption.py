@@ -21,6 +21,7 @@ from vislang.models.registry import model_family
 from vislang.tasks.base import TaskSpec, TrainData, register_task
 from vislang.tasks.common import DataConfig
 from vislang.train import TrainConfig
+from vislang.utils.tensors import lengths_to_mask, pad_sequences
 
 
 @dataclass
@@ -76,16 +77,12 @@ def rerank_with_neighbours(model: nn.Module, images: Tensor, decoded: Decoded, m
                   for i, caps in enumerate(model.neighbour_captions(feats))]
     owner = [i for i, caps in enumerate(candidates) for _ in caps]
     flat = [c[:max_len - 1] for caps in candidates for c in caps]
-    width = max(len(c) for c in flat) + 2
-    tokens = torch.full((len(flat), width), model.pad_id, dtype=torch.long, device=images.device)      # (C, T)
-    for j, c in enumerate(flat):
-        tokens[j, :len(c) + 2] = torch.tensor([model.bos_id, *c, model.eos_id])
+    tokens, n = pad_sequences([[model.bos_id, *c, model.eos_id] for c in flat], model.pad_id)         # (C, T), (C,)
+    tokens, lengths = tokens.to(images.device), (n - 1).to(images.device)                 # predicted: EOS counted
     rows = torch.tensor(owner, device=images.device)
     logits, attn = teacher_force(model, model.init_state(feats).map(lambda t: t[rows]), tokens)       # (C, T-1, V)
     logp = logits.float().log_softmax(-1).gather(-1, tokens[:, 1:, None]).squeeze(-1)                # (C, T-1)
-    lengths = torch.tensor([len(c) + 1 for c in flat], device=images.device)                            # EOS counted
-    mask = torch.arange(width - 1, device=images.device)[None] < lengths[:, None]
-    total = (logp * mask).sum(1)                                                                         # (C,)
+    total = (logp * lengths_to_mask(lengths, logp.shape[1])).sum(1)                                      # (C,)
     ranked = total / lengths.float() ** length_penalty
     best: dict[int, int] = {}
     for j, i in enumerate(owner):
@@ -146,10 +143,8 @@ def fill_memory(model: nn.Module, records: Sequence[Record], vocab: Vocabulary, 
     length = model.memory_tokens.shape[1]
     device = model.memory_keys.device
     keys = pooled_features(model.image_encoder, records, transform, device)                          # (M, D)
-    tokens = torch.full((len(records), length), vocab.pad_id, dtype=torch.long)                      # (M, L)
-    for i, r in enumerate(records):
-        ids = vocab.encode(r.captions[0], max_len=length + 1)[1:]                                    # no BOS
-        tokens[i, :len(ids)] = torch.tensor(ids)
+    tokens, _ = pad_sequences([vocab.encode(r.captions[0], max_len=length + 1)[1:] for r in records],   # no BOS
+                              vocab.pad_id, length=length)                                           # (M, L)
     names: dict[str, int] = {}
     groups = torch.tensor([names.setdefault(record_key(r, group_key), len(names)) for r in records])
     model.set_memory(keys.to(device), tokens.to(device), groups.to(device))
