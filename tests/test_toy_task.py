@@ -26,8 +26,10 @@ from vislang.inference.caption import CaptionPredictor
 from vislang.models import create_model, register_model
 from vislang.models.registry import MODELS
 from vislang.tasks import TASKS, TaskSpec, TrainData, load_trained, register_task, train
+from vislang.tasks import base as task_base
 from vislang.tasks.base import add_split_args, eval_dir
 from vislang.tasks.common import DataConfig, load_split
+from vislang.tasks.common import open_split as base_open_split
 from vislang.train import TrainConfig
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
@@ -234,10 +236,17 @@ def test_vislang_load_returns_the_tasks_predictor(toy_run: Path, data_root: Path
 
 
 def test_a_run_validates_on_two_splits_and_keeps_the_best_mean(toy, data_root: Path, tmp_path: Path,
-                                                               capsys: pytest.CaptureFixture):
+                                                               capsys: pytest.CaptureFixture,
+                                                               monkeypatch: pytest.MonkeyPatch):
     run = tmp_path / "two"
+    opened = []
+    def open_split(cfg, split, limit=None):  # the real reader, watched: each split is read once
+        opened.append(split)
+        return base_open_split(cfg, split, limit)
+    monkeypatch.setattr(task_base, "open_split", open_split)
     assert main(["train", TASK, "--root", str(data_root), "--seed", "3", "--out", str(run),
                  "--set", "data.val_split=val+test"]) == 0
+    assert opened == ["train", "val", "test"]
     assert "best toy accuracy on the mean over val and test" in capsys.readouterr().out
     vals = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines() if '"val"' in x]
     for e in vals:  # each split scored on its own records; the monitored value is their mean

@@ -113,8 +113,12 @@ class TaskSpec:
     def open_data(self, cfg: Any) -> TrainData:
         """The training and validation records (default: the configured splits, limited and checked)."""
         train = open_split(cfg.data, cfg.data.train_split, cfg.data.max_train).records
-        val = open_split(cfg.data, cfg.data.val_split, cfg.data.max_val).records if cfg.data.val_split else []
-        return TrainData(list(train), list(val))
+        return TrainData(list(train), self.open_val(cfg, cfg.data.val_split) if cfg.data.val_split else [])
+
+    def open_val(self, cfg: Any, split: str) -> list[Record]:
+        """The records of one validation split, as the task validates on them (default: all, limited and
+        checked). A run validating on several splits opens each of the others with this alone."""
+        return list(open_split(cfg.data, split, cfg.data.max_val).records)
 
     def prepare(self, cfg: Any, data: TrainData, reuse: Path | None) -> Any:
         """The task's artifacts (vocabulary, answers, classes), read from ``reuse`` (the run's last model
@@ -202,7 +206,7 @@ def _train(spec: TaskSpec, cfg: Any, run_dir: Path, resume: bool) -> FitResult:
     splits = val_splits(cfg.data)
     per_split = [replace(cfg, data=replace(cfg.data, val_split=s)) for s in splits[1:]]
     data = spec.open_data(replace(cfg, data=replace(cfg.data, val_split=splits[0])) if splits else cfg)
-    more = [spec.open_data(c).val for c in per_split]  # the other validation splits' records
+    more = [spec.open_val(cfg, s) for s in splits[1:]]  # the other validation splits' records
     last = run_dir / "checkpoints" / "last"
     artifacts = spec.prepare(cfg, data, last if resume and find_checkpoint(last) else None)
     options = spec.model_options(cfg, artifacts, data)

@@ -242,9 +242,19 @@ class Captioning(TaskSpec):
     def open_data(self, cfg: CaptionRunConfig) -> TrainData:
         data = super().open_data(cfg)
         for records, split in ((data.train, cfg.data.train_split), (data.val, cfg.data.val_split)):
-            if not any(r.captions for r in records):
-                raise VislangError(f"{cfg.data.name} [{split}] has no captions to train or validate a captioner on")
-        return TrainData(data.train, [r for r in data.val if r.captions])
+            if not records:
+                raise self._no_captions(cfg, split)
+        return data
+
+    def open_val(self, cfg: CaptionRunConfig, split: str) -> list[Record]:
+        records = [r for r in super().open_val(cfg, split) if r.captions]
+        if not records:
+            raise self._no_captions(cfg, split)
+        return records
+
+    @staticmethod
+    def _no_captions(cfg: CaptionRunConfig, split: str | None) -> VislangError:
+        return VislangError(f"{cfg.data.name} [{split}] has no captions to train or validate a captioner on")
 
     def prepare(self, cfg: CaptionRunConfig, data: TrainData, reuse: Path | None) -> Vocabulary:
         if reuse is not None and (reuse / VOCAB_FILE).exists():

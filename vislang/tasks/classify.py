@@ -279,13 +279,17 @@ class Classification(ImageTextSpec):
         data = super().open_data(cfg)
         field_name = cfg.task.label_field
         warn_unlabelled(data.train, field_name, f"{cfg.data.name} [{cfg.data.train_split}]")
-        if data.val:
-            warn_unlabelled(data.val, field_name, f"{cfg.data.name} [{cfg.data.val_split}]")
         n_classes = len(label_counts(data.train, field_name))
         if n_classes < 2:
             raise VislangError(f"{cfg.data.name} [{cfg.data.train_split}] has {n_classes} class(es) in field "
                                f"{cfg.task.label_field!r}; classification needs at least two (task.label_field)")
         return data
+
+    def open_val(self, cfg: ClassifyRunConfig, split: str) -> list[Record]:
+        records = super().open_val(cfg, split)
+        if records:
+            warn_unlabelled(records, cfg.task.label_field, f"{cfg.data.name} [{split}]")
+        return records
 
     def prepare(self, cfg: ClassifyRunConfig, data: TrainData, reuse: Path | None) -> ImageTextArtifacts:
         space = self.reuse_labels(reuse)

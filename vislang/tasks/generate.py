@@ -344,7 +344,10 @@ class Generation(TaskSpec):
         train = [r for r in data.train if r.captions]
         if not train:
             raise VislangError(f"{cfg.data.name} [{cfg.data.train_split}] has no captions to train a generator on")
-        return TrainData(train, [r for r in data.val if r.captions])
+        return TrainData(train, data.val)
+
+    def open_val(self, cfg: GenerateRunConfig, split: str) -> list[Record]:
+        return [r for r in super().open_val(cfg, split) if r.captions]
 
     def prepare(self, cfg: GenerateRunConfig, data: TrainData, reuse: Path | None) -> TextTokenizer:
         options = model_config(cfg.model, **self._model_kwargs(cfg, {}))

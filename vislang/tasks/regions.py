@@ -248,9 +248,8 @@ class RegionTagging(TaskSpec):
         if cfg.task.extent_scale <= 0:
             raise VislangError(f"task.extent_scale must be > 0, got {cfg.task.extent_scale}")
 
-    def open_data(self, cfg: RegionRunConfig) -> TrainData:
-        data = super().open_data(cfg)
-        return TrainData(data.train, [r for r in data.val if _objects(r, cfg.task.objects_key)])
+    def open_val(self, cfg: RegionRunConfig, split: str) -> list[Record]:
+        return [r for r in super().open_val(cfg, split) if _objects(r, cfg.task.objects_key)]
 
     def prepare(self, cfg: RegionRunConfig, data: TrainData, reuse: Path | None) -> AttributeVocab:
         if reuse is not None and (reuse / ATTRIBUTES_FILE).exists():

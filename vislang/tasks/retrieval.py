@@ -383,7 +383,10 @@ class Retrieval(TaskSpec):
         if key is not None and not any(key in r.meta for r in train):
             raise VislangError(f"task.batch_group_key: no training record of {cfg.data.name} has the field "
                                f"{key!r}")
-        return TrainData(train, [r for r in data.val if r.captions])
+        return TrainData(train, data.val)
+
+    def open_val(self, cfg: RetrievalRunConfig, split: str) -> list[Record]:
+        return [r for r in super().open_val(cfg, split) if r.captions]
 
     def prepare(self, cfg: RetrievalRunConfig, data: TrainData, reuse: Path | None) -> TextTokenizer:
         """The tower's own tokenizer, else the vocabulary of the resumed run, of ``init_from``, or built anew."""

@@ -379,7 +379,11 @@ class VisualQA(ImageTextSpec):
         if no_answer:
             raise VislangError(f"{no_answer} of {len(questions)} training questions have no answer; VQA training "
                                "needs answers (VQA v2: give the annotations file beside the questions)")
-        return TrainData(train, [r for r in questions_of(data.val) if r.qa])
+        return TrainData(train, data.val)
+
+    def open_val(self, cfg: VQARunConfig, split: str) -> list[Record]:
+        questions_of = with_metadata_questions if cfg.task.metadata_questions else list
+        return [r for r in questions_of(super().open_val(cfg, split)) if r.qa]
 
     def prepare(self, cfg: VQARunConfig, data: TrainData, reuse: Path | None) -> ImageTextArtifacts:
         questions = [q for r in data.train for q in r.qa]
