@@ -3,6 +3,13 @@
 from __future__ import annotations
 
 
+def first_line(error: BaseException) -> str:
+    """The first non-empty line of an exception's message, stripped (its type's name when it has none): what a
+    one-line error quotes of a library's exception, whose later lines may hold a C++ trace or a table."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[0] if lines else type(error).__name__
+
+
 class VislangError(Exception):
     """Base class for every error the CLI prints as ``error: <message>`` and exits 2."""
 

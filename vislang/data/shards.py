@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from vislang.data.records import Record
-from vislang.errors import DataError, ImageError
+from vislang.errors import DataError, ImageError, first_line
 
 SUFFIX = ".tar"
 CACHED_SHARDS = 2  # whole shards kept in memory per process (a loader worker streams one at a time)
@@ -153,7 +153,7 @@ def read_shards(spec: str, sources: dict[str, str] | None = None) -> list[Record
                         sources.setdefault(rec.image, f"{shard}: {where}")
                     records.append(rec)
         except (tarfile.TarError, EOFError) as e:
-            raise DataError(f"{shard}: not a readable tar shard ({_first_line(e)})") from None
+            raise DataError(f"{shard}: not a readable tar shard ({first_line(e)})") from None
     return records
 
 
@@ -190,11 +190,7 @@ def _read_whole(shard: str, ref: str) -> dict[str, bytes]:
         with tarfile.open(shard, "r|") as tar:
             return {m.name: tar.extractfile(m).read() for m in tar if m.isfile()}
     except (tarfile.TarError, EOFError, OSError) as e:
-        raise ImageError(ref, f"cannot read the shard ({_first_line(e)})") from None
-
-
-def _first_line(e: BaseException) -> str:
-    return (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise ImageError(ref, f"cannot read the shard ({first_line(e)})") from None
 
 
 def open_member(ref: str) -> io.BytesIO:

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from vislang.errors import VislangError
+from vislang.errors import VislangError, first_line
 from vislang.export.graphs import BATCH, IMAGES, PREFIX, SEQ, GraphSpec, model_graphs
 from vislang.inference.runtime import FORMATS, MANIFEST, open_graph
 
@@ -103,7 +103,7 @@ def _export_graph(g: GraphSpec, folder: Path, fmt: str, model_name: str) -> dict
         except Exception as e:  # the exporter's own errors are long traces: one line naming the part
             part = where[-1] if where else g.what
             raise VislangError(f"{model_name}: the {g.name} graph does not export ({fmt}): {part} fails: "
-                               f"{_first_line(e)}") from None
+                               f"{_described(e)}") from None
     axes = {k: {str(a): n for a, n in v.items()} for k, v in g.dynamic.items()}
     entry = {"file": file, "inputs": list(g.inputs), "outputs": list(g.outputs), "dynamic_axes": axes,
              "dtypes": {k: str(v.dtype).removeprefix("torch.") for k, v in g.inputs.items()}}
@@ -162,7 +162,7 @@ def check_graph(g: GraphSpec, folder: Path, entry: dict[str, Any], fmt: str, tol
             got = run(*inputs.values())
         except Exception as e:
             raise VislangError(f"{model_name}: the exported {g.name} graph fails at batch {b}, length {n}: "
-                               f"{_first_line(e)}") from None
+                               f"{_described(e)}") from None
         worst = max(worst, max_abs_diff(want, got, f"{model_name} {g.name}"))
     if worst > tolerance:
         raise VislangError(f"{model_name}: the exported {g.name} graph differs from the eager model by {worst:.3g} "
@@ -241,16 +241,12 @@ def _version(package: str) -> str | None:
         return None
 
 
-def _first_line(e: BaseException) -> str:
-    """The first non-empty line of an exception (its cause's when it has one), at most 300 characters."""
-    for err in (e.__cause__, e):
-        if err is None:
-            continue
-        for line in str(err).splitlines():
-            if line.strip():
-                text = f"{type(err).__name__}: {line.strip()}"
-                return text if len(text) <= 300 else text[:297] + "..."
-    return type(e).__name__
+def _described(e: BaseException) -> str:
+    """``Type: first line`` of an exception's cause (of the exception when the cause says nothing), at most 300
+    characters: the exporters wrap the layer's own error in theirs."""
+    err = next((x for x in (e.__cause__, e) if x is not None and str(x).strip()), e)
+    text = f"{type(err).__name__}: {first_line(err)}"
+    return text if len(text) <= 300 else text[:297] + "..."
 
 
 __all__ = ["BATCH", "CHECK_SHAPES", "IMAGES", "PREFIX", "SEQ", "TOLERANCE", "check_graph", "export_model",

@@ -23,12 +23,11 @@ from typing import Any, NamedTuple, Protocol, TypeVar, runtime_checkable
 import torch
 from torch import Tensor, nn
 
-from vislang.errors import VislangError
+from vislang.errors import VislangError, first_line
 from vislang.utils.folder import (
     WEIGHTS_FILE,
     corrupt,
     find_checkpoint,
-    first_line,
     read_config,
     read_weights_of,
     resolve_checkpoint,

@@ -24,7 +24,7 @@ import safetensors.torch
 import torch
 from torch import nn
 
-from vislang.errors import VislangError
+from vislang.errors import VislangError, first_line
 from vislang.utils.folder import (
     CARD_FILE,
     CONFIG_FILE,
@@ -40,7 +40,6 @@ from vislang.utils.folder import (
     check_digest,
     corrupt,
     find_checkpoint,
-    first_line,
     read_config,
     read_weights,
     resolve_checkpoint,

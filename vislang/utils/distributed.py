@@ -23,7 +23,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from vislang.errors import VislangError
+from vislang.errors import VislangError, first_line
 
 DEFAULT_TIMEOUT_S = 600.0
 """Seconds a collective waits for the other ranks before every rank stops with an error."""
@@ -140,12 +140,6 @@ def shutdown() -> None:
     """Leave the process group (if joined)."""
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
-
-
-def first_line(error: BaseException) -> str:
-    """The first non-empty line of an exception's message (collective errors carry C++ traces)."""
-    lines = [ln.strip() for ln in str(error).splitlines() if ln.strip()]
-    return lines[0] if lines else type(error).__name__
 
 
 @contextmanager

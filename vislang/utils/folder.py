@@ -32,7 +32,7 @@ import safetensors
 import safetensors.torch
 import torch
 
-from vislang.errors import VislangError
+from vislang.errors import VislangError, first_line
 from vislang.utils.io import restore_interrupted_swap
 
 LIBRARY = "vislang"
@@ -126,12 +126,6 @@ def sha256_file(path: str | os.PathLike) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def first_line(error: BaseException) -> str:
-    """The first line of an exception's message, or its type's name when it has none."""
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
 
 
 def corrupt(path: str | os.PathLike, detail: str) -> CheckpointError:
