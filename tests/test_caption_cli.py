@@ -129,7 +129,7 @@ def test_training_data_without_captions_is_refused(tmp_path, capsys):
     (tmp_path / "m.jsonl").write_text("".join(json.dumps({"image": f"{i}.png", "label": "x"}) + "\n" for i in range(3)))
     assert main(["train", "caption", "--data", str(tmp_path / "m.jsonl"), "--set", "data.val_split=",
                  "--out", str(tmp_path / "run")]) == 2
-    assert "has no captions to train or validate a captioner on" in capsys.readouterr().err
+    assert "[train] has no captions to train or validate a captioner on" in capsys.readouterr().err
 
 
 def test_captions_per_image_limits_training_samples(data_root, tmp_path):

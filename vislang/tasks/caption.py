@@ -241,9 +241,10 @@ class Captioning(TaskSpec):
 
     def open_data(self, cfg: CaptionRunConfig) -> TrainData:
         data = super().open_data(cfg)
-        for records, split in ((data.train, cfg.data.train_split), (data.val, cfg.data.val_split)):
-            if not records:
-                raise self._no_captions(cfg, split)
+        if not any(r.captions for r in data.train):
+            raise self._no_captions(cfg, cfg.data.train_split)
+        if not data.val:  # no validation split (open_val refuses one without captions)
+            raise self._no_captions(cfg, cfg.data.val_split)
         return data
 
     def open_val(self, cfg: CaptionRunConfig, split: str) -> list[Record]:

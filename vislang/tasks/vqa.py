@@ -370,8 +370,7 @@ class VisualQA(ImageTextSpec):
 
     def open_data(self, cfg: VQARunConfig) -> TrainData:
         data = super().open_data(cfg)
-        questions_of = with_metadata_questions if cfg.task.metadata_questions else list
-        train = [r for r in questions_of(data.train) if r.qa]
+        train = self._asked(cfg, data.train)
         if not train:
             raise VislangError(f"{cfg.data.name} [{cfg.data.train_split}] has no questions to train a VQA model on")
         questions = [q for r in train for q in r.qa]
@@ -382,8 +381,13 @@ class VisualQA(ImageTextSpec):
         return TrainData(train, data.val)
 
     def open_val(self, cfg: VQARunConfig, split: str) -> list[Record]:
+        return self._asked(cfg, super().open_val(cfg, split))
+
+    @staticmethod
+    def _asked(cfg: VQARunConfig, records: list[Record]) -> list[Record]:
+        """The records with questions (made from their metadata with ``task.metadata_questions``)."""
         questions_of = with_metadata_questions if cfg.task.metadata_questions else list
-        return [r for r in questions_of(super().open_val(cfg, split)) if r.qa]
+        return [r for r in questions_of(records) if r.qa]
 
     def prepare(self, cfg: VQARunConfig, data: TrainData, reuse: Path | None) -> ImageTextArtifacts:
         questions = [q for r in data.train for q in r.qa]
