@@ -1,5 +1,6 @@
 """``vislang models [PATTERN]``: the registered models, their families and descriptions; the weights shipped
-with vislang (``--pretrained``), and a run's image encoder saved as a weights file (``--save-image-encoder``)."""
+with vislang (``--pretrained``), a run's image encoder saved as a weights file (``--save-image-encoder``),
+and several retrieval runs saved as one ensemble model folder (``--ensemble RUN RUN ... --out DIR``)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="list the weights shipped with vislang (load with encoder_kwargs.pretrained=NAME)")
     p.add_argument("--save-image-encoder", nargs=2, metavar=("RUN", "FILE"),
                    help="write the image encoder of a trained run (its best model) to a .safetensors file")
+    p.add_argument("--ensemble", nargs="+", metavar="RUN",
+                   help="save the best models of two or more retrieval runs as one model folder (--out) whose "
+                        "similarities are the mean of theirs")
+    p.add_argument("--out", help="model folder --ensemble writes")
     p.set_defaults(func=cmd_models)
 
 
@@ -20,6 +25,16 @@ def cmd_models(args: argparse.Namespace) -> int:
     from vislang.models.registry import describe_model, list_models, model_family
     from vislang.utils.io import format_table
 
+    if args.ensemble:
+        from vislang.errors import VislangError
+        from vislang.tasks.retrieval_ensemble import ensemble_retrievers
+
+        if not args.out:
+            raise VislangError("--ensemble needs --out DIR, the model folder to write")
+        out = ensemble_retrievers(args.ensemble, args.out)
+        print(f"{out}: an ensemble of {len(args.ensemble)} retrieval models "
+              f"(load it, evaluate it or serve it like any retrieval run)")
+        return 0
     if args.save_image_encoder:
         from pathlib import Path
 

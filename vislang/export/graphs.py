@@ -32,6 +32,7 @@ from vislang.models.caption_rag import CaptionRAG
 from vislang.models.caption_transformer import CaptionTransformer
 from vislang.models.diffusion_unet import TextContext, TextToImageDiffusion
 from vislang.models.dual_encoder import DualEncoder
+from vislang.models.dual_encoder_ensemble import DualEncoderEnsemble
 from vislang.models.fusion_model import FusionModel
 from vislang.models.region_tagger import RegionTagger
 
@@ -127,7 +128,7 @@ class TextEncoderGraph(nn.Module):
 class DualImageGraph(nn.Module):
     """images (B, 3, S, S) -> L2-normalised embedding (B, E)."""
 
-    def __init__(self, model: DualEncoder):
+    def __init__(self, model: DualEncoder | DualEncoderEnsemble):
         super().__init__()
         self.model = model
 
@@ -138,12 +139,12 @@ class DualImageGraph(nn.Module):
 class DualTextGraph(nn.Module):
     """input_ids, attention_mask (B, L) -> L2-normalised embedding (B, E) (no text cache: the tower runs)."""
 
-    def __init__(self, model: DualEncoder):
+    def __init__(self, model: DualEncoder | DualEncoderEnsemble):
         super().__init__()
         self.model = model
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor) -> tuple[Tensor]:
-        return (self.model.project_text(self.model.text_encoder(input_ids, attention_mask).pooled),)
+        return (self.model.encode_text(input_ids, attention_mask, cached=False),)
 
 
 class FusionGraph(nn.Module):
@@ -248,13 +249,14 @@ def model_graphs(model: nn.Module, image_size: int = 32, vocab_size: int | None 
     if isinstance(model, TextToImageDiffusion):
         return _diffusion(model, vocab_size or _vocab(model.text_encoder))
     images = lambda b, _: {"images": _images(image_size, b)}  # noqa: E731
-    if isinstance(model, DualEncoder):
-        vocab = vocab_size or _vocab(model.text_encoder)
+    if isinstance(model, (DualEncoder, DualEncoderEnsemble)):
+        first = model.members[0] if isinstance(model, DualEncoderEnsemble) else model
+        vocab = vocab_size or _vocab(first.text_encoder)
         return ModelGraphs([
             _spec("image", DualImageGraph(model), images, ["embeds"], {"images": {0: BATCH}},
-                  _name(model, "image_encoder")),
+                  _name(first, "image_encoder")),
             _spec("text", DualTextGraph(model), lambda b, n: _texts(vocab, b, n), ["embeds"], TEXT_AXES,
-                  _name(model, "text_encoder"))], {"embed_dim": int(model.embed_dim)})
+                  _name(first, "text_encoder"))], {"embed_dim": int(model.embed_dim)})
     if isinstance(model, RegionTagger):
         attributes = list(model.heads)
         return ModelGraphs([_spec("tagger", TaggerGraph(model, attributes), images,

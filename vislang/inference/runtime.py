@@ -258,6 +258,7 @@ class ExportedDiffusion(ExportedModel):
 RUNTIME_MODELS: dict[str, type[ExportedModel]] = {
     "caption_lstm": ExportedCaptioner, "caption_transformer": ExportedCaptioner,
     "caption_rag": ExportedRAGCaptioner, "dual_encoder": ExportedDualEncoder,
+    "dual_encoder_ensemble": ExportedDualEncoder,
     "fusion_model": ExportedFusionModel, "region_tagger": ExportedRegionTagger,
     "diffusion_unet": ExportedDiffusion}
 """Model family -> the stand-in the predictors use."""

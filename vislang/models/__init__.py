@@ -7,6 +7,7 @@ from vislang.models import (  # noqa: F401  (registers)
     cnn,
     diffusion_unet,
     dual_encoder,
+    dual_encoder_ensemble,
     fusion_model,
     hf_vision,
     region_tagger,

@@ -211,9 +211,12 @@ class DualEncoder(nn.Module):
         maps = per_cell * (n / norm)[:, None]                                  # (B, N) mean = score
         return RegionScores(maps.view(b, h, w), scores, exact)
 
-    def encode_text(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
-        """L2-normalised text embeddings ``(B, E)`` of ``input_ids`` ``(B, L)`` with ``attention_mask`` ``(B, L)``."""
-        return self.project_text(self.text_features(input_ids, attention_mask))  # (B, E)
+    def encode_text(self, input_ids: Tensor, attention_mask: Tensor, *, cached: bool = True) -> Tensor:
+        """L2-normalised text embeddings ``(B, E)`` of ``input_ids`` ``(B, L)`` with ``attention_mask`` ``(B, L)``;
+        ``cached=False`` runs the tower even where a locked one's output is cached (as an exported graph does)."""
+        feats = self.text_features(input_ids, attention_mask) if cached else \
+            self.text_encoder(input_ids, attention_mask).pooled                    # (B, D_txt)
+        return self.project_text(feats)                                         # (B, E)
 
     def project_text(self, features: Tensor) -> Tensor:
         """L2-normalised embeddings ``(N, E)`` of pooled text-tower ``features`` ``(N, D_txt)``."""

@@ -435,4 +435,7 @@ class Retrieval(TaskSpec):
                 "tokenizer": tokenizer_source(tokenizer)}
 
     def load_artifacts(self, folder: Path, config: dict[str, Any]) -> TextTokenizer:
+        members = config.get("model_config", {}).get("members")    # an ensemble reads texts as its members do
+        if members:
+            config = {**config, "model_config": members[0].get("model_config", {})}
         return saved_tokenizer(folder, config)
