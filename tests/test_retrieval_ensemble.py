@@ -123,4 +123,6 @@ def test_bad_members_are_refused_in_one_line(retrieval_run: Path, locked_runs: l
         assert len(errors) == 1 and message in errors[0] and "Traceback" not in err, err  # prints its loading)
     assert main(["models", "--ensemble", str(retrieval_run), str(retrieval_run)]) == 2
     assert "--ensemble needs --out DIR" in capsys.readouterr().err
+    assert main(["models", "--out", str(tmp_path / "out")]) == 2
+    assert "--out is the folder --ensemble writes" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()

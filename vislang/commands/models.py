@@ -25,6 +25,10 @@ def cmd_models(args: argparse.Namespace) -> int:
     from vislang.models.registry import describe_model, list_models, model_family
     from vislang.utils.io import format_table
 
+    if args.out and not args.ensemble:
+        from vislang.errors import VislangError
+
+        raise VislangError("--out is the folder --ensemble writes; give --ensemble RUN RUN ... with it")
     if args.ensemble:
         from vislang.errors import VislangError
         from vislang.tasks.retrieval_ensemble import ensemble_retrievers

@@ -36,8 +36,8 @@ def ensemble_retrievers(runs: Sequence[str | os.PathLike], out: str | os.PathLik
     """Save the best models of ``runs`` (retrieval runs or model folders) as one ensemble model folder.
 
     The members must preprocess images and tokenize texts alike (the same test-time preprocessing,
-    ``max_len``, tokenizer and vocabulary files; training augmentations may differ). Their text tower is stored once when all have the same locked tower
-    (same options and equal weights).
+    ``max_len``, tokenizer and vocabulary files; their training augmentations may differ). Their text tower
+    is stored once when all have the same locked tower (same options and equal weights).
 
     Returns:
         ``out``, written atomically.
