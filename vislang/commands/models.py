@@ -22,15 +22,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
+    from vislang.errors import VislangError
     from vislang.models.registry import describe_model, list_models, model_family
     from vislang.utils.io import format_table
 
     if args.out and not args.ensemble:
-        from vislang.errors import VislangError
-
         raise VislangError("--out is the folder --ensemble writes; give --ensemble RUN RUN ... with it")
     if args.ensemble:
-        from vislang.errors import VislangError
         from vislang.tasks.retrieval_ensemble import ensemble_retrievers
 
         if not args.out:
@@ -42,7 +40,6 @@ def cmd_models(args: argparse.Namespace) -> int:
     if args.save_image_encoder:
         from pathlib import Path
 
-        from vislang.errors import VislangError
         from vislang.models.encoders import save_weights
         from vislang.tasks import load_trained
 

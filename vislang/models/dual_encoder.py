@@ -214,9 +214,7 @@ class DualEncoder(nn.Module):
     def encode_text(self, input_ids: Tensor, attention_mask: Tensor, *, cached: bool = True) -> Tensor:
         """L2-normalised text embeddings ``(B, E)`` of ``input_ids`` ``(B, L)`` with ``attention_mask`` ``(B, L)``;
         ``cached=False`` runs the tower even where a locked one's output is cached (as an exported graph does)."""
-        feats = self.text_features(input_ids, attention_mask) if cached else \
-            self.text_encoder(input_ids, attention_mask).pooled                    # (B, D_txt)
-        return self.project_text(feats)                                         # (B, E)
+        return self.project_text(self.text_features(input_ids, attention_mask, cached=cached))  # (B, E)
 
     def project_text(self, features: Tensor) -> Tensor:
         """L2-normalised embeddings ``(N, E)`` of pooled text-tower ``features`` ``(N, D_txt)``."""
@@ -235,9 +233,10 @@ class DualEncoder(nn.Module):
         """Forget the cached text features (needed only if the locked tower's weights are changed by hand)."""
         self._text_cache.clear()
 
-    def text_features(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
-        """The text tower's pooled output ``(B, D_txt)``, before the projection (cached for a locked tower)."""
-        if not self.cache_text:
+    def text_features(self, input_ids: Tensor, attention_mask: Tensor, *, cached: bool = True) -> Tensor:
+        """The text tower's pooled output ``(B, D_txt)``, before the projection (cached for a locked tower unless
+        ``cached=False``)."""
+        if not (cached and self.cache_text):
             return self.text_encoder(input_ids, attention_mask).pooled
         keys = [tuple(row[m.bool()].tolist()) for row, m in zip(input_ids.cpu(), attention_mask.cpu())]
         missing = [i for i, k in enumerate(keys) if k not in self._text_cache]

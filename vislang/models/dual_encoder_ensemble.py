@@ -85,9 +85,7 @@ class DualEncoderEnsemble(nn.Module):
         :meth:`DualEncoder.encode_text <vislang.models.dual_encoder.DualEncoder.encode_text>`); a shared tower
         runs once."""
         if self.share_text:
-            first = self.members[0]
-            feats = first.text_features(input_ids, attention_mask) if cached else \
-                first.text_encoder(input_ids, attention_mask).pooled             # (B, D_txt)
+            feats = self.members[0].text_features(input_ids, attention_mask, cached=cached)  # (B, D_txt)
             return self._join([m.project_text(feats) for m in self.members])
         return self._join([m.encode_text(input_ids, attention_mask, cached=cached) for m in self.members])
 

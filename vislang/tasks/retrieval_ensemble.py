@@ -12,7 +12,6 @@ averaged over the members) and loads, evaluates, serves, indexes and exports lik
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -49,7 +48,7 @@ def ensemble_retrievers(runs: Sequence[str | os.PathLike], out: str | os.PathLik
     if len(runs) < 2:
         raise VislangError(f"an ensemble needs at least two retrieval runs, got {len(runs)}")
     trained = [load_trained(r, "retrieval") for r in runs]
-    first = trained[0]
+    first, files = trained[0], _artifacts(trained[0].folder)
     for t in trained:
         if not isinstance(t.model, DualEncoder):
             raise VislangError(f"{t.folder}: its model ({t.config['model']}) is not a single dual encoder")
@@ -61,7 +60,7 @@ def ensemble_retrievers(runs: Sequence[str | os.PathLike], out: str | os.PathLik
             if t.config.get(key) != first.config.get(key):
                 raise VislangError(f"{t.folder}: its {key} ({t.config.get(key)!r}) differs from {first.folder}'s "
                                    f"({first.config.get(key)!r}); ensemble members must read inputs alike")
-        if _artifacts(t.folder) != _artifacts(first.folder):
+        if _artifacts(t.folder) != files:
             raise VislangError(f"{t.folder}: its tokenizer files differ from {first.folder}'s; ensemble members "
                                "must read texts alike")
     share = _same_locked_text_tower(trained)
@@ -76,7 +75,7 @@ def ensemble_retrievers(runs: Sequence[str | os.PathLike], out: str | os.PathLik
                 "weights_sha256": t.config.get("weights_sha256"), "monitor": t.config.get("monitor"),
                 "best_metric": t.config.get("best_metric"), "val_metrics": t.config.get("val_metrics") or {}}
                for t in trained]
-    return save_checkpoint(out, model, spec, artifacts=lambda tmp: _copy_artifacts(first.folder, tmp),
+    return save_checkpoint(out, model, spec, artifacts=lambda tmp: _write_files(files, tmp),
                            info={"members": sources}, card=lambda body: _card(body, trained))
 
 
@@ -86,9 +85,9 @@ def _artifacts(folder: Path) -> dict[str, bytes]:
             if p.is_file() and p.name not in _OWN_FILES}
 
 
-def _copy_artifacts(src: Path, dst: Path) -> None:
-    for name in _artifacts(src):
-        shutil.copy2(Path(src) / name, dst / name)
+def _write_files(files: dict[str, bytes], dst: Path) -> None:
+    for name, data in files.items():
+        (dst / name).write_bytes(data)
 
 
 def _same_locked_text_tower(trained: list[TrainedModel]) -> bool:
