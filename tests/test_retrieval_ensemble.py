@@ -60,6 +60,9 @@ def test_similarities_are_the_mean_of_the_members(ensemble: Path, locked_runs: l
     tower = [k for k in member_keys if k.startswith("text_encoder.")]
     assert tower and len(_keys(ensemble)) == 2 * len(member_keys) - len(tower)     # the locked tower once
     assert "## Training data (first member)" in (ensemble / "README.md").read_text()
+    assert config["monitor"] == "rsum" and config["best_metric"] == config["val_metrics"]["rsum"]
+    assert f"| ensemble | | `dual_encoder_ensemble` | rsum {config['best_metric']:.4f} |" in (
+        ensemble / "README.md").read_text()
     ens, a, b = (vislang.load(p) for p in (ensemble, *locked_runs))
     assert ens.dim == 2 * a.dim and ens.model_id.startswith("dual_encoder_ensemble-")
     ei, et = ens.embed_images(images), ens.embed_texts(TEXTS)                       # (12, 2E), (4, 2E)
@@ -83,13 +86,34 @@ def test_evaluate_and_search_like_one_model(ensemble: Path, data_root: Path, tmp
 def test_scratch_text_towers_stay_one_per_member(retrieval_run: Path, other_run: Path, tmp_path: Path,
                                                  images: list[Path]):
     out = tmp_path / "ens"
-    assert main(["models", "--ensemble", str(retrieval_run), str(other_run), "--out", str(out)]) == 0
-    assert json.loads((out / "config.json").read_text())["model_config"]["share_text"] is False
+    assert main(["models", "--ensemble", str(retrieval_run), str(other_run), "--out", str(out),
+                 "--no-validate"]) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["model_config"]["share_text"] is False and "best_metric" not in config
+    assert "not validated" in (out / "README.md").read_text()
     assert any(k.startswith("members.1.text_encoder.") for k in _keys(out))
     ens, a, b = (vislang.load(p) for p in (out, retrieval_run, other_run))
     ei, et = ens.embed_images(images), ens.embed_texts(TEXTS)
     want = (a.embed_texts(TEXTS) @ a.embed_images(images).T + b.embed_texts(TEXTS) @ b.embed_images(images).T) / 2
     assert torch.allclose(et @ ei.T, want, atol=1e-5)
+
+
+def test_a_model_twice_validates_as_that_model(retrieval_run: Path, tmp_path: Path,
+                                               capsys: pytest.CaptureFixture):
+    """Two copies of one model score exactly as it did: the ensemble is validated on the first run's
+    validation data with the metrics its loop used for its best checkpoint."""
+    copy, out = tmp_path / "copy", tmp_path / "ens"
+    shutil.copytree(retrieval_run, copy)
+    capsys.readouterr()
+    assert main(["models", "--ensemble", str(retrieval_run), str(copy), "--out", str(out)]) == 0
+    best = json.loads((retrieval_run / "checkpoints" / "best" / "config.json").read_text())
+    config = json.loads((out / "config.json").read_text())
+    assert config["monitor"] == best["monitor"] == "rsum"
+    assert set(config["val_metrics"]) == set(best["val_metrics"])
+    for name, value in best["val_metrics"].items():
+        assert config["val_metrics"][name] == pytest.approx(value, abs=1e-6), name
+    assert f"validation rsum: {best['best_metric']:.4f} (members: {best['best_metric']:.4f}, " in (
+        capsys.readouterr().out)
 
 
 def test_an_ensemble_exports_to_onnx(ensemble: Path, images: list[Path], tmp_path: Path):
@@ -110,6 +134,7 @@ def test_bad_members_are_refused_in_one_line(retrieval_run: Path, locked_runs: l
     (resized / "preprocessor.json").write_text(json.dumps({**pre, "image_size": 24}))
     cases = [
         ([str(retrieval_run)], "an ensemble needs at least two retrieval runs, got 1"),
+        ([str(retrieval_run), str(retrieval_run / "checkpoints" / "best")], "the same model as"),
         ([str(retrieval_run), str(resized)], "its image preprocessing"),
         ([str(retrieval_run), str(locked_runs[0])], "its tokenizer ('text_encoder') differs"),
         ([str(ensemble), str(locked_runs[0])], "is not a single dual encoder"),

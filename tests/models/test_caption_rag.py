@@ -74,13 +74,25 @@ def test_the_copy_mixture_is_a_distribution():
     assert torch.allclose(attention.sum(-1), torch.ones(3))
 
 
-def test_a_retrieval_augmented_run_trains_loads_and_captions_from_its_memory(tmp_path, data_root):
+def test_a_retrieval_augmented_run_trains_loads_and_captions_from_its_memory(tmp_path, data_root, monkeypatch):
+    import json
+
+    import vislang.tasks.caption as caption_task
+
+    filled = []
+    def fill_memory(model, records, *args, **kwargs):  # the real filling, watched: once for both val splits
+        filled.append(len(records))
+        return real_fill(model, records, *args, **kwargs)
+    real_fill = caption_task.fill_memory
+    monkeypatch.setattr(caption_task, "fill_memory", fill_memory)
     run = tmp_path / "rag"
     result = train("caption", None, run, overrides=[
         "model=caption_rag_tiny", "data.name=shapes", f"data.root={data_root}", "data.max_train=60",
         "data.max_val=10", "data.transform.image_size=32", "train.epochs=1", "train.batch_size=16",
-        "train.optim.freeze_encoder=true", "task.max_len=12"])
-    assert result.best_metric is not None
+        "train.optim.freeze_encoder=true", "task.max_len=12", "data.val_split=val+test"])
+    assert result.best_metric is not None and filled == [60]
+    val = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines() if '"val"' in x][-1]
+    assert val["CIDEr-D"] == pytest.approx((val["val/CIDEr-D"] + val["test/CIDEr-D"]) / 2)
     predictor = vislang.load(run)
     memory, vocab = predictor.model.memory_tokens, predictor.vocab
     train_records = vislang.load_dataset("shapes", "train", root=data_root).records[:60]

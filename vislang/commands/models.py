@@ -5,6 +5,7 @@ and several retrieval runs saved as one ensemble model folder (``--ensemble RUN 
 from __future__ import annotations
 
 import argparse
+import json
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -18,6 +19,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="save the best models of two or more retrieval runs as one model folder (--out) whose "
                         "similarities are the mean of theirs")
     p.add_argument("--out", help="model folder --ensemble writes")
+    p.add_argument("--no-validate", action="store_true",
+                   help="--ensemble: skip validating the ensemble on the first run's validation data")
     p.set_defaults(func=cmd_models)
 
 
@@ -33,9 +36,14 @@ def cmd_models(args: argparse.Namespace) -> int:
 
         if not args.out:
             raise VislangError("--ensemble needs --out DIR, the model folder to write")
-        out = ensemble_retrievers(args.ensemble, args.out)
+        out = ensemble_retrievers(args.ensemble, args.out, validate=not args.no_validate)
         print(f"{out}: an ensemble of {len(args.ensemble)} retrieval models "
               f"(load it, evaluate it or serve it like any retrieval run)")
+        config = json.loads((out / "config.json").read_text(encoding="utf-8"))
+        members = ", ".join(f"{m['best_metric']:.4f}" if isinstance(m.get("best_metric"), float) else "?"
+                            for m in config["members"])
+        if config.get("best_metric") is not None:
+            print(f"validation {config['monitor']}: {config['best_metric']:.4f} (members: {members})")
         return 0
     if args.save_image_encoder:
         from pathlib import Path

@@ -203,10 +203,7 @@ def train(task: str | TaskSpec, cfg: Any = None, out: str | os.PathLike = "runs/
 def _train(spec: TaskSpec, cfg: Any, run_dir: Path, resume: bool) -> FitResult:
     if resume and not can_resume(run_dir):
         raise nothing_to_resume(run_dir)  # before any data is read or built
-    splits = val_splits(cfg.data)
-    per_split = [replace(cfg, data=replace(cfg.data, val_split=s)) for s in splits[1:]]
-    data = spec.open_data(replace(cfg, data=replace(cfg.data, val_split=splits[0])) if splits else cfg)
-    more = [spec.open_val(cfg, s) for s in splits[1:]]  # the other validation splits' records
+    data, more = _open_data(spec, cfg)
     last = run_dir / "checkpoints" / "last"
     artifacts = spec.prepare(cfg, data, last if resume and find_checkpoint(last) else None)
     options = spec.model_options(cfg, artifacts, data)
@@ -215,17 +212,66 @@ def _train(spec: TaskSpec, cfg: Any, run_dir: Path, resume: bool) -> FitResult:
     model = create_model(cfg.model, **options)
     spec.init_model(cfg, model, resume)
     samples = spec.samples(cfg, data, artifacts, build_transform(tf, train=True))
-    eval_tf = build_transform(tf, train=False)
-    objective = spec.objective(cfg, model, data, artifacts, eval_tf)
-    if more:  # one objective per validation split; the first one trains
-        objective = SplitValidation({splits[0]: objective, **{
-            s: spec.objective(c, model, TrainData(data.train, val), artifacts, eval_tf)
-            for s, c, val in zip(splits[1:], per_split, more)}})
+    objective = _objective(spec, cfg, model, data, more, artifacts, build_transform(tf, train=False))
     model_spec = {"task": spec.name, "model": cfg.model, "model_config": resolved_options(cfg.model, options),
                   "preprocessor": asdict(tf), **spec.extra(cfg, artifacts)}
     card = functools.partial(model_card, data=cfg.data.name, splits=(cfg.data.train_split, cfg.data.val_split))
     return fit(model, objective, samples, cfg.train, run_dir, model_spec=model_spec, pad_id=spec.pad_id(artifacts),
                resume=resume, config_to_save=config_to_dict(cfg), card=card)
+
+
+def _open_data(spec: TaskSpec, cfg: Any) -> tuple[TrainData, dict[str, list[Record]]]:
+    """The run's training data with its first validation split, and the records of each further one."""
+    splits = val_splits(cfg.data)
+    data = spec.open_data(replace(cfg, data=replace(cfg.data, val_split=splits[0])) if splits else cfg)
+    return data, {s: spec.open_val(cfg, s) for s in splits[1:]}
+
+
+def _objective(spec: TaskSpec, cfg: Any, model: nn.Module, data: TrainData, more: dict[str, list[Record]],
+               artifacts: Any, eval_tf: Any) -> Any:
+    """The loop's task object: one per validation split (:class:`SplitValidation`) when there are several, the
+    first split's one training. A task object with ``with_val_records(records)`` makes the other splits' ones
+    itself (what it built for training, such as a captioner's memory, is not built again)."""
+    objective = spec.objective(cfg, model, data, artifacts, eval_tf)
+    if not more:
+        return objective
+
+    def for_split(split: str, val: list[Record]) -> Any:
+        if hasattr(objective, "with_val_records"):
+            return objective.with_val_records(val)
+        return spec.objective(replace(cfg, data=replace(cfg.data, val_split=split)), model,
+                              TrainData(data.train, val), artifacts, eval_tf)
+
+    return SplitValidation({val_splits(cfg.data)[0]: objective, **{s: for_split(s, v) for s, v in more.items()}})
+
+
+def validate_as_trained(run: str | os.PathLike, trained: TrainedModel) -> tuple[str, float | None, dict[str, float]]:
+    """Validate ``trained`` on the validation data of the training run in ``run``, exactly as that run's loop
+    validated its checkpoints (same splits, limits and metrics).
+
+    Returns:
+        The monitored metric's name, its value (None when not computed) and every validation metric.
+
+    Raises:
+        VislangError: ``run`` is not a run directory of ``trained``'s task, or its data cannot be read.
+    """
+    path = Path(run) / "config.yaml"
+    if not path.is_file():
+        raise VislangError(f"{run}: no config.yaml; validation needs a run directory, not a model folder")
+    spec = trained.spec
+    cfg = resolve_config(spec.config, path, [])
+    if not val_splits(cfg.data):
+        raise VislangError(f"{path}: data.val_split is empty; the run has no validation data")
+    data, more = _open_data(spec, cfg)
+    objective = _objective(spec, cfg, trained.model, data, more, trained.artifacts, trained.transform)
+    was_training = trained.model.training
+    trained.model.eval()
+    try:
+        metrics = objective.validate(trained.model)
+    finally:
+        trained.model.train(was_training)
+    value = metrics.get(objective.monitor)
+    return objective.monitor, None if value is None else float(value), metrics
 
 
 class SplitValidation:

@@ -185,6 +185,11 @@ class CaptionTask:
         # the cross-entropy is a mean over tokens: under torchrun, ranks are weighted by their tokens
         return {**losses, "count": (targets != self.loss.pad_id).sum()}
 
+    def with_val_records(self, records: Sequence[Record]) -> CaptionTask:
+        """The same task validating on ``records`` (for a run's further validation splits; the memory rows of
+        a retrieval-augmented captioner are shared, not rebuilt)."""
+        return CaptionTask(self.vocab, records, self.eval_transform, self.cfg, self.memory_rows)
+
     def validate(self, model: nn.Module) -> dict[str, float]:
         return self.score_val(self.val_records, self.predict_val(model, self.val_records))
 

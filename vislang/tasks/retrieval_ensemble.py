@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ import torch
 from vislang.errors import VislangError
 from vislang.models.dual_encoder import DualEncoder
 from vislang.models.dual_encoder_ensemble import DualEncoderEnsemble
-from vislang.tasks.base import TrainedModel, load_trained
+from vislang.tasks.base import TrainedModel, load_trained, validate_as_trained
 from vislang.train.checkpoint import save_checkpoint, without_weight_paths
 from vislang.utils.folder import CARD_FILE, CONFIG_FILE, PREPROCESSOR_FILE, STATE_FILE, WEIGHTS_FILE
 
@@ -31,23 +32,32 @@ SAME = ("max_len", "tokenizer")
 _OWN_FILES = {CONFIG_FILE, WEIGHTS_FILE, STATE_FILE, CARD_FILE, PREPROCESSOR_FILE}
 
 
-def ensemble_retrievers(runs: Sequence[str | os.PathLike], out: str | os.PathLike) -> Path:
+def ensemble_retrievers(runs: Sequence[str | os.PathLike], out: str | os.PathLike, *,
+                        validate: bool = True) -> Path:
     """Save the best models of ``runs`` (retrieval runs or model folders) as one ensemble model folder.
 
     The members must preprocess images and tokenize texts alike (the same test-time preprocessing,
     ``max_len``, tokenizer and vocabulary files; their training augmentations may differ). Their text tower
-    is stored once when all have the same locked tower (same options and equal weights).
+    is stored once when all have the same locked tower (same options and equal weights). With ``validate``
+    and a run directory first, the ensemble is validated as that run validated its checkpoints (same splits,
+    same metrics) and its ``config.json`` records ``monitor``, ``best_metric`` and ``val_metrics`` like a run's
+    best model, so it compares with its members on the data they were chosen on.
 
     Returns:
         ``out``, written atomically.
 
     Raises:
-        VislangError: Fewer than two runs, a run that is not a trained dual encoder, or members that read
-            their inputs differently (the message names the folder and the entry).
+        VislangError: Fewer than two runs, a member given twice, a run that is not a trained dual encoder, or
+            members that read their inputs differently (the message names the folder and the entry).
     """
     if len(runs) < 2:
         raise VislangError(f"an ensemble needs at least two retrieval runs, got {len(runs)}")
     trained = [load_trained(r, "retrieval") for r in runs]
+    seen: dict[Path, str | os.PathLike] = {}
+    for r, t in zip(runs, trained):
+        if t.folder.resolve() in seen:
+            raise VislangError(f"{r}: the same model as {seen[t.folder.resolve()]}; give each member once")
+        seen[t.folder.resolve()] = r
     first, files = trained[0], _artifacts(trained[0].folder)
     for t in trained:
         if not isinstance(t.model, DualEncoder):
@@ -75,8 +85,13 @@ def ensemble_retrievers(runs: Sequence[str | os.PathLike], out: str | os.PathLik
                 "weights_sha256": t.config.get("weights_sha256"), "monitor": t.config.get("monitor"),
                 "best_metric": t.config.get("best_metric"), "val_metrics": t.config.get("val_metrics") or {}}
                for t in trained]
+    info: dict[str, Any] = {"members": sources}
+    if validate and (Path(runs[0]) / "config.yaml").is_file():
+        print(f"validating the ensemble on {runs[0]}'s validation data ...", flush=True)
+        monitor, value, metrics = validate_as_trained(runs[0], replace(first, model=model, config=spec))
+        info.update(monitor=monitor, best_metric=value, val_metrics=metrics)
     return save_checkpoint(out, model, spec, artifacts=lambda tmp: _write_files(files, tmp),
-                           info={"members": sources}, card=lambda body: _card(body, trained))
+                           info=info, card=lambda body: _card(body, trained))
 
 
 def _artifacts(folder: Path) -> dict[str, bytes]:
@@ -128,6 +143,7 @@ else 'one per member'}. Made with `vislang models --ensemble`.
 | member | from | model | best validation | weights sha256 |
 |---|---|---|---|---|
 {rows}
+| ensemble | | `dual_encoder_ensemble` | {_own_validation(body)} | |
 
 ## Training data (first member)
 
@@ -140,6 +156,12 @@ import vislang
 predictor = vislang.load("path/to/this/folder")
 ```
 """
+
+
+def _own_validation(body: dict[str, Any]) -> str:
+    if body.get("best_metric") is None:
+        return "not validated (no run directory first)"
+    return f"{body.get('monitor', '?')} {_num(body['best_metric'])}"
 
 
 def _num(v: Any) -> str:
