@@ -20,13 +20,15 @@ TEXTS = ["a red circle", "a small blue square at the top", "green", "purple tria
 
 @pytest.fixture(scope="module")
 def locked_runs(tiny_bert_dir: Path, data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
-    """Two tiny runs (seeds 0 and 1) with the same locked Hugging Face text tower."""
+    """Two tiny runs (seeds 0 and 1) with the same locked Hugging Face text tower, trained like the recipe
+    against the bank of every training caption (which validating the ensemble must not need)."""
     runs = []
     for seed in (0, 1):
         out = tmp_path_factory.mktemp("locked") / f"run{seed}"
         assert main(["train", "retrieval", "--data", SHAPES, "--root", str(data_root), "--model",
                      "dual_encoder_hf_tiny", "--text-encoder", str(tiny_bert_dir), "--batch-size", "8",
-                     "--image-size", "32", "--max-steps", "2", "--seed", str(seed), "--out", str(out)]) == 0
+                     "--image-size", "32", "--max-steps", "2", "--seed", str(seed), "--set", "task.text_bank=true",
+                     "--out", str(out)]) == 0
         runs.append(out)
     return runs
 

@@ -78,17 +78,25 @@ class TextBank:
             members.setdefault(record_key(r, group_key) if group_key else r.id, set()).update(
                 self.index[c] for c in r.captions)
         self.group_captions = {g: torch.tensor(sorted(m)) for g, m in members.items()}
-        text_dim = model.text_encoder.out_dim
-        self.features = encode_texts(model.text_features, text_dim, tokenizer, self.captions, max_len,
-                                     batch_size, model_device(model))  # (N, D_txt)
+        self._encode = lambda: encode_texts(model.text_features, model.text_encoder.out_dim, tokenizer,
+                                            self.captions, max_len, batch_size, model_device(model))
+        self._features: Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.captions)
 
+    @property
+    def features(self) -> Tensor:
+        """The locked tower's features of every caption, ``(N, D_txt)``: encoded on first use (at the first
+        training step; a run that only validates never encodes them)."""
+        if self._features is None:
+            self._features = self._encode()
+        return self._features
+
     def features_on(self, device: torch.device) -> Tensor:
         """The bank's features ``(N, D_txt)`` on ``device`` (moved there once, not every step)."""
         if self.features.device != device:
-            self.features = self.features.to(device)
+            self._features = self.features.to(device)
         return self.features
 
     def targets(self, texts: Sequence[str], groups: Sequence[str]) -> tuple[Tensor, Tensor]:
