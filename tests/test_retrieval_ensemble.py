@@ -116,6 +116,15 @@ def test_a_model_twice_validates_as_that_model(retrieval_run: Path, tmp_path: Pa
         assert config["val_metrics"][name] == pytest.approx(value, abs=1e-6), name
     assert f"validation rsum: {best['best_metric']:.4f} (members: {best['best_metric']:.4f}, " in (
         capsys.readouterr().out)
+    # a checkpoint folder first is validated on its run's data; a model folder outside a run is not validated
+    assert main(["models", "--ensemble", str(copy / "checkpoints" / "last"), str(retrieval_run), "--out",
+                 str(tmp_path / "ens2")]) == 0
+    assert f"validating the ensemble on {copy}'s validation data" in capsys.readouterr().out
+    assert json.loads((tmp_path / "ens2" / "config.json").read_text())["monitor"] == "rsum"
+    shutil.copytree(copy / "checkpoints" / "best", tmp_path / "folder")
+    assert main(["models", "--ensemble", str(tmp_path / "folder"), str(retrieval_run), "--out",
+                 str(tmp_path / "ens3")]) == 0
+    assert "best_metric" not in json.loads((tmp_path / "ens3" / "config.json").read_text())
 
 
 def test_an_ensemble_exports_to_onnx(ensemble: Path, images: list[Path], tmp_path: Path):

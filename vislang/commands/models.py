@@ -16,8 +16,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--save-image-encoder", nargs=2, metavar=("RUN", "FILE"),
                    help="write the image encoder of a trained run (its best model) to a .safetensors file")
     p.add_argument("--ensemble", nargs="+", metavar="RUN",
-                   help="save the best models of two or more retrieval runs as one model folder (--out) whose "
-                        "similarities are the mean of theirs")
+                   help="save the best models of two or more retrieval runs (or checkpoint folders, e.g. "
+                        "RUN/checkpoints/last) as one model folder (--out) whose similarities are the mean of "
+                        "theirs; validated on the first run's validation data")
     p.add_argument("--out", help="model folder --ensemble writes")
     p.add_argument("--no-validate", action="store_true",
                    help="--ensemble: skip validating the ensemble on the first run's validation data")

@@ -40,7 +40,8 @@ def ensemble_retrievers(runs: Sequence[str | os.PathLike], out: str | os.PathLik
     ``max_len``, tokenizer and vocabulary files; their training augmentations may differ). Their text tower
     is stored once when all have the same locked tower (same options and equal weights). With ``validate``
     and a run directory first, the ensemble is validated as that run validated its checkpoints (same splits,
-    same metrics) and its ``config.json`` records ``monitor``, ``best_metric`` and ``val_metrics`` like a run's
+    same metrics; a checkpoint folder given first, ``RUN/checkpoints/last``, is validated on its run's data) and
+    its ``config.json`` records ``monitor``, ``best_metric`` and ``val_metrics`` like a run's
     best model, so it compares with its members on the data they were chosen on.
 
     Returns:
@@ -86,12 +87,22 @@ def ensemble_retrievers(runs: Sequence[str | os.PathLike], out: str | os.PathLik
                 "best_metric": t.config.get("best_metric"), "val_metrics": t.config.get("val_metrics") or {}}
                for t in trained]
     info: dict[str, Any] = {"members": sources}
-    if validate and (Path(runs[0]) / "config.yaml").is_file():
-        print(f"validating the ensemble on {runs[0]}'s validation data ...", flush=True)
-        monitor, value, metrics = validate_as_trained(runs[0], replace(first, model=model, config=spec))
+    run = _run_of(runs[0], first.folder)
+    if validate and run is not None:
+        print(f"validating the ensemble on {run}'s validation data ...", flush=True)
+        monitor, value, metrics = validate_as_trained(run, replace(first, model=model, config=spec))
         info.update(monitor=monitor, best_metric=value, val_metrics=metrics)
     return save_checkpoint(out, model, spec, artifacts=lambda tmp: _write_files(files, tmp),
                            info=info, card=lambda body: _card(body, trained))
+
+
+def _run_of(given: str | os.PathLike, folder: Path) -> Path | None:
+    """The run directory a member came from: the one given, or the run holding the checkpoint folder given
+    (``RUN/checkpoints/last``); None for a model folder outside any run."""
+    for run in (Path(given), folder.parent.parent):
+        if (run / "config.yaml").is_file() and (run == Path(given) or folder.parent.name == "checkpoints"):
+            return run
+    return None
 
 
 def _artifacts(folder: Path) -> dict[str, bytes]:
