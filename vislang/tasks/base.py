@@ -253,7 +253,7 @@ def validate_as_trained(run: str | os.PathLike, trained: TrainedModel) -> tuple[
         The monitored metric's name, its value (None when not computed) and every validation metric.
 
     Raises:
-        VislangError: ``run`` is not a run directory of ``trained``'s task, or its data cannot be read.
+        VislangError: ``run`` has no ``config.yaml`` or no validation split, or its data cannot be read.
     """
     path = Path(run) / "config.yaml"
     if not path.is_file():

@@ -38,11 +38,11 @@ def ensemble_retrievers(runs: Sequence[str | os.PathLike], out: str | os.PathLik
 
     The members must preprocess images and tokenize texts alike (the same test-time preprocessing,
     ``max_len``, tokenizer and vocabulary files; their training augmentations may differ). Their text tower
-    is stored once when all have the same locked tower (same options and equal weights). With ``validate``
-    and a run directory first, the ensemble is validated as that run validated its checkpoints (same splits,
-    same metrics; a checkpoint folder given first, ``RUN/checkpoints/last``, is validated on its run's data) and
-    its ``config.json`` records ``monitor``, ``best_metric`` and ``val_metrics`` like a run's
-    best model, so it compares with its members on the data they were chosen on.
+    is stored once when all have the same locked tower (same options and equal weights). With ``validate``,
+    when the first member is a run directory or one of its checkpoint folders (``RUN/checkpoints/last``), the
+    ensemble is validated as that run validated its checkpoints (same splits, same metrics) and its
+    ``config.json`` records ``monitor``, ``best_metric`` and ``val_metrics`` like a run's best model, so it
+    compares with its members on the data they were chosen on.
 
     Returns:
         ``out``, written atomically.
@@ -99,9 +99,10 @@ def ensemble_retrievers(runs: Sequence[str | os.PathLike], out: str | os.PathLik
 def _run_of(given: str | os.PathLike, folder: Path) -> Path | None:
     """The run directory a member came from: the one given, or the run holding the checkpoint folder given
     (``RUN/checkpoints/last``); None for a model folder outside any run."""
-    for run in (Path(given), folder.parent.parent):
-        if (run / "config.yaml").is_file() and (run == Path(given) or folder.parent.name == "checkpoints"):
-            return run
+    if (Path(given) / "config.yaml").is_file():
+        return Path(given)
+    if folder.parent.name == "checkpoints" and (folder.parent.parent / "config.yaml").is_file():
+        return folder.parent.parent
     return None
 
 
