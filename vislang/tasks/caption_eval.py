@@ -27,6 +27,7 @@ from vislang.errors import VislangError
 from vislang.tasks.base import TrainedModel, add_split_args, eval_dir, load_trained
 from vislang.tasks.caption import add_decoding_args, caption_records, pooled_features
 from vislang.tasks.common import check_at_least_one
+from vislang.train.checkpoint import run_of
 from vislang.utils.distributed import is_main, map_sharded
 from vislang.utils.io import atomic_write_json, format_table
 from vislang.utils.tensors import model_device
@@ -125,7 +126,7 @@ def evaluate_captioner(run: str | os.PathLike, data: str, split: str | None, *, 
                                      max_len=int(trained.config.get("max_len", 24)),
                                      length_penalty=length_penalty)[0], records)
     if baselines:
-        run_dir = run if (run / "config.yaml").exists() else run.parent.parent  # a run or one of its checkpoints
+        run_dir = run_of(run, trained.folder) or run.parent.parent  # a run or one of its checkpoints
         name, train_split, train_root = run_training_data(run_dir)
         train = load_dataset(name, train_split, root=root or train_root).records
         ev.captions["nearest training image"] = nearest_neighbour_captions(trained, train, records)

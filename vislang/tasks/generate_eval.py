@@ -51,7 +51,7 @@ from vislang.tasks.generate_scores import (
     truncated_prompts,
 )
 from vislang.tasks.retrieval_embed import embed_record_images, embed_texts, model_fingerprint
-from vislang.train.checkpoint import read_config, resolve_checkpoint
+from vislang.train.checkpoint import read_config, resolve_checkpoint, run_of
 from vislang.utils.distributed import is_main, map_sharded
 from vislang.utils.io import (
     atomic_open,
@@ -142,12 +142,6 @@ def open_judge(judge: str | os.PathLike, gen: TrainedModel) -> TrainedModel:
     return load_trained(folder, "retrieval")
 
 
-def _run_dir(path: str | os.PathLike, folder: Path) -> Path:
-    """The run directory of a model given as a run or as one of its checkpoint folders."""
-    path = Path(path)
-    return path if (path / "config.yaml").exists() else folder.parent.parent
-
-
 def _run_data(run: Path) -> dict[str, Any]:
     """The ``data`` section of a run's ``config.yaml`` (empty when there is none)."""
     path = run / "config.yaml"
@@ -216,7 +210,7 @@ def evaluate_generator(model: str | os.PathLike, judge: str | os.PathLike, data:
             raise VislangError(f"--compositions: prompt {i} is empty")
     gen = load_trained(model, "generate")
     jdg = open_judge(judge, gen)
-    gen_run = _run_dir(model, gen.folder)
+    gen_run = run_of(model, gen.folder) or gen.folder.parent.parent
     train_split = train_split or _run_data(gen_run).get("train_split") or "train"
     ds = load_split(data, split, root=root, image_root=image_root, skip_bad=skip_bad)
     reference = [r for r in ds.records if r.captions]
@@ -348,7 +342,7 @@ def _notes(ev: GenerateEvaluation, gen: TrainedModel, jdg: TrainedModel, judge: 
         notes.append("Prompts whose baseline image the judge ranks above the generated one: " + "; ".join(shown)
                      + (f"; and {len(ev.baseline_better) - len(shown)} more (metrics.json: baseline_better)."
                         if len(ev.baseline_better) > len(shown) else "."))
-    judge_data = _run_data(_run_dir(judge, jdg.folder))
+    judge_data = _run_data(run_of(judge, jdg.folder) or jdg.folder.parent.parent)
     if judge_data:
         notes.append(f"The judge was trained on {judge_data.get('name')} [{judge_data.get('train_split')}].")
         if judge_data.get("name") == s["data"] and judge_data.get("train_split") == s["split"]:

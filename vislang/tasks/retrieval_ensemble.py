@@ -23,7 +23,7 @@ from vislang.errors import VislangError
 from vislang.models.dual_encoder import DualEncoder
 from vislang.models.dual_encoder_ensemble import DualEncoderEnsemble
 from vislang.tasks.base import TrainedModel, load_trained, validate_as_trained
-from vislang.train.checkpoint import save_checkpoint, without_weight_paths
+from vislang.train.checkpoint import run_of, save_checkpoint, without_weight_paths
 from vislang.utils.folder import CARD_FILE, CONFIG_FILE, PREPROCESSOR_FILE, STATE_FILE, WEIGHTS_FILE
 
 SAME = ("max_len", "tokenizer")
@@ -87,23 +87,13 @@ def ensemble_retrievers(runs: Sequence[str | os.PathLike], out: str | os.PathLik
                 "best_metric": t.config.get("best_metric"), "val_metrics": t.config.get("val_metrics") or {}}
                for t in trained]
     info: dict[str, Any] = {"members": sources}
-    run = _run_of(runs[0], first.folder)
+    run = run_of(runs[0], first.folder)
     if validate and run is not None:
         print(f"validating the ensemble on {run}'s validation data ...", flush=True)
         monitor, value, metrics = validate_as_trained(run, replace(first, model=model, config=spec))
         info.update(monitor=monitor, best_metric=value, val_metrics=metrics)
     return save_checkpoint(out, model, spec, artifacts=lambda tmp: _write_files(files, tmp),
                            info=info, card=lambda body: _card(body, trained))
-
-
-def _run_of(given: str | os.PathLike, folder: Path) -> Path | None:
-    """The run directory a member came from: the one given, or the run holding the checkpoint folder given
-    (``RUN/checkpoints/last``); None for a model folder outside any run."""
-    if (Path(given) / "config.yaml").is_file():
-        return Path(given)
-    if folder.parent.name == "checkpoints" and (folder.parent.parent / "config.yaml").is_file():
-        return folder.parent.parent
-    return None
 
 
 def _artifacts(folder: Path) -> dict[str, bytes]:
@@ -172,7 +162,7 @@ predictor = vislang.load("path/to/this/folder")
 
 def _own_validation(body: dict[str, Any]) -> str:
     if body.get("best_metric") is None:
-        return "not validated (no run directory first)"
+        return "not validated"
     return f"{body.get('monitor', '?')} {_num(body['best_metric'])}"
 
 

@@ -43,6 +43,7 @@ from vislang.utils.folder import (
     read_config,
     read_weights,
     resolve_checkpoint,
+    run_of,
     sha256_file,
 )
 from vislang.utils.io import atomic_dir
@@ -57,6 +58,7 @@ __all__ = [
     "load_weights",
     "read_config",
     "resolve_checkpoint",
+    "run_of",
     "save_checkpoint",
 ]
 

@@ -62,6 +62,16 @@ def find_checkpoint(directory: str | os.PathLike) -> Path | None:
     return None
 
 
+def run_of(given: str | os.PathLike, folder: Path) -> Path | None:
+    """The run directory of a model given as a run or as one of its checkpoint folders (``RUN/checkpoints/last``;
+    ``folder`` is what :func:`resolve_checkpoint` made of ``given``); None for a model folder outside any run."""
+    if (Path(given) / "config.yaml").is_file():
+        return Path(given)
+    if folder.parent.name == "checkpoints" and (folder.parent.parent / "config.yaml").is_file():
+        return folder.parent.parent
+    return None
+
+
 def resolve_checkpoint(run: str | os.PathLike, which: str = "best") -> Path:
     """A model folder from a run directory (its ``which``, else ``best``, else ``last``) or a model folder."""
     run = Path(run)
