@@ -15,10 +15,46 @@ def test_tokenize_coco_style():
         "a", "man's", "red-and-white", "kite", "flying", "at", "3.5", "m"]
     # hyphens inside words stay (as in the PTB tokenizer the COCO evaluation uses); others are punctuation
     assert tokenize("medium-light skin - tone -- x- -y") == ["medium-light", "skin", "tone", "x", "y"]
-    assert tokenize("Don\u2019t  STOP\n") == ["don't", "stop"]
+    assert tokenize("Don\u2019t  STOP\n") == ["don\u2019t", "stop"]  # the quote kept: the PTB tokenizer reads both
     assert tokenize("café au lait 😀") == ["café", "au", "lait", "😀"]
     assert tokenize("") == [] and tokenize("  ...  ") == []
     assert tokenize("ﬁsh") == ["fish"]  # NFKC folds the ligature
+
+
+@pytest.mark.parametrize("caption", [
+    "A button (blood type)", "keycap: #", "keycap: *", "five o\u2019clock", "flag: St. Helena", "Mrs. Claus",
+    "flag: U.S. Virgin Islands", "flag: Trinidad & Tobago", "flag: C\u00f4te d\u2019Ivoire",
+    "a thumbs up emoji: +1, good", "a five-thirty emoji: 5:30, clock", "A Canadian 1 cent piece ($.01).",
+    "an exclamation question mark emoji: !, !?, ?", "a man's red-and-white kite, flying at 3.5 m!",
+    "Don\u2019t \u201cstop\u201d \u2014 now\u2026", "a [big] {box} 50% off, e.g. a/b",
+])
+def test_captions_written_from_tokens_read_as_the_original_by_the_coco_evaluation(caption):
+    from vislang.metrics.ptb_tokenizer import tokenize_captions
+
+    assert tokenize_captions([" ".join(tokenize(caption))]) == tokenize_captions([caption])
+
+
+def test_punctuation_alone_has_no_words():
+    from vislang.data.text import has_words
+
+    assert tokenize("wow!! really?!") == ["wow", "!!", "really", "?!"]  # kept, as the PTB tokenizer keeps them
+    assert not has_words("?!") and not has_words(" ... ") and has_words("!! wow") and has_words("😀")
+
+
+def test_version_1_vocabularies_split_as_they_were_built(tmp_path):
+    (tmp_path / "v.json").write_text(json.dumps({"format": "vislang-vocab", "version": 1,
+                                                 "itos": ["<pad>", "<bos>", "<eos>", "<unk>", "don't", "keycap"]}))
+    old = Vocabulary.load(tmp_path / "v.json")
+    assert old.tokenizer == 1 and old.tokenize("Don\u2019t keycap: #") == ["don't", "keycap"]
+    assert old.encode("Don\u2019t keycap: #", add_special=False) == [4, 5]
+    old.save(tmp_path / "w.json")
+    assert Vocabulary.load(tmp_path / "w.json").tokenizer == 1
+    new = Vocabulary.build(["keycap: #"])
+    assert new.tokenizer == 2 and new.itos[4:] == ["#", "keycap"]
+    (tmp_path / "x.json").write_text(json.dumps({"format": "vislang-vocab", "tokenizer": 7,
+                                                 "itos": ["<pad>", "<bos>", "<eos>", "<unk>"]}))
+    with pytest.raises(DataError, match="field 'tokenizer': tokenizer version 7"):
+        Vocabulary.load(tmp_path / "x.json")
 
 
 def test_vocabulary_build_min_freq_and_order():

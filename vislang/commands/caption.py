@@ -10,12 +10,14 @@ from pathlib import Path
 def register(sub: argparse._SubParsersAction) -> None:
     from vislang.commands.explain import add_explain_option
     from vislang.tasks.caption import add_decoding_args
+    from vislang.tasks.caption_judge import add_judge_args
 
     p = sub.add_parser("caption", help="caption image files with a trained captioning run")
     p.add_argument("images", nargs="+", help="image files (PNG, JPEG, SVG, ...)")
     p.add_argument("--model", required=True, help="run directory (or one of its checkpoint directories)")
     p.add_argument("--checkpoint", default="best", choices=("best", "last"))
     add_decoding_args(p)
+    add_judge_args(p)
     p.add_argument("--max-len", type=int, help="longest caption in tokens")
     p.add_argument("--batch-size", type=int, default=32,
                    help="images captioned at once; each batch's captions are printed when it is done (default 32)")
@@ -34,6 +36,7 @@ def cmd_caption(args: argparse.Namespace) -> int:
     from vislang.data.images import load_image
     from vislang.errors import VislangError
     from vislang.inference.caption import CaptionPredictor
+    from vislang.tasks.caption_judge import judge_from_args
     from vislang.viz import attention_figure, save_figure
 
     if args.beam < 1:
@@ -44,6 +47,7 @@ def cmd_caption(args: argparse.Namespace) -> int:
         raise VislangError(f"--batch-size must be at least 1, got {args.batch_size}")
     figure, _ = explain_output(args)
     captioner = CaptionPredictor.load(args.model, args.checkpoint, args.device)
+    captioner.judge = judge_from_args(args)
     bad: list[tuple[str, str]] = []  # every bad file is reported at the end, after the good ones' captions
     for i, cap in captioner.iter_captions(args.images, beam=args.beam, max_len=args.max_len,
                                           batch_size=args.batch_size, length_penalty=args.length_penalty, bad=bad):

@@ -18,9 +18,11 @@ from vislang.data import prepare_dataset
 from vislang.errors import VislangError
 
 # Test captions come from a beam of 3 (as reported in Show, Attend and Tell) whose finished captions are ranked
-# by log-probability / length ** 1.5. Both were chosen on val (870 images) with the demo model: CIDEr-D 0.229
-# greedy; beam 3: 0.214 (plain sum, which favours short captions), 0.228 / 0.238 / 0.240 / 0.238 with length
-# penalties 0.5 / 1 / 1.5 / 2; beam 5: 0.215 / 0.232 / 0.240 (penalty 0 / 1 / 1.5); beam 8, penalty 1: 0.228.
+# by log-probability / length ** 1.5. Both were chosen on val (870 images) with the earlier demo model (its CNN
+# from scratch on two styles): CIDEr-D 0.229 greedy; beam 3: 0.214 (plain sum, which favours short captions),
+# 0.228 / 0.238 / 0.240 / 0.238 with length penalties 0.5 / 1 / 1.5 / 2; beam 5: 0.215 / 0.232 / 0.240 (penalty
+# 0 / 1 / 1.5); beam 8, penalty 1: 0.228. The judge's settings were chosen on val and val_new_style
+# (vislang/tasks/caption_judge.py).
 DEMO_BEAM = 3
 DEMO_LENGTH_PENALTY = 1.5
 
@@ -33,7 +35,7 @@ DEMO_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "demo.yaml"  # t
 
 # The search model the demo serves beside its captioner: the retrieval recipe (locked MiniLM text tower, LiT-style)
 # on the captioner's data, trained briefly from the shipped image tower of that recipe (``emoji_styles``, frozen:
-# only the projections learn); its index holds the demo's emoji test images.
+# only the projections learn). Its joint space judges the captions; its index holds the demo's emoji test images.
 SEARCH_CONFIG = DEMO_CONFIG.with_name("retrieval_emoji.yaml")
 SEARCH_EPOCHS = 2
 SEARCH_OVERRIDES = (f"train.epochs={SEARCH_EPOCHS}", "model_kwargs.image_encoder_kwargs.pretrained=emoji_styles",
@@ -49,7 +51,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="change the training recipe, e.g. --set train.epochs=8 (repeatable)")
     p.add_argument("--data-only", action="store_true", help="only build the data and show what is in it")
     p.add_argument("--no-search", action="store_true",
-                   help="skip the search model and the index of the test images (what `vislang serve` searches)")
+                   help="skip the search model: the captioner's own captions, unjudged, and no index of the test "
+                        "images (what `vislang serve` searches)")
     p.add_argument("--search-set", action="append", default=[], metavar="KEY=VALUE",
                    help="change the search model's recipe (configs/retrieval_emoji.yaml from the shipped image "
                         f"tower, {SEARCH_EPOCHS} epochs), e.g. "
@@ -68,6 +71,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from vislang.tasks.base import train
     from vislang.tasks.caption import CaptionRunConfig
     from vislang.tasks.caption_eval import evaluate_captioner
+    from vislang.tasks.caption_judge import CaptionJudge
     from vislang.viz import write_report
 
     t0 = time.perf_counter()
@@ -95,14 +99,20 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(f"trained {result.steps} steps ({time.perf_counter() - t0:.0f} s so far); best val CIDEr-D "
           f"{result.best_metric:.3f}\n")
 
+    judge = None
+    if not args.no_search:  # the search model judges the captions, then searches the test images
+        search = train_search_model(out, emoji, args.root, args.search_set)
+        judge = CaptionJudge.load(search)
+        print(f"the search model judges the captions ({time.perf_counter() - t0:.0f} s so far)\n")
     captioner = CaptionPredictor.load(out)  # the best checkpoint, loaded once for every split and the report
+    captioner.judge = judge
     evaluations = []
     decoding = (f"beam search (beam {args.beam}, length penalty {args.length_penalty:g})" if args.beam > 1
-                else "greedy decoding")
+                else "greedy decoding") + (", judged by the search model" if judge else "")
     for data, split in splits:
         ev = evaluate_captioner(out, data, split, beam=args.beam, length_penalty=args.length_penalty,
                                 root=args.root, limit=args.limit, out_dir=out / "eval" / f"{data}_{split}",
-                                trained=captioner.trained)
+                                trained=captioner.trained, judge=judge)
         print(f"{ev.split}: {ev.n_images} images, {decoding}")
         print(ev.table() + "\n")
         evaluations.append(ev)
@@ -113,37 +123,43 @@ def cmd_demo(args: argparse.Namespace) -> int:
                                 f"never seen in training; test captions by {decoding}.")
     print(f"report: {report}  ({time.perf_counter() - t0:.0f} s so far)")
     served = [str(out)]
-    if not args.no_search:
-        index = build_search_index(out, emoji, args.root, args.search_set, args.limit)
-        served += ["--index", str(index)]
+    if judge is not None:
+        index = index_test_images(search, emoji, args.root, args.limit)
+        served += ["--index", str(index), "--judge", str(search)]
         print(f"search index of the emoji test images: {index}  (total {time.perf_counter() - t0:.0f} s)")
     print("\nserve the model (and search the test images) at http://127.0.0.1:8000/ with:\n"
           f"  vislang serve {' '.join(served)}")
     return 0
 
 
-def build_search_index(out: Path, emoji: str, root: str | None, overrides: list[str], limit: int | None) -> Path:
-    """Train the demo's search model into ``out/search`` (resumed if there; ``overrides`` change its recipe) and
-    index the test images of the ``emoji`` data (at most ``limit`` per split) with it into ``out/search.index``;
-    returns the index directory."""
+def train_search_model(out: Path, emoji: str, root: str | None, overrides: list[str]) -> Path:
+    """Train the demo's search model into ``out/search`` (resumed if there; ``overrides`` change its recipe);
+    returns the run directory."""
     from vislang.config import resolve_config
-    from vislang.data import load_dataset
-    from vislang.index import build_image_index
-    from vislang.inference.retrieval import RetrievalPredictor
     from vislang.tasks.base import train
     from vislang.tasks.retrieval import RetrievalRunConfig
 
-    run, index_dir = out / "search", out / "search.index"
+    run = out / "search"
     same_data = [f"data.name={emoji}", *([] if "val_style=" in emoji else ["data.val_split=val"])]
     cfg = resolve_config(RetrievalRunConfig, SEARCH_CONFIG,
                          [*SEARCH_OVERRIDES, *same_data, *([f"data.root={root}"] if root else []), *overrides])
     print(f"training the search model ({cfg.model}, {cfg.train.epochs} epochs) into {run} ...")
     result = train("retrieval", cfg, run, resume=(run / "checkpoints" / "last").exists())
     print(f"trained {result.steps} steps; best val rsum {result.best_metric:.3f}")
+    return run
+
+
+def index_test_images(run: Path, emoji: str, root: str | None, limit: int | None) -> Path:
+    """Index the test images of the ``emoji`` data (at most ``limit`` per split) with the search model ``run``
+    into ``run.parent / "search.index"``; returns the index directory."""
+    from vislang.data import load_dataset
+    from vislang.index import build_image_index
+    from vislang.inference.retrieval import RetrievalPredictor
+
+    index_dir = run.parent / "search.index"
     records = [r for split in SEARCH_SPLITS for r in load_dataset(emoji, split, root=root).records[:limit]]
     meta = [{"captions": list(r.captions)} for r in records]
     index = build_image_index(RetrievalPredictor.load(run), [r.image for r in records], [r.id for r in records],
                               meta, model_path=run.resolve(), show_progress=False)
     index.save(index_dir, overwrite=True)
     return index_dir
-

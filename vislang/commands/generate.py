@@ -156,12 +156,13 @@ def check_words(tokenizer: Any, prompts: list[str], sources: list[str]) -> None:
     Raises:
         VislangError: Naming the prompt (``prompt 2``) or the file line (``FILE:LINE``).
     """
+    from vislang.data.text import has_words
     from vislang.errors import VislangError
 
     unk = getattr(tokenizer, "unk_id", None)
     for prompt, where in zip(prompts, sources):
         ids = tokenizer.encode(prompt, add_special=False)
-        if not ids:
+        if not ids or not has_words(prompt):
             raise VislangError(f"{where} ({prompt!r}) has no word the model reads; give a text such as \"a red "
                                "heart\"")
         if unk is not None and all(i == unk for i in ids):

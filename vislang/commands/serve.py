@@ -12,6 +12,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "/v1/generate, the page at / and /metrics. The API is in docs/serve.md.")
     p.add_argument("models", nargs="*", metavar="RUN_OR_FOLDER", help="run directories or model folders")
     p.add_argument("--index", help="an index directory of `vislang index` (search; its model is loaded with it)")
+    p.add_argument("--judge", metavar="RUN",
+                   help="a retrieval run whose joint image-text space chooses the captions of the retrieval-augmented "
+                        "captioners among their own and their nearest training images' (e.g. runs/demo/search)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--max-batch", type=int, default=16, help="most requests to one model run as one batch (16)")
@@ -51,7 +54,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                          token=args.token if args.token is not None else ServeConfig.token_from_env(),
                          access_log=not args.no_access_log)
     service = load_service(args.models, args.index, device=args.device, checkpoint=args.checkpoint,
-                           runtime=args.runtime)
+                           runtime=args.runtime, judge=args.judge)
     app = create_app(service, config)
     for m in service.models.values():
         print(f"loaded {m.name}: {m.describe()['summary']}", file=sys.stderr)

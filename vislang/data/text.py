@@ -22,22 +22,47 @@ VOCAB_FILE = "vocab.json"  # a Vocabulary saved beside a checkpoint's weights
 PAD, BOS, EOS, UNK = "<pad>", "<bos>", "<eos>", "<unk>"
 SPECIALS = (PAD, BOS, EOS, UNK)
 
-# Words (letters/digits, with inner apostrophes like "don't" and inner hyphens like "medium-light"), numbers
-# with decimals ("0.25", "1,000"), and any other non-space symbol (emoji, "$") as its own token. Other
-# punctuation is dropped, as in the COCO caption preprocessing used for captioning vocabularies. Hyphenated
-# words stay whole because the COCO evaluation's PTB tokenizer keeps them whole: a model that learnt
-# "medium light" would be scored against "medium-light" and miss both unigrams.
-_TOKEN = re.compile(r"\d+(?:[.,]\d+)+|[^\W_]+(?:['-][^\W_]+)*|[^\w\s" + re.escape("!\"#%&'()*+,-./:;<=>?@[\\]^_`{|}~") + r"]")
+# Words (letters, digits and ``_``, with inner apostrophes like "don't" or "o’clock", slashes like "and/or" and
+# hyphens like "medium-light"), numbers ("0.25", "1,000", "5:30", "-1", ".25"), acronyms and the abbreviations
+# the PTB tokenizer keeps whole ("u.s.", "mrs.", "st."), and every other symbol ("(", "#", "&", an emoji) as its
+# own token. The punctuation the COCO evaluation drops after its PTB tokenizer (. , : ; ! ? quotes, dashes) is
+# dropped, but not "!!" or "?!", which it keeps (punctuation alone is still no words: :func:`has_words`). So a
+# caption written from these tokens, joined by spaces, is read by the COCO evaluation as the original was:
+# "A button (blood type)", "keycap: #", "five o’clock" and "flag: St. Helena" are written "a button ( blood
+# type )", "keycap #", "five o’clock", "flag st. helena". Hyphenated words stay whole because the PTB tokenizer
+# keeps them whole: a model that learnt "medium light" would be scored against "medium-light" and miss both
+# unigrams.
+_ABBREVIATIONS = ("mr", "mrs", "ms", "dr", "st", "jr", "sr", "prof", "etc", "vs")
+_TOKEN = re.compile(r"(?:[^\W\d_]\.){2,}"                                     # acronyms: u.s., e.g.
+                    r"|\b(?:" + "|".join(_ABBREVIATIONS) + r")\."             # abbreviations: mrs., st.
+                    r"|\d+(?:[.,:]\d+)+"                                      # 3.5, 1,000, 5:30
+                    r"|\w+(?:['\u2019/-]\w+)*"                               # words
+                    r"|(?<!\w)(?:[+-]\.?|\.)\d+(?:[.,]\d+)*|[!?]{2,}"          # +1, -1, .25, !!, ?!
+                    r"|[^\w\s.,:;!?'\"`\u2018\u2019\u201c\u201d\u2026\u2013\u2014-]")  # other symbols
+# Vocabularies saved before the rules above (no "tokenizer" field) split text as they were built: punctuation
+# and ASCII symbols dropped, the right single quote read as an apostrophe.
+_TOKEN_V1 = re.compile(r"\d+(?:[.,]\d+)+|[^\W_]+(?:['-][^\W_]+)*|[^\w\s"
+                       + re.escape("!\"#%&'()*+,-./:;<=>?@[\\]^_`{|}~") + r"]")
+TOKENIZER_VERSION = 2
 
 
-def tokenize(text: str) -> list[str]:
-    """Lower-case, NFKC-normalise and split a caption into words; punctuation is dropped.
+def tokenize(text: str, version: int = TOKENIZER_VERSION) -> list[str]:
+    """Lower-case, NFKC-normalise and split a caption into words and symbols; punctuation is dropped.
 
     >>> tokenize("A man's red-and-white Kite - flying at 3.5 m!")
     ['a', "man's", 'red-and-white', 'kite', 'flying', 'at', '3.5', 'm']
+    >>> tokenize("Mrs. Claus: B button (blood type), keycap: #")
+    ['mrs.', 'claus', 'b', 'button', '(', 'blood', 'type', ')', 'keycap', '#']
     """
-    text = unicodedata.normalize("NFKC", text).lower().replace("\u2019", "'")
+    text = unicodedata.normalize("NFKC", text).lower()
+    if version == 1:
+        return _TOKEN_V1.findall(text.replace("\u2019", "'"))
     return _TOKEN.findall(text)
+
+
+def has_words(text: str) -> bool:
+    """Whether ``text`` has a token other than a run of ``!`` and ``?`` (punctuation alone has no words)."""
+    return any(t.strip("!?") for t in tokenize(text))
 
 
 def _specials_and_length(ids: list[int], bos_id: int, eos_id: int, add_special: bool,
@@ -71,9 +96,12 @@ class Vocabulary:
 
     Args:
         words: Words after the special tokens, in id order.
+        tokenizer: The version of :func:`tokenize`'s rules it splits text with (1: a vocabulary saved before
+            version 2).
     """
 
-    def __init__(self, words: Iterable[str] = ()):
+    def __init__(self, words: Iterable[str] = (), tokenizer: int = TOKENIZER_VERSION):
+        self.tokenizer = tokenizer
         self.itos: list[str] = list(SPECIALS)
         self.stoi: dict[str, int] = {w: i for i, w in enumerate(self.itos)}
         for w in words:
@@ -102,9 +130,13 @@ class Vocabulary:
     def __contains__(self, word: str) -> bool:
         return word in self.stoi
 
+    def tokenize(self, text: str) -> list[str]:
+        """The words of ``text`` as this vocabulary splits it."""
+        return tokenize(text, self.tokenizer)
+
     def encode(self, text: str, add_special: bool = True, max_len: int | None = None) -> list[int]:
         """Token ids of ``text``; with ``add_special`` wrapped in BOS/EOS. ``max_len`` truncates (keeping EOS)."""
-        ids = [self.stoi.get(w, self.unk_id) for w in tokenize(text)]
+        ids = [self.stoi.get(w, self.unk_id) for w in self.tokenize(text)]
         return _specials_and_length(ids, self.bos_id, self.eos_id, add_special, max_len)
 
     def decode(self, ids: Sequence[int]) -> str:
@@ -121,7 +153,8 @@ class Vocabulary:
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the vocabulary as JSON (atomically)."""
-        atomic_write_json(path, {"format": "vislang-vocab", "version": 1, "itos": self.itos})
+        atomic_write_json(path, {"format": "vislang-vocab", "version": 1, "tokenizer": self.tokenizer,
+                                 "itos": self.itos})
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Vocabulary:
@@ -134,7 +167,11 @@ class Vocabulary:
                 not all(isinstance(w, str) for w in itos) or len(set(itos)) != len(itos):
             raise DataError("must be a list of distinct strings starting with the special tokens",
                             path=str(path), field="itos")
-        return cls(itos[len(SPECIALS):])
+        version = data.get("tokenizer", 1)
+        if version not in (1, TOKENIZER_VERSION):
+            raise DataError(f"tokenizer version {version!r}: this vislang reads 1 and {TOKENIZER_VERSION}",
+                            path=str(path), field="tokenizer")
+        return cls(itos[len(SPECIALS):], tokenizer=version)
 
 
 class HFTokenizer:

@@ -394,6 +394,11 @@ class TransformConfig:
     outline: float = 0.0
     flatten: float = 0.0
 
+    def evaluation_settings(self) -> tuple:
+        """What the evaluation pipeline of :func:`build_transform` reads: two configs with equal settings
+        preprocess an image for evaluation identically."""
+        return self.image_size, self.interpolation, tuple(self.mean), tuple(self.std), self.trim
+
     @classmethod
     def from_dict(cls, d: dict) -> TransformConfig:
         """From its saved JSON form (lists back to tuples)."""

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from vislang.data.text import Vocabulary, tokenize
+from vislang.data.text import Vocabulary, has_words
 from vislang.errors import VislangError
 from vislang.inference.base import ImageInput
 from vislang.inference.image_text import ImageTextPredictor
@@ -53,7 +53,7 @@ class VQAPredictor(ImageTextPredictor):
 
     def check_question(self, question: str) -> list[str]:
         """Notes on a question (truncation, unknown words); raises on an empty one."""
-        if not isinstance(question, str) or not question.strip() or not tokenize(question):
+        if not isinstance(question, str) or not question.strip() or not has_words(question):
             raise VislangError(f"the question {question!r} is empty (no words); ask e.g. \"what color is the "
                                "circle?\"")
         notes = []
@@ -62,7 +62,7 @@ class VQAPredictor(ImageTextPredictor):
             notes.append(f"question truncated to its first {self.max_len - 2} tokens (of {n - 2}); the model "
                          f"was trained on questions of at most {self.max_len} tokens")
         if isinstance(self.tokenizer, Vocabulary):
-            unknown = [w for w in tokenize(question) if w not in self.tokenizer]
+            unknown = [w for w in self.tokenizer.tokenize(question) if w not in self.tokenizer]
             if unknown:
                 notes.append(f"unknown words read as <unk>: {', '.join(dict.fromkeys(unknown))}")
         return notes

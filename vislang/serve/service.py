@@ -102,8 +102,12 @@ class Service:
 
 
 def load_service(paths: Sequence[str | os.PathLike], index: str | os.PathLike | None = None, *,
-                 device: str = "auto", checkpoint: str = "best", runtime: str = "torch") -> Service:
+                 device: str = "auto", checkpoint: str = "best", runtime: str = "torch",
+                 judge: str | os.PathLike | None = None) -> Service:
     """Load every run or model folder, and the index (with the model that embedded it).
+
+    ``judge``: a retrieval run whose joint space chooses the captions of every retrieval-augmented captioner
+    (:class:`~vislang.tasks.caption_judge.CaptionJudge`, at its default settings).
 
     ``runtime``: how the given folders run (:func:`vislang.load`: ``torch``, or ``onnx`` / ``torch-export`` for
     folders of ``vislang export``); an index's own run, loaded when none of them embedded it, runs eagerly.
@@ -124,10 +128,24 @@ def load_service(paths: Sequence[str | os.PathLike], index: str | os.PathLike | 
         models[name] = ServedModel(name, task, predictor, Path(p))
     if not models and index is None:
         raise VislangError("serve: give at least one run or model folder")
+    if judge is not None:
+        _attach_judge(models, judge, device)
     service = Service(models)
     if index is not None:
         _attach_index(service, Path(index), device, checkpoint)
     return service
+
+
+def _attach_judge(models: dict[str, ServedModel], judge: str | os.PathLike, device: str) -> None:
+    from vislang.tasks.caption_judge import CaptionJudge
+
+    judged = [m for m in models.values() if hasattr(getattr(m.predictor, "model", None), "memory_keys")]
+    if not judged:
+        raise VislangError(f"--judge {judge}: none of the models is a retrieval-augmented captioner (caption_rag, "
+                           "run eagerly) for it to judge")
+    loaded = CaptionJudge.load(judge, device=device)
+    for m in judged:
+        m.predictor.judge = loaded
 
 
 def _model_name(path: Path) -> str:

@@ -17,6 +17,7 @@ from vislang.data.text import VOCAB_FILE, Vocabulary
 from vislang.decoding import Decoded, beam_search, greedy, teacher_force
 from vislang.errors import VislangError
 from vislang.losses import CaptionLoss
+from vislang.models.encoders import ImageFeatures
 from vislang.models.registry import model_family
 from vislang.tasks.base import TaskSpec, TrainData, register_task
 from vislang.tasks.common import DataConfig
@@ -77,23 +78,48 @@ def rerank_with_neighbours(model: nn.Module, images: Tensor, decoded: Decoded, m
                   for i, caps in enumerate(model.neighbour_captions(feats))]
     owner = [i for i, caps in enumerate(candidates) for _ in caps]
     flat = [c[:max_len - 1] for caps in candidates for c in caps]
-    tokens, n = pad_sequences([[model.bos_id, *c, model.eos_id] for c in flat], model.pad_id)         # (C, T), (C,)
-    tokens, lengths = tokens.to(images.device), (n - 1).to(images.device)                 # predicted: EOS counted
-    rows = torch.tensor(owner, device=images.device)
-    logits, attn = teacher_force(model, model.init_state(feats).map(lambda t: t[rows]), tokens)       # (C, T-1, V)
-    logp = logits.float().log_softmax(-1).gather(-1, tokens[:, 1:, None]).squeeze(-1)                # (C, T-1)
-    total = (logp * lengths_to_mask(lengths, logp.shape[1])).sum(1)                                      # (C,)
+    total, lengths, attn = _log_likelihoods(model, feats, owner, flat)                         # (C,), (C,), (C, T-1, N)
     ranked = total / lengths.float() ** length_penalty
     best: dict[int, int] = {}
     for j, i in enumerate(owner):
         if i not in best or ranked[j] > ranked[best[i]]:
             best[i] = j
+    chosen = [j for _, j in sorted(best.items())]
+    return _decoded(decoded, [flat[j] for j in chosen], total[chosen], lengths[chosen], attn[chosen])
+
+
+@torch.no_grad()
+def score_captions(model: nn.Module, feats: ImageFeatures, captions: list[list[int]], decoded: Decoded,
+                   max_len: int) -> Decoded:
+    """``captions`` (token ids, one per image of ``decoded``'s batch) as a :class:`Decoded`: each one's summed
+    log-probability under ``model`` and its attention as the model reads it (``feats``: the batch's encoded
+    images)."""
+    flat = [c[:max_len - 1] for c in captions]
+    total, lengths, attn = _log_likelihoods(model, feats, list(range(len(flat))), flat)
+    return _decoded(decoded, flat, total, lengths, attn)
+
+
+def _log_likelihoods(model: nn.Module, feats: ImageFeatures, owner: list[int],
+                     captions: list[list[int]]) -> tuple[Tensor, Tensor, Tensor]:
+    """Teacher-force each caption (no BOS / EOS) on its image ``owner[j]``: summed log-probabilities (C,) with
+    EOS, predicted lengths (C,) and attention (C, T-1, N)."""
+    tokens, n = pad_sequences([[model.bos_id, *c, model.eos_id] for c in captions], model.pad_id)     # (C, T), (C,)
+    device = feats.pooled.device
+    tokens, lengths = tokens.to(device), (n - 1).to(device)                           # predicted: EOS counted
+    rows = torch.tensor(owner, device=device)
+    logits, attn = teacher_force(model, model.init_state(feats).map(lambda t: t[rows]), tokens)       # (C, T-1, V)
+    logp = logits.float().log_softmax(-1).gather(-1, tokens[:, 1:, None]).squeeze(-1)                # (C, T-1)
+    return (logp * lengths_to_mask(lengths, logp.shape[1])).sum(1), lengths, attn
+
+
+def _decoded(decoded: Decoded, captions: list[list[int]], total: Tensor, lengths: Tensor, attn: Tensor) -> Decoded:
+    """The chosen captions (one per image) with their scores; attention kept from ``decoded`` where the caption is
+    the decoded one."""
     attention = None
     if decoded.attention is not None:
-        attention = [decoded.attention[i] if flat[j] == decoded.tokens[i] else attn[j, :lengths[j]].cpu()
-                     for i, j in sorted(best.items())]
-    return Decoded([flat[j] for _, j in sorted(best.items())], [float(total[j]) for _, j in sorted(best.items())],
-                   attention, decoded.grid_hw)
+        attention = [decoded.attention[i] if c == decoded.tokens[i] else attn[i, :lengths[i]].cpu()
+                     for i, c in enumerate(captions)]
+    return Decoded(captions, [float(t) for t in total], attention, decoded.grid_hw)
 
 
 def add_decoding_args(p: argparse.ArgumentParser) -> None:
@@ -106,17 +132,23 @@ def add_decoding_args(p: argparse.ArgumentParser) -> None:
 
 def caption_records(model: nn.Module, records: Sequence[Record], vocab: Vocabulary,
                     transform: Callable[[Any], Tensor], *, beam: int = 1, max_len: int = 24,
-                    length_penalty: float = 0.0, batch_size: int = 64) -> tuple[list[str], list[Decoded]]:
-    """Caption every record's image; returns the captions and the per-batch decoder outputs."""
+                    length_penalty: float = 0.0, batch_size: int = 64,
+                    judge: Any = None) -> tuple[list[str], list[Decoded]]:
+    """Caption every record's image; returns the captions and the per-batch decoder outputs. ``judge``: a
+    :class:`~vislang.tasks.caption_judge.CaptionJudge` that then chooses each caption."""
     device = next(model.parameters()).device
     loader = build_loader(ImageTextSamples(records, transform, unit="image"), batch_size)
+    joint = judge.embed_records(records) if judge is not None else None                     # (N, E)
     captions: list[str] = []
     outputs: list[Decoded] = []
     was_training = model.training
     model.eval()
     with torch.no_grad():
         for batch in loader:
-            out = decode_batch(model, batch["image"].to(device), beam, max_len, length_penalty)
+            x = batch["image"].to(device)
+            out = decode_batch(model, x, beam, max_len, length_penalty)
+            if judge is not None:
+                out, _ = judge.choose(model, x, out, joint[len(captions):len(captions) + len(x)], vocab, max_len)
             captions += [vocab.decode(t) for t in out.tokens]
             outputs.append(out)
     model.train(was_training)

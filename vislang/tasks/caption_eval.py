@@ -26,6 +26,7 @@ from vislang.data.records import Record
 from vislang.errors import VislangError
 from vislang.tasks.base import TrainedModel, add_split_args, eval_dir, load_trained
 from vislang.tasks.caption import add_decoding_args, caption_records, pooled_features
+from vislang.tasks.caption_judge import CaptionJudge, add_judge_args, judge_from_args
 from vislang.tasks.common import check_at_least_one
 from vislang.train.checkpoint import run_of
 from vislang.utils.distributed import is_main, map_sharded
@@ -103,12 +104,13 @@ def evaluate_captioner(run: str | os.PathLike, data: str, split: str | None, *, 
                        root: str | None = None, image_root: str | None = None, limit: int | None = None,
                        skip_bad: bool = False, use_java: bool = False, baselines: bool = True,
                        out_dir: str | os.PathLike | None = None, trained: TrainedModel | None = None,
-                       ) -> CaptionEvaluation:
+                       judge: CaptionJudge | None = None) -> CaptionEvaluation:
     """Caption a split with a run's best checkpoint and score it (and the baselines) with the COCO metrics.
 
     Writes ``results_<system>.json`` (COCO results format), ``annotations.json`` (COCO captions format) and
     ``scores.json`` (corpus and per-image scores) to ``out_dir`` when given. ``trained``: the run's model,
-    already opened with :func:`load_trained` (opened here when None).
+    already opened with :func:`load_trained` (opened here when None). ``judge``: chooses the model's captions
+    (:class:`~vislang.tasks.caption_judge.CaptionJudge`).
     """
     from vislang.metrics.captions import evaluate_captions
 
@@ -124,7 +126,7 @@ def evaluate_captioner(run: str | os.PathLike, data: str, split: str | None, *, 
     ev.captions["model"] = map_sharded(  # under torchrun each rank captions its part of the images
         lambda part: caption_records(trained.model, part, trained.artifacts, trained.transform, beam=beam,
                                      max_len=int(trained.config.get("max_len", 24)),
-                                     length_penalty=length_penalty)[0], records)
+                                     length_penalty=length_penalty, judge=judge)[0], records)
     if baselines:
         run_dir = run_of(run, trained.folder) or run.parent.parent  # a run or one of its checkpoints
         name, train_split, train_root = run_training_data(run_dir)
@@ -150,6 +152,7 @@ def evaluate_captioner(run: str | os.PathLike, data: str, split: str | None, *, 
                             for k, (r, c) in enumerate((r, c) for r in records for c in r.captions)]})
         atomic_write_json(out / "scores.json", {"split": ev.split, "n_images": ev.n_images, "beam": beam,
                                                 "length_penalty": length_penalty,
+                                                "judge": None if judge is None else judge.describe(),
                                                 "corpus": ev.corpus, "unavailable": ev.unavailable,
                                                 "per_image": per_image})
     return ev
@@ -160,6 +163,7 @@ def add_evaluate_args(run: argparse.ArgumentParser) -> None:
     add_split_args(run, "caption", "dataset name (emoji, tuxpaint, ...) or manifest / COCO / Karpathy file",
                    "folder image names in COCO / Karpathy files are relative to")
     add_decoding_args(run)
+    add_judge_args(run)
     run.add_argument("--limit", type=int, help="evaluate only the first N images")
     run.add_argument("--skip-bad", action="store_true", help="leave out images that are missing or unreadable")
     run.add_argument("--no-baselines", action="store_true", help="score only the model")
@@ -170,13 +174,16 @@ def add_evaluate_args(run: argparse.ArgumentParser) -> None:
 def run_evaluate(args: argparse.Namespace) -> int:
     """Caption a split with a run, score model and baselines, print the table, write COCO-format files."""
     out = eval_dir(args)
+    judge = judge_from_args(args)
     ev = evaluate_captioner(args.model, args.data, args.split, beam=args.beam,
                             length_penalty=args.length_penalty, root=args.root,
                             image_root=args.image_root, limit=args.limit, skip_bad=args.skip_bad,
                             use_java=args.java, baselines=not args.no_baselines,
-                            out_dir=out if is_main() else None)  # under torchrun rank 0 writes
+                            out_dir=out if is_main() else None,  # under torchrun rank 0 writes
+                            judge=judge)
     print(f"{ev.split}: {ev.n_images} images, beam {args.beam}"
-          + (f", length penalty {args.length_penalty:g}" if args.beam > 1 and args.length_penalty else ""))
+          + (f", length penalty {args.length_penalty:g}" if args.beam > 1 and args.length_penalty else "")
+          + (f", {judge.describe()}" if judge else ""))
     print(ev.table())
     for name, reason in ev.unavailable.items():
         print(f"{name} unavailable: {reason}")
