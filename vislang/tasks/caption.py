@@ -78,7 +78,7 @@ def rerank_with_neighbours(model: nn.Module, images: Tensor, decoded: Decoded, m
                   for i, caps in enumerate(model.neighbour_captions(feats))]
     owner = [i for i, caps in enumerate(candidates) for _ in caps]
     flat = [c[:max_len - 1] for caps in candidates for c in caps]
-    total, lengths, attn = _log_likelihoods(model, feats, owner, flat)                         # (C,), (C,), (C, T-1, N)
+    total, lengths, attn = _log_likelihoods(model, feats, owner, flat, images.device)          # (C,), (C,), (C, T-1, N)
     ranked = total / lengths.float() ** length_penalty
     best: dict[int, int] = {}
     for j, i in enumerate(owner):
@@ -90,21 +90,21 @@ def rerank_with_neighbours(model: nn.Module, images: Tensor, decoded: Decoded, m
 
 @torch.no_grad()
 def score_captions(model: nn.Module, feats: ImageFeatures, captions: list[list[int]], decoded: Decoded,
-                   max_len: int) -> Decoded:
+                   max_len: int, device: torch.device) -> Decoded:
     """``captions`` (token ids, one per image of ``decoded``'s batch) as a :class:`Decoded`: each one's summed
     log-probability under ``model`` and its attention as the model reads it (``feats``: the batch's encoded
-    images)."""
+    images, on ``device``)."""
     flat = [c[:max_len - 1] for c in captions]
-    total, lengths, attn = _log_likelihoods(model, feats, list(range(len(flat))), flat)
+    total, lengths, attn = _log_likelihoods(model, feats, list(range(len(flat))), flat, device)
     return _decoded(decoded, flat, total, lengths, attn)
 
 
-def _log_likelihoods(model: nn.Module, feats: ImageFeatures, owner: list[int],
-                     captions: list[list[int]]) -> tuple[Tensor, Tensor, Tensor]:
+def _log_likelihoods(model: nn.Module, feats: ImageFeatures, owner: list[int], captions: list[list[int]],
+                     device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
     """Teacher-force each caption (no BOS / EOS) on its image ``owner[j]``: summed log-probabilities (C,) with
-    EOS, predicted lengths (C,) and attention (C, T-1, N)."""
+    EOS, predicted lengths (C,) and attention (C, T-1, N). ``feats`` may be an exported captioner's encoding, so
+    the images' ``device`` is given."""
     tokens, n = pad_sequences([[model.bos_id, *c, model.eos_id] for c in captions], model.pad_id)     # (C, T), (C,)
-    device = feats.pooled.device
     tokens, lengths = tokens.to(device), (n - 1).to(device)                           # predicted: EOS counted
     rows = torch.tensor(owner, device=device)
     logits, attn = teacher_force(model, model.init_state(feats).map(lambda t: t[rows]), tokens)       # (C, T-1, V)

@@ -143,7 +143,7 @@ class CaptionJudge:
         lists = self.shortlists(model, feats.pooled, decoded.tokens, vocab)
         choices = self.pick(lists, self.joint_similarities(lists, image_emb))
         chosen = [lst.tokens[c.index] for lst, c in zip(lists, choices)]
-        return score_captions(model, feats, chosen, decoded, max_len), [c.choice for c in choices]
+        return score_captions(model, feats, chosen, decoded, max_len, images.device), [c.choice for c in choices]
 
     def shortlists(self, model: nn.Module, pooled: Tensor, own: list[list[int]], vocab: Vocabulary) -> list[Shortlist]:
         """Each image's candidates: its ``neighbours`` nearest memory entries' distinct captions, then its own
