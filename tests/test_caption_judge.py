@@ -137,3 +137,26 @@ def test_batches_of_records_line_up_with_their_joint_embeddings(rag_run, retriev
     all_, _ = caption_records(captioner.model, records, captioner.vocab, captioner.transform, beam=1,
                               batch_size=10, judge=judge)
     assert one == all_
+
+
+def test_a_judge_with_its_own_preprocessing_reads_the_files_as_its_predictor_does(rag_run, data_root, tmp_path):
+    """A judge at another image size than the captioner embeds the image files with its own preprocessing: the
+    predictor's choices are those of the evaluation, which embeds the records with the judge's transform."""
+    out = tmp_path / "judge48"
+    assert main(["train", "retrieval", "--data", SHAPES, "--root", str(data_root), "--model", "dual_encoder_tiny",
+                 "--epochs", "1", "--max-steps", "2", "--batch-size", "8", "--image-size", "48", "--seed", "0",
+                 "--out", str(out)]) == 0
+    captioner = vislang.load(rag_run)
+    judge = CaptionJudge.load(out, weight=1000.0)
+    assert not judge.same_preprocessing(captioner.trained)
+    records = vislang.load_dataset(SHAPES, "test", root=data_root).records[:10]
+    files = [r.image for r in records]
+    captioner.judge = judge
+    x = captioner.images_tensor(files)                                                     # 32 px, the captioner's
+    own = vislang.load(out).embed_images(files)                                            # 48 px, the judge's
+    assert not torch.allclose(judge.embed_images(x), own, atol=1e-4)  # the captioner's tensors would not do
+    torch.testing.assert_close(captioner._judge_embeddings(files, list(range(len(files))), x), own)
+    judged = [c.text for c in captioner.caption(files, beam=1, batch_size=4)]
+    texts, _ = caption_records(captioner.model, records, captioner.vocab, captioner.transform, beam=1,
+                               max_len=captioner.max_len, batch_size=4, judge=judge)
+    assert judged == texts

@@ -12,7 +12,6 @@ from PIL import Image
 from torch import Tensor
 
 from vislang.data.images import load_image
-from vislang.data.transforms import TransformConfig
 from vislang.errors import ImageError
 from vislang.tasks.base import TrainedModel, load_trained
 from vislang.utils.tensors import model_device
@@ -67,7 +66,8 @@ class Predictor:
         image and is found on the reduced one, hence the larger margin: at most 0.85 levels on average and 32
         at an edge for drawings 12-60 % of the shorter side wide.
         """
-        return decode_side(self.transform_cfg)
+        side = max(8 * self.transform_cfg.image_size, 512)
+        return 4 * side if self.transform_cfg.trim else side
 
     def preprocess(self, image: ImageInput) -> Tensor:
         """One image as a preprocessed ``(3, S, S)`` CPU tensor: a file is decoded at :attr:`decode_side`
@@ -116,13 +116,6 @@ class Predictor:
                 positions.append(i)
             if xs:
                 yield positions, torch.stack(xs).to(self.device)
-
-
-def decode_side(cfg: TransformConfig) -> int:
-    """The shorter side image files are decoded at for the preprocessing ``cfg`` (see
-    :attr:`Predictor.decode_side`)."""
-    side = max(8 * cfg.image_size, 512)
-    return 4 * side if cfg.trim else side
 
 
 def import_object(path: str) -> Any:

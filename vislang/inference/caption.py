@@ -6,11 +6,9 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
-from PIL import Image
 from torch import Tensor
 
-from vislang.data.images import load_image
-from vislang.inference.base import ImageInput, Predictor, decode_side
+from vislang.inference.base import ImageInput, Predictor
 from vislang.tasks.caption import decode_batch
 from vislang.tasks.caption_judge import CaptionJudge
 
@@ -88,7 +86,5 @@ class CaptionPredictor(Predictor):
         """The judge's embeddings (B, E) of the batch ``x`` (``images[positions]``, preprocessed for the model)."""
         if self.judge.same_preprocessing(self.trained) or isinstance(images[positions[0]], Tensor):
             return self.judge.embed_images(x)
-        side = decode_side(self.judge.space.transform_cfg)
-        batch = [im if isinstance(im, Image.Image) else load_image(im, min_side=side)
-                 for im in (images[i] for i in positions)]
-        return self.judge.embed_images(torch.stack([self.judge.transform(im.convert("RGB")) for im in batch]))
+        as_judge_reads = Predictor(self.judge.space)  # the judge's own preprocessing, as its predictor does it
+        return self.judge.embed_images(torch.stack([as_judge_reads.preprocess(images[i]) for i in positions]))

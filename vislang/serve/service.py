@@ -139,7 +139,7 @@ def load_service(paths: Sequence[str | os.PathLike], index: str | os.PathLike | 
 def _attach_judge(models: dict[str, ServedModel], judge: str | os.PathLike, device: str) -> None:
     from vislang.tasks.caption_judge import CaptionJudge
 
-    judged = [m for m in models.values() if hasattr(getattr(m.predictor, "model", None), "memory_keys")]
+    judged = [m for m in models.values() if CaptionJudge.can_judge(getattr(m.predictor, "model", None))]
     if not judged:
         raise VislangError(f"--judge {judge}: none of the models is a retrieval-augmented captioner (caption_rag, "
                            "run eagerly) for it to judge")

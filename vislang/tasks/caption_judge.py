@@ -90,6 +90,12 @@ class CaptionJudge:
         """Open a retrieval run or model folder as a judge (``options``: weight, margin, neighbours)."""
         return cls(load_trained(path, "retrieval", device=device), **options)
 
+    @staticmethod
+    def can_judge(model: nn.Module) -> bool:
+        """Whether ``model`` is a captioner the judge can serve: retrieval-augmented, with a memory of training
+        captions (an exported one keeps no memory)."""
+        return hasattr(model, "memory_keys")
+
     def describe(self) -> str:
         """One line: which joint space, with which settings."""
         return (f"judged by {self.space.folder} (weight {self.weight:g}, margin {self.margin:g}, "
@@ -148,7 +154,7 @@ class CaptionJudge:
     def shortlists(self, model: nn.Module, pooled: Tensor, own: list[list[int]], vocab: Vocabulary) -> list[Shortlist]:
         """Each image's candidates: its ``neighbours`` nearest memory entries' distinct captions, then its own
         caption (``pooled``: the captioner's pooled image features (B, D); ``own``: its captions' tokens)."""
-        if not hasattr(model, "memory_keys"):
+        if not self.can_judge(model):
             raise VislangError("a caption judge needs a retrieval-augmented captioner (caption_rag): its memory "
                                "holds the training captions it chooses among")
         sims = F.normalize(pooled.float(), dim=-1) @ model.memory_keys.T                       # (B, M)
