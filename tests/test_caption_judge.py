@@ -160,3 +160,118 @@ def test_a_judge_with_its_own_preprocessing_reads_the_files_as_its_predictor_doe
     texts, _ = caption_records(captioner.model, records, captioner.vocab, captioner.transform, beam=1,
                                max_len=captioner.max_len, batch_size=4, judge=judge)
     assert judged == texts
+
+
+@pytest.fixture()
+def judge_copy(retrieval_run, tmp_path):
+    """A copy of the shared retrieval run (its folder gets a judge memory written into it)."""
+    import shutil
+
+    return shutil.copytree(retrieval_run, tmp_path / "judge")
+
+
+def test_a_judge_memory_is_kept_with_the_weights_and_read_back(judge_copy, data_root, rag_run, images, tmp_path,
+                                                               capsys):
+    train = vislang.load_dataset(SHAPES, "train", root=data_root).records[:40]
+    judge = CaptionJudge.load(judge_copy)
+    assert judge.memory is None and "no judge memory" in judge.describe()
+    built = judge.build_memory(train)
+    assert "embeds 40 training images" in capsys.readouterr().err
+    assert built.keys.shape == (40, judge.space.model.embed_dim) and built.captions == [r.captions[0] for r in train]
+    torch.testing.assert_close(built.keys, vislang.load(judge_copy).embed_images([r.image for r in train]))
+    again = CaptionJudge.load(judge_copy)
+    assert again.memory.captions == built.captions and torch.equal(again.memory.keys, built.keys)
+    assert "its memory of 40 images" in again.describe()
+    captioner = vislang.load(rag_run)
+    captioner.judge = again
+    assert len(captioner.caption(images[:4], beam=2)) == 4
+    out = tmp_path / "eval"  # the evaluation adds the judge's own nearest-training-image baseline
+    assert main(["evaluate", "caption", "--model", str(rag_run), "--data", SHAPES, "--split", "test", "--root",
+                 str(data_root), "--limit", "6", "--judge", str(judge_copy), "--out", str(out)]) == 0
+    assert "nearest training image (judge)" in capsys.readouterr().out
+    test = vislang.load_dataset(SHAPES, "test", root=data_root).records[:6]
+    nearest = (vislang.load(judge_copy).embed_images([r.image for r in test]) @ built.keys.T).argmax(1)
+    baseline = json.loads((out / "results_nearest_training_image_judge.json").read_text())
+    assert [r["caption"] for r in baseline] == [built.captions[j] for j in nearest.tolist()]
+
+
+def test_with_a_memory_both_spaces_choose_the_caption(rag_run, retrieval_run, images, data_root):
+    """Weight 0 and a large margin: where the judge's nearest training image is the more similar, the caption with
+    the best sum of its similarities in the two spaces (each list's least for a caption it lacks); elsewhere the
+    caption of the most similar training image in either space."""
+    from vislang.tasks.caption_judge import JudgeMemory
+
+    captioner = vislang.load(rag_run)
+    model, vocab = captioner.model, captioner.vocab
+    space = vislang.load(retrieval_run)
+    train = vislang.load_dataset(SHAPES, "train", root=data_root).records[60:120]  # not the captioner's memory
+    plain = CaptionJudge.load(retrieval_run)
+    memory = JudgeMemory(space.embed_images([r.image for r in train]), [r.captions[0] for r in train],
+                         plain.fingerprint)
+    k = 3
+    judge = CaptionJudge(plain.space, weight=0.0, margin=1.0, neighbours=k, memory=memory)
+    x = captioner.images_tensor(images)
+    own = decode_batch(model, x, 1, 12, 0.0)
+    emb = space.embed_images(images)
+    _, choices = judge.choose(model, x, own, emb, vocab, 12)
+
+    length = model.memory_tokens.shape[1]
+    enc_caps = [vocab.decode(row) for row in model.memory_tokens.tolist()]
+    joint_caps = [vocab.decode(vocab.encode(c, max_len=length + 1)) for c in memory.captions]  # as the memory cuts
+
+    def best_of(sims, caps):  # caption -> similarity of its nearest image, for the k most similar captions
+        out = {}
+        for j in sims.argsort(descending=True).tolist():
+            out.setdefault(caps[j], float(sims[j]))
+            if len(out) == k:
+                return out
+        return out
+
+    with torch.no_grad():
+        enc_all = torch.nn.functional.normalize(model.encode(x).pooled, dim=-1) @ model.memory_keys.T  # (B, M)
+    joint_all = emb @ memory.keys.T                                                                 # (B, M')
+    agreed = 0
+    for i, choice in enumerate(choices):
+        enc, joint = best_of(enc_all[i], enc_caps), best_of(joint_all[i], joint_caps)
+        if max(joint.values()) >= max(enc.values()):
+            agreed += 1
+            lo_e, lo_j = min(enc.values()), min(joint.values())
+            scores = {c: enc.get(c, lo_e) + joint.get(c, lo_j) for c in {**enc, **joint}}
+        else:
+            scores = {c: max(enc.get(c, -9.0), joint.get(c, -9.0)) for c in {**enc, **joint}}
+        assert choice.caption == max(scores, key=scores.get) and not choice.own
+    assert 0 < agreed < len(images)  # both rules were used (else the test shows less than it says)
+
+
+def test_memory_captions_with_words_the_captioner_lacks_are_not_candidates(rag_run, retrieval_run, images):
+    from vislang.tasks.caption_judge import JudgeMemory
+
+    captioner = vislang.load(rag_run)
+    space = vislang.load(retrieval_run)
+    plain = CaptionJudge.load(retrieval_run)
+    emb = space.embed_images(images)
+    memory = JudgeMemory(emb.clone(), ["a zyzzyva quokka"] * len(images), plain.fingerprint)  # each image's twin
+    judge = CaptionJudge(plain.space, weight=0.0, margin=1.0, memory=memory)
+    x = captioner.images_tensor(images)
+    own = decode_batch(captioner.model, x, 1, 12, 0.0)
+    lists = judge.shortlists(captioner.model, captioner.model.encode(x).pooled, own.tokens, captioner.vocab, emb)
+    assert all("zyzzyva" not in c and "<unk>" not in c for lst in lists for c in lst.captions[:-1])
+
+
+def test_a_wrong_or_damaged_memory_is_refused_in_one_line(judge_copy, rag_run, data_root, capsys):
+    from vislang.tasks.caption_judge import MEMORY_FILE, JudgeMemory
+
+    judge = CaptionJudge.load(judge_copy)
+    with pytest.raises(VislangError, match="embedded by other weights"):
+        CaptionJudge(judge.space, memory=JudgeMemory(torch.zeros(2, 4), ["a", "b"], "dual_encoder_tiny-0123"))
+    judge.build_memory(vislang.load_dataset(SHAPES, "train", root=data_root).records[:8])
+    path = judge.space.folder / MEMORY_FILE
+    path.write_bytes(path.read_bytes()[:-8])
+    with pytest.raises(VislangError, match="corrupt or partial") as e:
+        CaptionJudge.load(judge_copy)
+    assert "\n" not in str(e.value)
+    image = str(vislang.load_dataset(SHAPES, "test", root=data_root).records[0].image)
+    capsys.readouterr()
+    assert main(["caption", image, "--model", str(rag_run), "--judge", str(judge_copy)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "corrupt or partial" in err[0]

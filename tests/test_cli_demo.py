@@ -37,7 +37,10 @@ def test_demo_pipeline_with_a_tiny_recipe(data_root, tmp_path, capsys):
     # the search model judged the captions
     assert text.count("judged by the search model") == 3
     scores = json.loads((out / "eval" / "emoji_test_new_concepts" / "scores.json").read_text())
-    assert str(out / "search") in scores["judge"]
+    assert str(out / "search") in scores["judge"] and "its memory of" in scores["judge"]
+    assert (out / "search" / "checkpoints" / "best" / "judge_memory.safetensors").is_file()
+    assert set(scores["corpus"]) == {"model", "nearest training image", "nearest training image (judge)",
+                                     "most frequent caption"}
     # it ends with the one command that serves the captioner, judged, with an index of the test images, which loads
     assert text.rstrip().splitlines()[-1].strip() == (f"vislang serve {out} --index {out / 'search.index'} "
                                                       f"--judge {out / 'search'}")
@@ -55,6 +58,6 @@ def test_full_demo(data_root, tmp_path, capsys):
     assert main(["demo", "--root", str(data_root), "--out", str(tmp_path / "demo")]) == 0
     assert (tmp_path / "demo" / "report.html").is_file()
     text = capsys.readouterr().out
-    assert text.count("nearest training image") == 4  # OpenMoji, new concepts, the validation style, Tux Paint
+    assert text.count("most frequent caption") == 4  # OpenMoji, new concepts, the validation style, Tux Paint
     with capsys.disabled():  # the metric tables in CI's log: the README's results come from this job
         print("\n" + text[text.index("trained "):])

@@ -67,6 +67,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from vislang.config import resolve_config
+    from vislang.data import load_dataset
     from vislang.inference.caption import CaptionPredictor
     from vislang.tasks.base import train
     from vislang.tasks.caption import CaptionRunConfig
@@ -103,6 +104,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if not args.no_search:  # the search model judges the captions, then searches the test images
         search = train_search_model(out, emoji, args.root, args.search_set)
         judge = CaptionJudge.load(search)
+        judge.build_memory(load_dataset(emoji, cfg.data.train_split, root=args.root).records)
         print(f"the search model judges the captions ({time.perf_counter() - t0:.0f} s so far)\n")
     captioner = CaptionPredictor.load(out)  # the best checkpoint, loaded once for every split and the report
     captioner.judge = judge

@@ -279,14 +279,38 @@ def load_local_hf_model(path: Path, what: str) -> nn.Module:
 def save_weights(model: nn.Module, path: str | os.PathLike) -> None:
     """Write ``model.state_dict()`` to a ``.safetensors`` file atomically, with the sha256 of its tensor data
     in the header's metadata (:func:`read_state_dict` checks it)."""
+    save_tensors(model.state_dict(), path)
+
+
+def save_tensors(tensors: Mapping[str, Tensor], path: str | os.PathLike,
+                 metadata: Mapping[str, str] | None = None) -> None:
+    """Write ``tensors`` to a ``.safetensors`` file atomically, with ``metadata`` and the sha256 of the tensor
+    data in its header (:func:`read_state_dict` and :func:`read_tensors` check it)."""
     from safetensors.torch import save
 
-    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    plain = save(tensors, metadata={"format": "pt"})
+    tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    meta = {"format": "pt", **(metadata or {})}
+    plain = save(tensors, metadata=meta)
     digest = hashlib.sha256(memoryview(plain)[_data_start(plain[:8])]).hexdigest()
-    data = save(tensors, metadata={"format": "pt", DATA_DIGEST: digest})  # same tensor data, longer header
+    data = save(tensors, metadata={**meta, DATA_DIGEST: digest})  # same tensor data, longer header
     with atomic_open(path, "wb") as f:
         f.write(data)
+
+
+def read_tensors(path: str | os.PathLike) -> tuple[dict[str, Tensor], dict[str, str]]:
+    """The tensors and header metadata of a ``.safetensors`` file :func:`save_tensors` wrote (digest checked).
+
+    Raises:
+        VislangError: The file is missing, corrupt or partial.
+    """
+    from safetensors import safe_open
+
+    state = read_state_dict(Path(path))
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return dict(state), dict(f.metadata() or {})
+    except Exception as e:  # safetensors' own error types
+        raise corrupt(path, f"cannot read its header ({first_line(e)})") from None
 
 
 def _data_start(prefix: bytes) -> slice:

@@ -1,8 +1,10 @@
-"""Evaluating a captioning run on any split, beside two honest baselines.
+"""Evaluating a captioning run on any split, beside two honest baselines (three with a judge).
 
 - **nearest training image**: the first reference caption of the training image closest to the test image in
   the model's own image-encoder feature space (cosine similarity of pooled features) — what retrieval alone
   achieves with the same encoder;
+- **nearest training image (judge)** (captions chosen by a :class:`~vislang.tasks.caption_judge.CaptionJudge` with a
+  memory of training images): the same in the judge's joint space — what retrieval alone achieves there;
 - **most frequent caption**: the most common training caption, for every image — what a model that ignores
   the image achieves.
 """
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -36,6 +39,9 @@ from vislang.utils.tensors import model_device
 REPORTED = ("BLEU-1", "BLEU-4", "ROUGE-L", "CIDEr-D", "METEOR", "SPICE")
 
 
+JUDGE_BASELINE = "nearest training image (judge)"
+
+
 @dataclass
 class CaptionEvaluation:
     """Scores of the model and the baselines on one split.
@@ -43,7 +49,8 @@ class CaptionEvaluation:
     Attributes:
         split: What was evaluated (``data [split]``).
         n_images: Images evaluated.
-        corpus: ``{system: {metric: score}}`` for "model", "nearest training image", "most frequent caption".
+        corpus: ``{system: {metric: score}}`` for "model", "nearest training image", "most frequent caption"
+            (and "nearest training image (judge)" for judged captions).
         captions: ``{system: [caption per image]}``.
         records: The evaluated records.
         unavailable: Metrics not computed, with the reason.
@@ -132,6 +139,8 @@ def evaluate_captioner(run: str | os.PathLike, data: str, split: str | None, *, 
         name, train_split, train_root = run_training_data(run_dir)
         train = load_dataset(name, train_split, root=root or train_root).records
         ev.captions["nearest training image"] = nearest_neighbour_captions(trained, train, records)
+        if judge is not None and judge.memory is not None:  # the same, in the judge's space
+            ev.captions[JUDGE_BASELINE] = map_sharded(judge.nearest_captions, records)
         ev.captions["most frequent caption"] = [most_frequent_caption(train)] * len(records)
     refs = {image_id(r): r.captions for r in records}
     per_image: dict[str, Any] = {}
@@ -143,7 +152,7 @@ def evaluate_captioner(run: str | os.PathLike, data: str, split: str | None, *, 
     if out_dir is not None:
         out = Path(out_dir)
         for system, caps in ev.captions.items():
-            slug = system.replace(" ", "_")
+            slug = re.sub(r"[^a-z0-9]+", "_", system.lower()).strip("_")
             atomic_write_json(out / f"results_{slug}.json",
                               [{"image_id": image_id(r), "caption": c} for r, c in zip(records, caps)])
         atomic_write_json(out / "annotations.json", {

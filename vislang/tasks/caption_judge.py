@@ -1,31 +1,45 @@
 """Choosing a retrieval-augmented captioner's caption with a joint image-text space (CLIP-style reranking).
 
 A retrieval-augmented captioner (``caption_rag``) keeps its training captions in a memory. The judge gives each
-image a short list of whole captions: the captioner's own and the distinct captions of the image's
-``neighbours`` nearest memory entries (in the captioner's encoder space, nearest first), and keeps the one with
-the best
+image a short list of whole captions: the captioner's own and the distinct captions of the image's nearest
+training images, found twice: the ``neighbours`` nearest memory entries in the captioner's encoder space, and,
+when the judge has a :class:`JudgeMemory` (the same training images embedded in its joint space), the
+``neighbours`` nearest in the joint space. Each candidate gets one neighbour similarity from the two
+(:meth:`CaptionJudge.fuse`: their sum where the judge recognises the drawing, else the larger), and the judge
+keeps the one with the best
 
-    score = encoder similarity + weight * joint similarity(image, caption)
+    score = neighbour similarity + weight * joint similarity(image, caption)
 
 where the joint similarity comes from a trained dual encoder (a retrieval run, e.g. the demo's search model) and
-the captioner's own caption, unless it is one of the neighbours' captions, takes the nearest neighbour's encoder
-similarity minus ``margin``. With ``weight`` 0 and a positive margin this is the nearest-training-image caption;
-the joint space lets a caption that fits the image better win over a nearer drawing's, and lets a composed
-caption win where no neighbour's fits. How the defaults were chosen (on validation): ``docs/results.md``.
+the captioner's own caption, unless it is one of the neighbours' captions, takes the nearest neighbour's
+similarity minus ``margin``. With ``weight`` 0, a positive margin and no judge memory this is the
+nearest-training-image caption. The joint space, trained to match drawings in every training style to their
+captions, finds the same concept drawn in a new style more often than the captioner's encoder; the captioner's
+encoder finds the nearer look-alikes of concepts neither has seen. How the defaults were chosen (on validation):
+``docs/results.md``.
 
 ```python
 captioner = vislang.load("runs/demo")                        # a caption_rag run
-captioner.judge = CaptionJudge.load("runs/demo/search")      # a retrieval run
+captioner.judge = CaptionJudge.load("runs/demo/search")      # a retrieval run (with its judge memory, if built)
 captioner.caption(["cat.png"], beam=3, length_penalty=1.5)   # judged captions
 ```
+
+A judge memory is built once from the training records and kept in the retrieval model's folder
+(``judge_memory.safetensors``, checksummed; the demo builds it)::
+
+    CaptionJudge.load("runs/demo/search").build_memory(vislang.load_dataset("emoji", "train").records)
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import math
 import os
+import sys
 import threading
-from collections.abc import Sequence
+import weakref
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -37,16 +51,56 @@ from vislang.data.text import Vocabulary
 from vislang.decoding import Decoded
 from vislang.errors import VislangError
 from vislang.models.caption_rag import memory_captions
+from vislang.models.encoders import read_tensors, save_tensors
 from vislang.tasks.base import TrainedModel, load_trained
 from vislang.tasks.caption import score_captions
-from vislang.tasks.retrieval_embed import embed_record_images, embed_texts
+from vislang.tasks.retrieval_embed import embed_record_images, embed_texts, model_fingerprint
 
 # Chosen on validation (new concepts and the validation style; docs/results.md, "Captioning demo").
-JUDGE_WEIGHT = 0.25
-JUDGE_MARGIN = 0.02
+JUDGE_WEIGHT = 0.02
+JUDGE_MARGIN = 0.01
 JUDGE_NEIGHBOURS = 10
 _SHORTLIST = 50     # memory entries looked at to find ``neighbours`` distinct captions
 _CACHE_SIZE = 50_000  # text embeddings kept (the memory's captions are met again and again)
+MEMORY_FILE = "judge_memory.safetensors"  # a judge memory, in the folder of the weights that embedded it
+
+
+@dataclass
+class JudgeMemory:
+    """Training images in the judge's joint space, each with its first caption: the judge's own nearest training
+    images (beside the captioner's, found in its encoder space).
+
+    Attributes:
+        keys: L2-normalised joint-space image embeddings (M, E).
+        captions: The first caption of each image.
+        model: Fingerprint of the weights that embedded them (:func:`model_fingerprint`).
+    """
+
+    keys: Tensor
+    captions: list[str]
+    model: str
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the memory to a ``.safetensors`` file atomically (checksummed; captions in its header)."""
+        save_tensors({"keys": self.keys.float()}, path,
+                     {"captions": json.dumps(self.captions, ensure_ascii=False), "model": self.model})
+
+    @classmethod
+    def read(cls, path: str | os.PathLike) -> JudgeMemory:
+        """Read a memory :meth:`save` wrote.
+
+        Raises:
+            VislangError: The file is corrupt or partial, or not a judge memory.
+        """
+        tensors, meta = read_tensors(path)
+        try:
+            captions, keys = json.loads(meta["captions"]), tensors["keys"]
+        except (KeyError, ValueError):
+            raise VislangError(f"{path}: not a caption judge memory (no keys tensor or captions header)") from None
+        if not isinstance(captions, list) or keys.ndim != 2 or len(captions) != len(keys):
+            raise VislangError(f"{path}: not a caption judge memory ({len(keys)} keys, captions "
+                               f"{type(captions).__name__} of {len(captions)})")
+        return cls(keys, [str(c) for c in captions], meta.get("model", ""))
 
 
 @dataclass
@@ -75,20 +129,46 @@ class CaptionJudge:
     """
 
     def __init__(self, space: TrainedModel, weight: float = JUDGE_WEIGHT, margin: float = JUDGE_MARGIN,
-                 neighbours: int = JUDGE_NEIGHBOURS):
+                 neighbours: int = JUDGE_NEIGHBOURS, memory: JudgeMemory | None = None):
         if space.spec.name != "retrieval":
             raise VislangError(f"{space.folder}: a caption judge needs a retrieval model (a dual encoder), "
                                f"not a {space.spec.name} model")
         if neighbours < 1:
             raise VislangError(f"judge neighbours must be at least 1, got {neighbours}")
         self.space, self.weight, self.margin, self.neighbours = space, weight, margin, neighbours
+        self.memory = memory
+        if memory is not None and memory.model != self.fingerprint:
+            raise VislangError(f"{space.folder / MEMORY_FILE}: the judge memory was embedded by other weights "
+                               f"({memory.model}, not {self.fingerprint}); build it again (build_memory)")
         self._texts: dict[str, Tensor] = {}  # caption -> joint-space embedding (E,)
+        self._encoded: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # vocabulary -> memory tokens
         self._lock = threading.Lock()          # one judge may serve several captioners' worker threads
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: str = "auto", **options) -> CaptionJudge:
-        """Open a retrieval run or model folder as a judge (``options``: weight, margin, neighbours)."""
-        return cls(load_trained(path, "retrieval", device=device), **options)
+        """Open a retrieval run or model folder as a judge, with the judge memory kept in its folder if there
+        is one (``options``: weight, margin, neighbours)."""
+        space = load_trained(path, "retrieval", device=device)
+        file = space.folder / MEMORY_FILE
+        return cls(space, memory=JudgeMemory.read(file) if file.is_file() else None, **options)
+
+    @property
+    def fingerprint(self) -> str:
+        """The id of the judge's weights (a judge memory records the one that embedded it)."""
+        return model_fingerprint(self.space.folder, self.space.config)
+
+    def build_memory(self, records: Sequence[Record], save: bool = True) -> JudgeMemory:
+        """Embed the training ``records``' images (each with its first caption) as the judge's memory, and keep
+        it in the judge's folder (``judge_memory.safetensors``) when ``save``."""
+        records = [r for r in records if r.captions]
+        if not records:
+            raise VislangError("a judge memory needs training images with captions; none were given")
+        print(f"the judge embeds {len(records)} training images ...", file=sys.stderr, flush=True)
+        self.memory = JudgeMemory(self.embed_records(records), [r.captions[0] for r in records], self.fingerprint)
+        self._encoded = weakref.WeakKeyDictionary()
+        if save:
+            self.memory.save(self.space.folder / MEMORY_FILE)
+        return self.memory
 
     @staticmethod
     def can_judge(model: nn.Module) -> bool:
@@ -98,8 +178,9 @@ class CaptionJudge:
 
     def describe(self) -> str:
         """One line: which joint space, with which settings."""
+        images = f"its memory of {len(self.memory.captions)} images" if self.memory else "no judge memory"
         return (f"judged by {self.space.folder} (weight {self.weight:g}, margin {self.margin:g}, "
-                f"{self.neighbours} neighbours)")
+                f"{self.neighbours} neighbours, {images})")
 
     @property
     def transform(self):
@@ -119,6 +200,14 @@ class CaptionJudge:
     def embed_records(self, records: Sequence[Record]) -> Tensor:
         """Joint-space embeddings ``(N, E)`` of the records' images."""
         return embed_record_images(self.space.model, records, self.transform)
+
+    def nearest_captions(self, records: Sequence[Record]) -> list[str]:
+        """For each record's image, the first caption of its nearest judge-memory image: the nearest-training-image
+        baseline in the judge's space (needs a judge memory)."""
+        if self.memory is None:
+            raise VislangError(f"{self.space.folder}: the judge has no memory of training images (build_memory)")
+        emb = self.embed_records(records)                                                       # (N, E)
+        return [self.memory.captions[j] for j in (emb @ self.memory.keys.T).argmax(1).tolist()]
 
     def _embed_texts(self, texts: Sequence[str]) -> Tensor:
         """Joint-space embeddings ``(N, E)`` of ``texts``, each embedded once while it stays in the cache."""
@@ -146,32 +235,91 @@ class CaptionJudge:
             max_len: Longest caption in tokens.
         """
         feats = model.encode(images)
-        lists = self.shortlists(model, feats.pooled, decoded.tokens, vocab)
+        lists = self.shortlists(model, feats.pooled, decoded.tokens, vocab, image_emb)
         choices = self.pick(lists, self.joint_similarities(lists, image_emb))
         chosen = [lst.tokens[c.index] for lst, c in zip(lists, choices)]
         return score_captions(model, feats, chosen, decoded, max_len, images.device), [c.choice for c in choices]
 
-    def shortlists(self, model: nn.Module, pooled: Tensor, own: list[list[int]], vocab: Vocabulary) -> list[Shortlist]:
-        """Each image's candidates: its ``neighbours`` nearest memory entries' distinct captions, then its own
-        caption (``pooled``: the captioner's pooled image features (B, D); ``own``: its captions' tokens)."""
+    def shortlists(self, model: nn.Module, pooled: Tensor, own: list[list[int]], vocab: Vocabulary,
+                   image_emb: Tensor | None = None) -> list[Shortlist]:
+        """Each image's candidates: the distinct captions of its ``neighbours`` nearest memory entries and, with a
+        judge memory and the images' joint-space embeddings ``image_emb`` (B, E), of its ``neighbours`` nearest
+        judge-memory images (their similarities fused by :meth:`fuse`), most similar first; then its own caption
+        (``pooled``: the captioner's pooled image features (B, D); ``own``: its captions' tokens)."""
         if not self.can_judge(model):
             raise VislangError("a caption judge needs a retrieval-augmented captioner (caption_rag): its memory "
                                "holds the training captions it chooses among")
         sims = F.normalize(pooled.float(), dim=-1) @ model.memory_keys.T                       # (B, M)
         top, rows = sims.topk(min(_SHORTLIST, sims.shape[1]), dim=1)                            # (B, K)
         memory = memory_captions(model.memory_tokens[rows].tolist(), model.pad_id, model.eos_id)
+        judged = (self._judge_memory_neighbours(image_emb, model, vocab)
+                  if self.memory is not None and image_emb is not None else None)
         out = []
         for i, caps in enumerate(memory):
-            nearest: dict[str, tuple[list[int], float]] = {}
-            for toks, s in zip(caps, top[i].tolist()):
-                nearest.setdefault(vocab.decode(toks), (toks, s))
-                if len(nearest) == self.neighbours:
-                    break
+            nearest = self._distinct((vocab.decode(t), t, s) for t, s in zip(caps, top[i].tolist()))
+            if judged is not None:
+                nearest = self.fuse(nearest, self._distinct(judged[i]))
+            ranked = sorted(nearest.items(), key=lambda kv: -kv[1][1])  # stable: the captioner's first on ties
+            texts = [t for t, _ in ranked]
             mine = vocab.decode(own[i])
-            out.append(Shortlist([*nearest, mine], [t for t, _ in nearest.values()] + [own[i]],
-                                 [s for _, s in nearest.values()], list(nearest).index(mine) if mine in nearest
-                                 else None))
+            out.append(Shortlist([*texts, mine], [t for _, (t, _) in ranked] + [own[i]],
+                                 [s for _, (_, s) in ranked], texts.index(mine) if mine in nearest else None))
         return out
+
+    def _distinct(self, found: Iterable[tuple[str, list[int], float]]) -> dict[str, tuple[list[int], float]]:
+        """The first ``neighbours`` distinct captions of ``found`` (text, tokens, similarity; most similar first),
+        each with its tokens and its best similarity."""
+        out: dict[str, tuple[list[int], float]] = {}
+        for text, tokens, sim in found:
+            out.setdefault(text, (tokens, sim))
+            if len(out) == self.neighbours:
+                break
+        return out
+
+    @staticmethod
+    def fuse(encoder: dict[str, tuple[list[int], float]], joint: dict[str, tuple[list[int], float]]
+             ) -> dict[str, tuple[list[int], float]]:
+        """One neighbour similarity per caption from the captioner's neighbours and the judge's (caption ->
+        (tokens, similarity of its nearest image)).
+
+        When the judge's nearest image is at least as similar as the captioner's (the judge recognises the
+        drawing), a caption scores the sum of its two similarities, one the list lacks counting as that list's
+        least: both spaces must agree. Otherwise it scores the larger of the two (the captioner's encoder finds
+        the nearer drawings of concepts the judge does not recognise).
+        """
+        if not joint:
+            return encoder
+        if max(s for _, s in joint.values()) < max(s for _, s in encoder.values()):
+            return {t: max(encoder.get(t, ([], -math.inf)), joint.get(t, ([], -math.inf)), key=lambda v: v[1])
+                    for t in {**encoder, **joint}}
+        low_e, low_j = min(s for _, s in encoder.values()), min(s for _, s in joint.values())
+        return {t: ((encoder.get(t) or joint[t])[0], encoder.get(t, ([], low_e))[1] + joint.get(t, ([], low_j))[1])
+                for t in {**encoder, **joint}}
+
+    def _judge_memory_neighbours(self, image_emb: Tensor, model: nn.Module, vocab: Vocabulary
+                                 ) -> list[list[tuple[str, list[int], float]]]:
+        """Each image's nearest judge-memory images (text, tokens, similarity), most similar first; captions with
+        a word the captioner's vocabulary lacks are left out (the captioner could not score them)."""
+        keys = self.memory.keys.to(image_emb.device)
+        sims = F.normalize(image_emb.float(), dim=-1) @ keys.T                                    # (B, M)
+        top, rows = sims.topk(min(_SHORTLIST, sims.shape[1]), dim=1)                             # (B, K)
+        tokens = self._memory_tokens(vocab, model.memory_tokens.shape[1], model.eos_id)
+        return [[(vocab.decode(tokens[r]), tokens[r], s) for r, s in zip(row, sim) if tokens[r] is not None]
+                for row, sim in zip(rows.tolist(), top.tolist())]
+
+    def _memory_tokens(self, vocab: Vocabulary, length: int, eos_id: int) -> list[list[int] | None]:
+        """The judge memory's captions as the captioner's memory holds its own (``length`` tokens with EOS,
+        cut before it), None where a word is unknown; encoded once per vocabulary."""
+        with self._lock:
+            per_vocab = self._encoded.setdefault(vocab, {})
+            if length not in per_vocab:
+                encoded = []
+                for caption in self.memory.captions:
+                    ids = vocab.encode(caption, max_len=length + 1)[1:]          # no BOS, as the captioner's memory
+                    ids = ids[:ids.index(eos_id)] if eos_id in ids else ids
+                    encoded.append(None if vocab.unk_id in ids or not ids else ids)
+                per_vocab[length] = encoded
+            return per_vocab[length]
 
     def joint_similarities(self, lists: list[Shortlist], image_emb: Tensor) -> list[list[float]]:
         """Each candidate's joint-space similarity to its image (``image_emb``: (B, E))."""
@@ -185,8 +333,8 @@ class CaptionJudge:
         return out
 
     def pick(self, lists: list[Shortlist], joint: list[list[float]]) -> list[_Pick]:
-        """The best candidate of each shortlist by ``encoder similarity + weight * joint similarity``; the own
-        caption's encoder similarity is its neighbour's when it is one, else the nearest's minus ``margin``."""
+        """The best candidate of each shortlist by ``neighbour similarity + weight * joint similarity``; the own
+        caption's neighbour similarity is its neighbour's when it is one, else the nearest's minus ``margin``."""
         picks = []
         for lst, js in zip(lists, joint):
             own = lst.sims[lst.own_is] if lst.own_is is not None else lst.sims[0] - self.margin
@@ -199,12 +347,13 @@ class CaptionJudge:
 
 @dataclass
 class Shortlist:
-    """One image's candidates: the distinct captions of its nearest memory entries, nearest first, then its own.
+    """One image's candidates: the distinct captions of its nearest training images, most similar first, then its
+    own.
 
     Attributes:
         captions: The candidates' text (the own caption last).
         tokens: Their token ids.
-        sims: The neighbours' encoder similarities (one fewer than ``captions``).
+        sims: The neighbours' similarities to the image (one fewer than ``captions``; most similar first).
         own_is: Which neighbour the own caption is, or None.
     """
 

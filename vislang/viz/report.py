@@ -128,8 +128,9 @@ def write_report(run_dir: str | os.PathLike, evaluations: Sequence[CaptionEvalua
     assets.mkdir(parents=True, exist_ok=True)
     parts = [f"<h1>{html.escape(title)}</h1>", f'<p class="sub">{html.escape(notes)}</p>' if notes else ""]
     parts.append("<h2>Metrics</h2><p>COCO caption metrics (pycocoevalcap-exact BLEU, ROUGE-L, CIDEr-D) of "
-                 "the model beside two baselines: the caption of the nearest training image in the model's "
-                 "own encoder space, and the most frequent training caption. Best per row in bold.</p>")
+                 "the model beside its baselines: the caption of the nearest training image in the model's "
+                 "own encoder space (and, for judged captions, in the judge's space), and the most frequent "
+                 "training caption. Best per row in bold.</p>")
     for ev in evaluations:
         parts.append(f"<h3>{html.escape(ev.split)} &middot; {ev.n_images} images</h3>{_metric_table(ev)}")
     if (run_dir / "curves.png").exists():
