@@ -168,6 +168,12 @@ def pooled_features(encoder: nn.Module, records: Sequence[Record], transform, de
     return torch.cat(feats).cpu()
 
 
+def memory_row(vocab: Vocabulary, caption: str, length: int) -> list[int]:
+    """``caption``'s token ids as a retrieval-augmented captioner's memory row of ``length`` holds them: no BOS,
+    cut to fit with its EOS kept (:func:`~vislang.models.caption_rag.memory_captions` reads them back)."""
+    return vocab.encode(caption, max_len=length + 1)[1:]
+
+
 def fill_memory(model: nn.Module, records: Sequence[Record], vocab: Vocabulary, transform: Callable[[Any], Tensor],
                 group_key: str) -> dict[str, int]:
     """Fill a retrieval-augmented captioner's memory with the training ``records`` (features from its image
@@ -175,7 +181,7 @@ def fill_memory(model: nn.Module, records: Sequence[Record], vocab: Vocabulary, 
     length = model.memory_tokens.shape[1]
     device = model.memory_keys.device
     keys = pooled_features(model.image_encoder, records, transform, device)                          # (M, D)
-    tokens, _ = pad_sequences([vocab.encode(r.captions[0], max_len=length + 1)[1:] for r in records],   # no BOS
+    tokens, _ = pad_sequences([memory_row(vocab, r.captions[0], length) for r in records],
                               vocab.pad_id, length=length)                                           # (M, L)
     names: dict[str, int] = {}
     groups = torch.tensor([names.setdefault(record_key(r, group_key), len(names)) for r in records])

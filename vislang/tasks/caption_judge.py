@@ -53,7 +53,7 @@ from vislang.errors import VislangError
 from vislang.models.caption_rag import memory_captions
 from vislang.models.encoders import read_tensors, save_tensors
 from vislang.tasks.base import TrainedModel, load_trained
-from vislang.tasks.caption import score_captions
+from vislang.tasks.caption import memory_row, score_captions
 from vislang.tasks.retrieval_embed import embed_record_images, embed_texts, model_fingerprint
 
 # Chosen on validation (new concepts and the validation style; docs/results.md, "Captioning demo").
@@ -313,12 +313,9 @@ class CaptionJudge:
         with self._lock:
             per_vocab = self._encoded.setdefault(vocab, {})
             if length not in per_vocab:
-                encoded = []
-                for caption in self.memory.captions:
-                    ids = vocab.encode(caption, max_len=length + 1)[1:]          # no BOS, as the captioner's memory
-                    ids = ids[:ids.index(eos_id)] if eos_id in ids else ids
-                    encoded.append(None if vocab.unk_id in ids or not ids else ids)
-                per_vocab[length] = encoded
+                rows = [[memory_row(vocab, caption, length) for caption in self.memory.captions]]
+                (encoded,) = memory_captions(rows, vocab.pad_id, eos_id)
+                per_vocab[length] = [None if vocab.unk_id in ids or not ids else ids for ids in encoded]
             return per_vocab[length]
 
     def joint_similarities(self, lists: list[Shortlist], image_emb: Tensor) -> list[list[float]]:
