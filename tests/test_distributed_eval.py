@@ -121,3 +121,26 @@ def test_sharded_evaluation_equals_one_process(task, data_root, tmp_path, retrie
         key = "accuracy" if task == "vqa" else "systems"
         for system, scores in one[key].items():
             assert two[key][system] == pytest.approx(scores, rel=REL), system
+
+
+@pytest.mark.slow
+def test_sharded_judged_caption_evaluation_equals_one_process(data_root, tmp_path, retrieval_run):
+    """A judge with a memory: each rank embeds its part of the images in the judge's space once, for the judged
+    captions and the judge's own baseline, which equal one process's."""
+    import shutil
+
+    import vislang
+    from vislang.tasks.caption_judge import CaptionJudge
+
+    run = _train("caption", "caption_rag_tiny", data_root, tmp_path / "run", ("--set", "train.optim.freeze_encoder=true"))
+    judge = shutil.copytree(retrieval_run, tmp_path / "judge")
+    CaptionJudge.load(judge).build_memory(vislang.load_dataset(SHAPES, "train", root=data_root).records)
+    argv = ["evaluate", "caption", "--model", str(run), "--data", SHAPES, "--root", str(data_root), "--split",
+            "test", "--beam", "2", "--judge", str(judge)]
+    logs = _vislang([*argv, "--out", str(tmp_path / "two")], 2, tmp_path / "logs2")
+    _vislang([*argv, "--out", str(tmp_path / "one")], 1, tmp_path / "logs1")
+    _rank1_silent(logs)
+    _same_files(tmp_path / "two", tmp_path / "one")
+    for system in ("model", "nearest_training_image", "nearest_training_image_judge"):
+        assert _json(tmp_path / "two" / f"results_{system}.json") == _json(tmp_path / "one" / f"results_{system}.json")
+    assert "its memory of 40 images" in _json(tmp_path / "one" / "scores.json")["judge"]

@@ -133,12 +133,14 @@ def add_decoding_args(p: argparse.ArgumentParser) -> None:
 def caption_records(model: nn.Module, records: Sequence[Record], vocab: Vocabulary,
                     transform: Callable[[Any], Tensor], *, beam: int = 1, max_len: int = 24,
                     length_penalty: float = 0.0, batch_size: int = 64,
-                    judge: Any = None) -> tuple[list[str], list[Decoded]]:
+                    judge: Any = None, joint: Tensor | None = None) -> tuple[list[str], list[Decoded]]:
     """Caption every record's image; returns the captions and the per-batch decoder outputs. ``judge``: a
-    :class:`~vislang.tasks.caption_judge.CaptionJudge` that then chooses each caption."""
+    :class:`~vislang.tasks.caption_judge.CaptionJudge` that then chooses each caption; ``joint``: the records'
+    embeddings in its space (N, E), when already computed."""
     device = next(model.parameters()).device
     loader = build_loader(ImageTextSamples(records, transform, unit="image"), batch_size)
-    joint = judge.embed_records(records) if judge is not None else None                     # (N, E)
+    if judge is not None and joint is None:
+        joint = judge.embed_records(records)                                                 # (N, E)
     captions: list[str] = []
     outputs: list[Decoded] = []
     was_training = model.training

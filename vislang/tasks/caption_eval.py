@@ -130,17 +130,20 @@ def evaluate_captioner(run: str | os.PathLike, data: str, split: str | None, *, 
         raise VislangError(f"{data} [{split}] has no images with reference captions to evaluate on")
     records = ImageTextDataset(ds.name, ds.split, records, ds.sources).check_images(skip_bad=skip_bad).records
     ev = CaptionEvaluation(split=f"{data} [{split}]" if split else data, n_images=len(records), records=records)
+    # the images in the judge's space, embedded once for its choices and its baseline (under torchrun in parts)
+    joint = map_sharded(judge.embed_records, records, torch.cat) if judge is not None else None    # (N, E)
     ev.captions["model"] = map_sharded(  # under torchrun each rank captions its part of the images
-        lambda part: caption_records(trained.model, part, trained.artifacts, trained.transform, beam=beam,
-                                     max_len=int(trained.config.get("max_len", 24)),
-                                     length_penalty=length_penalty, judge=judge)[0], records)
+        lambda rows: caption_records(trained.model, [records[i] for i in rows], trained.artifacts,
+                                     trained.transform, beam=beam, max_len=int(trained.config.get("max_len", 24)),
+                                     length_penalty=length_penalty, judge=judge,
+                                     joint=None if joint is None else joint[rows])[0], range(len(records)))
     if baselines:
         run_dir = run_of(run, trained.folder) or run.parent.parent  # a run or one of its checkpoints
         name, train_split, train_root = run_training_data(run_dir)
         train = load_dataset(name, train_split, root=root or train_root).records
         ev.captions["nearest training image"] = nearest_neighbour_captions(trained, train, records)
         if judge is not None and judge.memory is not None:  # the same, in the judge's space
-            ev.captions[JUDGE_BASELINE] = map_sharded(judge.nearest_captions, records)
+            ev.captions[JUDGE_BASELINE] = judge.nearest_captions(joint)
         ev.captions["most frequent caption"] = [most_frequent_caption(train)] * len(records)
     refs = {image_id(r): r.captions for r in records}
     per_image: dict[str, Any] = {}

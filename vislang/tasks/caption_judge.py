@@ -201,13 +201,12 @@ class CaptionJudge:
         """Joint-space embeddings ``(N, E)`` of the records' images."""
         return embed_record_images(self.space.model, records, self.transform)
 
-    def nearest_captions(self, records: Sequence[Record]) -> list[str]:
-        """For each record's image, the first caption of its nearest judge-memory image: the nearest-training-image
-        baseline in the judge's space (needs a judge memory)."""
+    def nearest_captions(self, image_emb: Tensor) -> list[str]:
+        """For each image (its joint-space embedding, ``image_emb`` (N, E)), the first caption of its nearest
+        judge-memory image: the nearest-training-image baseline in the judge's space (needs a judge memory)."""
         if self.memory is None:
             raise VislangError(f"{self.space.folder}: the judge has no memory of training images (build_memory)")
-        emb = self.embed_records(records)                                                       # (N, E)
-        return [self.memory.captions[j] for j in (emb @ self.memory.keys.T).argmax(1).tolist()]
+        return [self.memory.captions[j] for j in (image_emb @ self.memory.keys.T).argmax(1).tolist()]
 
     def _embed_texts(self, texts: Sequence[str]) -> Tensor:
         """Joint-space embeddings ``(N, E)`` of ``texts``, each embedded once while it stays in the cache."""
